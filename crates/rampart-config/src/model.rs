@@ -1,0 +1,432 @@
+//! The typed config model. Every struct rejects unknown keys. `docs/CONFIG.md` documents each key.
+
+use crate::units::{ByteSize, Duration};
+use serde::Deserialize;
+use serde_saphyr::Spanned;
+
+/// The whole config file.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    #[serde(default)]
+    pub server: Server,
+    pub listeners: Vec<Spanned<Listener>>,
+    #[serde(default)]
+    pub admin: Admin,
+    #[serde(default)]
+    pub log: Log,
+    #[serde(default)]
+    pub upstreams: Vec<Spanned<Upstream>>,
+    #[serde(default)]
+    pub routes: Vec<Spanned<Route>>,
+    /// Global guard settings; routes may override each one.
+    #[serde(default)]
+    pub guards: Guards,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Server {
+    /// Tokio worker threads; 0 = one per core; 1 = a single-threaded runtime.
+    pub worker_threads: usize,
+    /// Open client connections beyond this are closed right after accept.
+    pub max_connections: usize,
+    /// CIDRs whose X-Forwarded-*/Forwarded/X-Request-Id headers are trusted.
+    pub trusted_proxies: Vec<Spanned<String>>,
+    pub request_id_header: Spanned<String>,
+    pub timeouts: Timeouts,
+    pub path: PathPolicy,
+    /// How long SIGTERM waits for in-flight requests.
+    pub shutdown_timeout: Duration,
+    /// Watch the config file and reload on change (SIGHUP always reloads).
+    pub watch_config: bool,
+    /// Largest request head (request line + headers) the HTTP parser buffers.
+    pub max_request_head_bytes: ByteSize,
+    /// HTTP/2: concurrent streams per connection.
+    pub h2_max_concurrent_streams: u32,
+}
+
+impl Default for Server {
+    fn default() -> Self {
+        Server {
+            worker_threads: 0,
+            max_connections: 10_000,
+            trusted_proxies: Vec::new(),
+            request_id_header: Spanned::new(
+                "x-request-id".into(),
+                serde_saphyr::Location::UNKNOWN,
+                serde_saphyr::Location::UNKNOWN,
+            ),
+            timeouts: Timeouts::default(),
+            path: PathPolicy::default(),
+            shutdown_timeout: Duration::secs(30),
+            watch_config: true,
+            max_request_head_bytes: ByteSize(64 * 1024),
+            h2_max_concurrent_streams: 128,
+        }
+    }
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Timeouts {
+    /// A client must send the full request head within this time (slowloris).
+    pub header_read: Duration,
+    /// An idle keep-alive connection is closed after this.
+    pub idle: Duration,
+    /// From the request head to the response head.
+    pub request: Duration,
+}
+
+impl Default for Timeouts {
+    fn default() -> Self {
+        Timeouts {
+            header_read: Duration::secs(10),
+            idle: Duration::secs(60),
+            request: Duration::secs(60),
+        }
+    }
+}
+
+/// What to do with risky path encodings.
+#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum EncodedSlash {
+    /// 400 Bad Request.
+    #[default]
+    Reject,
+    /// Keep `%2F` encoded: it is part of a segment, not a separator.
+    Keep,
+}
+
+#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum Backslash {
+    #[default]
+    Reject,
+    /// Treat `\` (and `%5C`) as `/`.
+    Slash,
+}
+
+#[derive(Clone, Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct PathPolicy {
+    pub encoded_slash: EncodedSlash,
+    pub backslash: Backslash,
+    /// `%00` in a path: rejected unless this is true.
+    pub allow_encoded_nul: bool,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Listener {
+    #[serde(default)]
+    pub name: Option<Spanned<String>>,
+    pub address: Spanned<String>,
+    #[serde(default)]
+    pub tls: Option<Spanned<Tls>>,
+    /// Accept HTTP/2 with prior knowledge on a plaintext listener.
+    #[serde(default)]
+    pub h2c: bool,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Tls {
+    /// One or more certificates; the one whose names match the SNI is used, else the first.
+    pub certificates: Vec<Spanned<CertPair>>,
+    /// "1.3" (default) or "1.2" (allows 1.2 and 1.3).
+    #[serde(default)]
+    pub min_version: Option<Spanned<String>>,
+    #[serde(default)]
+    pub client_auth: Option<ClientAuth>,
+    /// Offer HTTP/2 via ALPN (default true).
+    #[serde(default = "yes")]
+    pub http2: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CertPair {
+    pub cert: Spanned<String>,
+    pub key: Spanned<String>,
+}
+
+#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum ClientAuthMode {
+    Required,
+    Optional,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClientAuth {
+    /// PEM bundle of CAs that client certificates must chain to.
+    pub ca: Spanned<String>,
+    pub mode: ClientAuthMode,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Admin {
+    /// Address of the admin listener (`/metrics`, `/healthz`, `/readyz`); `off` disables it.
+    pub address: Spanned<String>,
+}
+
+impl Default for Admin {
+    fn default() -> Self {
+        Admin {
+            address: Spanned::new(
+                "127.0.0.1:9901".into(),
+                serde_saphyr::Location::UNKNOWN,
+                serde_saphyr::Location::UNKNOWN,
+            ),
+        }
+    }
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Log {
+    /// Access log and security events: `stdout`, `stderr`, `off`, or a file path.
+    pub access: String,
+    /// Operational log level (error, warn, info, debug, trace); written to stderr.
+    pub level: Spanned<String>,
+}
+
+impl Default for Log {
+    fn default() -> Self {
+        Log {
+            access: "stdout".into(),
+            level: Spanned::new(
+                "info".into(),
+                serde_saphyr::Location::UNKNOWN,
+                serde_saphyr::Location::UNKNOWN,
+            ),
+        }
+    }
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Upstream {
+    pub name: Spanned<String>,
+    /// `http://host:port` URLs; requests are spread round-robin.
+    pub targets: Vec<Spanned<String>>,
+    #[serde(default = "d_connect")]
+    pub connect_timeout: Duration,
+    /// Time to wait for the upstream's response head.
+    #[serde(default = "d_response")]
+    pub response_timeout: Duration,
+    /// Concurrent requests to this upstream; beyond it clients get 503 with Retry-After.
+    #[serde(default = "d_inflight")]
+    pub max_in_flight: usize,
+    /// Idle keep-alive connections kept per target.
+    #[serde(default = "d_idle_per_target")]
+    pub pool_max_idle_per_target: usize,
+    #[serde(default = "d_pool_idle")]
+    pub pool_idle_timeout: Duration,
+    /// A target that refuses `failures` connections in a row is skipped for `eject_for`.
+    #[serde(default)]
+    pub health: PassiveHealth,
+    /// Speak HTTP/2 (prior knowledge) to the targets.
+    #[serde(default)]
+    pub http2: bool,
+}
+
+fn d_connect() -> Duration {
+    Duration::secs(3)
+}
+fn d_response() -> Duration {
+    Duration::secs(30)
+}
+fn d_inflight() -> usize {
+    10_000
+}
+fn d_idle_per_target() -> usize {
+    256
+}
+fn d_pool_idle() -> Duration {
+    Duration::secs(60)
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PassiveHealth {
+    pub failures: u32,
+    pub eject_for: Duration,
+}
+
+impl Default for PassiveHealth {
+    fn default() -> Self {
+        PassiveHealth {
+            failures: 1,
+            eject_for: Duration::secs(10),
+        }
+    }
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Route {
+    pub name: Spanned<String>,
+    /// Host to match (exact, or `*.example.com`); absent = any host.
+    #[serde(default)]
+    pub host: Option<Spanned<String>>,
+    pub path_prefix: Spanned<String>,
+    /// Methods this route accepts; absent = all.
+    #[serde(default)]
+    pub methods: Option<Vec<Spanned<String>>>,
+    pub upstream: Spanned<String>,
+    /// Remove the matched prefix before forwarding.
+    #[serde(default)]
+    pub strip_prefix: bool,
+    /// Overrides of the global guard settings for this route. Each replaces the global block of
+    /// the same name (the IP filter is the exception: the global list and the route's list both apply).
+    #[serde(default)]
+    pub limits: Option<Spanned<Limits>>,
+    #[serde(default)]
+    pub cors: Option<Spanned<Cors>>,
+    #[serde(default)]
+    pub security_headers: Option<Spanned<SecurityHeaders>>,
+    #[serde(default)]
+    pub ip_filter: Option<Spanned<IpFilter>>,
+}
+
+#[derive(Clone, Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct Guards {
+    #[serde(default)]
+    pub limits: Option<Spanned<Limits>>,
+    #[serde(default)]
+    pub cors: Option<Spanned<Cors>>,
+    #[serde(default)]
+    pub security_headers: Option<Spanned<SecurityHeaders>>,
+    #[serde(default)]
+    pub ip_filter: Option<Spanned<IpFilter>>,
+}
+
+/// `block` enforces; `monitor` logs what would have been done and lets the request through.
+#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum Mode {
+    #[default]
+    Block,
+    Monitor,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Limits {
+    pub mode: Mode,
+    /// 431 above this many bytes of header names and values.
+    pub max_header_bytes: ByteSize,
+    /// 414 above this many bytes of request target.
+    pub max_uri_length: ByteSize,
+    /// 413 above this many body bytes (checked on Content-Length and while streaming).
+    pub max_body_bytes: ByteSize,
+    /// 405 for any other method.
+    pub allowed_methods: Vec<Spanned<String>>,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            mode: Mode::Block,
+            max_header_bytes: ByteSize(16 * 1024),
+            max_uri_length: ByteSize(8 * 1024),
+            max_body_bytes: ByteSize(10 * 1024 * 1024),
+            allowed_methods: ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
+                .iter()
+                .map(|m| {
+                    Spanned::new(
+                        m.to_string(),
+                        serde_saphyr::Location::UNKNOWN,
+                        serde_saphyr::Location::UNKNOWN,
+                    )
+                })
+                .collect(),
+        }
+    }
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Cors {
+    #[serde(default)]
+    pub mode: Mode,
+    /// Exact origins (`https://app.example.com`) or `*`.
+    pub allow_origins: Vec<Spanned<String>>,
+    #[serde(default = "cors_methods")]
+    pub allow_methods: Vec<Spanned<String>>,
+    #[serde(default)]
+    pub allow_headers: Vec<Spanned<String>>,
+    #[serde(default)]
+    pub expose_headers: Vec<Spanned<String>>,
+    #[serde(default)]
+    pub allow_credentials: bool,
+    #[serde(default = "cors_max_age")]
+    pub max_age: Duration,
+}
+
+fn cors_methods() -> Vec<Spanned<String>> {
+    ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE"]
+        .iter()
+        .map(|m| {
+            Spanned::new(
+                m.to_string(),
+                serde_saphyr::Location::UNKNOWN,
+                serde_saphyr::Location::UNKNOWN,
+            )
+        })
+        .collect()
+}
+fn cors_max_age() -> Duration {
+    Duration::secs(600)
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SecurityHeaders {
+    /// Strict-Transport-Security max-age, sent on TLS listeners only; 0 disables.
+    pub hsts_max_age: Duration,
+    pub hsts_include_subdomains: bool,
+    /// X-Content-Type-Options: nosniff.
+    pub nosniff: bool,
+    /// Cache-Control: no-store unless the upstream set Cache-Control.
+    pub no_store: bool,
+    /// Response headers removed from upstream responses.
+    pub strip: Vec<String>,
+}
+
+impl Default for SecurityHeaders {
+    fn default() -> Self {
+        SecurityHeaders {
+            hsts_max_age: Duration::secs(31_536_000),
+            hsts_include_subdomains: true,
+            nosniff: true,
+            no_store: true,
+            strip: vec![
+                "server".into(),
+                "x-powered-by".into(),
+                "x-aspnet-version".into(),
+                "x-aspnetmvc-version".into(),
+            ],
+        }
+    }
+}
+
+#[derive(Clone, Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct IpFilter {
+    pub mode: Mode,
+    /// If non-empty, only these CIDRs may connect.
+    pub allow: Vec<Spanned<String>>,
+    /// These CIDRs are refused (deny wins over allow).
+    pub deny: Vec<Spanned<String>>,
+}

@@ -1,0 +1,238 @@
+//! Checks the type system cannot express. Every problem is collected, none stops the others.
+
+use crate::model::*;
+use crate::{ConfigError, LoadedConfig};
+use serde_saphyr::Spanned;
+use std::collections::HashSet;
+use std::net::SocketAddr;
+
+pub(crate) fn validate(lc: &LoadedConfig) -> Vec<ConfigError> {
+    let mut v = Validator { lc, errors: Vec::new() };
+    v.run();
+    v.errors
+}
+
+struct Validator<'a> {
+    lc: &'a LoadedConfig,
+    errors: Vec<ConfigError>,
+}
+
+/// Parse a CIDR or a bare IP address (as a /32 or /128).
+pub fn parse_cidr(s: &str) -> Result<ipnet::IpNet, String> {
+    if let Ok(n) = s.parse::<ipnet::IpNet>() {
+        return Ok(n);
+    }
+    if let Ok(ip) = s.parse::<std::net::IpAddr>() {
+        return Ok(ipnet::IpNet::from(ip));
+    }
+    Err(format!(
+        "invalid CIDR `{s}` (expected an address or address/prefix such as 10.0.0.0/8 or 2001:db8::/32)"
+    ))
+}
+
+impl Validator<'_> {
+    fn err<T>(&mut self, at: &Spanned<T>, msg: impl Into<String>) {
+        self.errors.push(self.lc.error_at(at, msg));
+    }
+
+    fn run(&mut self) {
+        let c = &self.lc.config;
+        if c.listeners.is_empty() {
+            self.errors.push(ConfigError {
+                loc: crate::Loc { file: self.lc.source.clone(), line: 1, col: 1 },
+                message: "at least one listener is required".into(),
+            });
+        }
+        self.server(&c.server);
+        let mut listen_names = HashSet::new();
+        let mut addrs = HashSet::new();
+        for l in &c.listeners {
+            if let Some(n) = &l.value.name {
+                if !listen_names.insert(n.value.clone()) {
+                    self.err(n, format!("duplicate listener name `{}`", n.value));
+                }
+            }
+            match l.value.address.value.parse::<SocketAddr>() {
+                Ok(a) => {
+                    if a.port() != 0 && !addrs.insert(a) {
+                        self.err(&l.value.address, format!("duplicate listener address `{a}`"));
+                    }
+                }
+                Err(_) => self.err(
+                    &l.value.address,
+                    format!("invalid listen address `{}` (expected IP:PORT such as 127.0.0.1:8080)", l.value.address.value),
+                ),
+            }
+            if let Some(tls) = &l.value.tls {
+                self.tls(tls);
+            }
+        }
+        if c.admin.address.value != "off" && c.admin.address.value.parse::<SocketAddr>().is_err() {
+            self.err(
+                &c.admin.address,
+                format!("invalid admin address `{}` (expected IP:PORT or `off`)", c.admin.address.value),
+            );
+        }
+        if !["error", "warn", "info", "debug", "trace"].contains(&c.log.level.value.as_str()) {
+            self.err(&c.log.level, format!("unknown log level `{}` (error, warn, info, debug, trace)", c.log.level.value));
+        }
+
+        let mut upstream_names = HashSet::new();
+        for u in &c.upstreams {
+            let u = &u.value;
+            if !upstream_names.insert(u.name.value.as_str()) {
+                self.err(&u.name, format!("duplicate upstream name `{}`", u.name.value));
+            }
+            if u.targets.is_empty() {
+                self.err(&u.name, format!("upstream `{}` has no targets", u.name.value));
+            }
+            for t in &u.targets {
+                if let Err(m) = check_target(&t.value) {
+                    self.err(t, m);
+                }
+            }
+            if u.max_in_flight == 0 {
+                self.err(&u.name, "max_in_flight must be at least 1");
+            }
+        }
+
+        let mut route_names = HashSet::new();
+        for r in &c.routes {
+            let r = &r.value;
+            if !route_names.insert(r.name.value.as_str()) {
+                self.err(&r.name, format!("duplicate route name `{}`", r.name.value));
+            }
+            if !r.path_prefix.value.starts_with('/') {
+                self.err(&r.path_prefix, format!("path_prefix must start with `/` (got `{}`)", r.path_prefix.value));
+            }
+            if let Some(h) = &r.host {
+                let host = h.value.strip_prefix("*.").unwrap_or(&h.value);
+                if host.is_empty() || !host.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.') {
+                    self.err(h, format!("invalid host `{}` (expected a host name such as api.example.com or *.example.com)", h.value));
+                }
+            }
+            if let Some(ms) = &r.methods {
+                for m in ms {
+                    self.method(m);
+                }
+            }
+            if !upstream_names.contains(r.upstream.value.as_str()) {
+                self.err(
+                    &r.upstream,
+                    format!("route `{}` names upstream `{}`, which is not defined under `upstreams`", r.name.value, r.upstream.value),
+                );
+            }
+            self.guard_blocks(&r.limits, &r.cors, &r.ip_filter);
+        }
+        let g = &c.guards;
+        self.guard_blocks(&g.limits, &g.cors, &g.ip_filter);
+    }
+
+    fn server(&mut self, s: &Server) {
+        for p in &s.trusted_proxies {
+            if let Err(m) = parse_cidr(&p.value) {
+                self.err(p, m);
+            }
+        }
+        let h = &s.request_id_header.value;
+        if http_token(h).is_err() {
+            self.err(&s.request_id_header, format!("invalid header name `{h}`"));
+        }
+    }
+
+    fn tls(&mut self, tls: &Spanned<Tls>) {
+        if tls.value.certificates.is_empty() {
+            self.err(tls, "tls needs at least one entry under `certificates`");
+        }
+        for c in &tls.value.certificates {
+            self.file(&c.value.cert, "certificate");
+            self.file(&c.value.key, "private key");
+        }
+        if let Some(v) = &tls.value.min_version {
+            if v.value != "1.2" && v.value != "1.3" {
+                self.err(v, format!("unsupported TLS min_version `{}` (use \"1.3\" or \"1.2\")", v.value));
+            }
+        }
+        if let Some(ca) = &tls.value.client_auth {
+            self.file(&ca.ca, "client CA bundle");
+        }
+    }
+
+    fn file(&mut self, p: &Spanned<String>, what: &str) {
+        let path = self.lc.resolve_path(&p.value);
+        if !path.is_file() {
+            self.err(p, format!("{what} file `{}` not found", path.display()));
+        }
+    }
+
+    fn method(&mut self, m: &Spanned<String>) {
+        if m.value.is_empty() || !m.value.bytes().all(|b| b.is_ascii_uppercase()) {
+            self.err(m, format!("invalid HTTP method `{}` (use upper case, e.g. GET)", m.value));
+        }
+    }
+
+    fn guard_blocks(&mut self, limits: &Option<Spanned<Limits>>, cors: &Option<Spanned<Cors>>, ip: &Option<Spanned<IpFilter>>) {
+        if let Some(l) = limits {
+            for m in &l.value.allowed_methods {
+                self.method(m);
+            }
+            if l.value.max_uri_length.0 == 0 || l.value.max_header_bytes.0 == 0 {
+                self.err(l, "limits must be greater than zero");
+            }
+        }
+        if let Some(c) = cors {
+            let wildcard = c.value.allow_origins.iter().any(|o| o.value == "*");
+            if wildcard && c.value.allow_credentials {
+                self.err(
+                    c,
+                    "cors: allow_origins `*` with allow_credentials: true is not allowed (browsers reject it and it would expose credentials to every site); list the origins",
+                );
+            }
+            if c.value.allow_origins.is_empty() {
+                self.err(c, "cors: allow_origins must list at least one origin");
+            }
+            for o in &c.value.allow_origins {
+                if o.value != "*" && !(o.value.starts_with("https://") || o.value.starts_with("http://")) {
+                    self.err(o, format!("cors origin `{}` must be `*` or a scheme://host[:port] origin", o.value));
+                } else if o.value != "*" && o.value.trim_end_matches('/') != o.value {
+                    self.err(o, format!("cors origin `{}` must not end with `/`", o.value));
+                }
+            }
+            for m in &c.value.allow_methods {
+                self.method(m);
+            }
+            for h in c.value.allow_headers.iter().chain(&c.value.expose_headers) {
+                if h.value != "*" && http_token(&h.value).is_err() {
+                    self.err(h, format!("invalid header name `{}`", h.value));
+                }
+            }
+        }
+        if let Some(f) = ip {
+            for c in f.value.allow.iter().chain(&f.value.deny) {
+                if let Err(m) = parse_cidr(&c.value) {
+                    self.err(c, m);
+                }
+            }
+        }
+    }
+}
+
+fn http_token(s: &str) -> Result<(), ()> {
+    if !s.is_empty() && s.bytes().all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)) {
+        Ok(())
+    } else {
+        Err(())
+    }
+}
+
+/// An upstream target must be `http://host:port` (no path, query or credentials).
+pub fn check_target(t: &str) -> Result<(), String> {
+    let rest = t
+        .strip_prefix("http://")
+        .ok_or_else(|| format!("upstream target `{t}` must start with http:// (TLS to upstreams is not supported yet)"))?;
+    let rest = rest.strip_suffix('/').unwrap_or(rest);
+    if rest.is_empty() || rest.contains(['/', '?', '#', '@']) {
+        return Err(format!("upstream target `{t}` must be http://host:port with no path, query or credentials"));
+    }
+    Ok(())
+}
