@@ -1,14 +1,11 @@
-pub fn add(left: u64, right: u64) -> u64 {
-    left + right
-}
+//! Visibility for Rampart: the JSON access log and security events ([`log`]), and Prometheus
+//! metrics ([`metrics`]). Nothing here blocks the request path: log lines go through a bounded
+//! channel to a writer thread, metrics are atomics.
 
-#[cfg(test)]
-mod tests {
-    use super::*;
+pub mod event;
+pub mod log;
+pub mod metrics;
 
-    #[test]
-    fn it_works() {
-        let result = add(2, 2);
-        assert_eq!(result, 4);
-    }
-}
+pub use event::{Action, SecurityEvent};
+pub use log::{AccessRecord, LogSink};
+pub use metrics::Metrics;

@@ -1,0 +1,519 @@
+//! Request-smuggling hardening for HTTP/1 connections.
+//!
+//! hyper's parser is lenient where RFC 9112 allows it to be (it accepts bare LF line endings and
+//! resolves Content-Length + Transfer-Encoding by preferring chunked). A gateway must not be:
+//! a front-end and a back-end that resolve an ambiguity differently is how smuggling works.
+//! [`ScanIo`] wraps the client stream and watches the raw bytes of every request head as hyper
+//! reads them, following message framing (Content-Length and chunked) to find the next head.
+//! Each head's verdict is queued in [`ScanState`]; the request handler takes it before doing
+//! anything else and answers 400 (and closes the connection) on a violation. Once a violation is
+//! seen, scanning stops: the connection is closed after that response.
+
+use crate::server::ConnActivity;
+use std::collections::VecDeque;
+use std::io;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+
+/// A problem in a request head, with the status to answer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Violation {
+    pub status: u16,
+    pub rule: &'static str,
+    pub message: &'static str,
+}
+
+const fn v(status: u16, rule: &'static str, message: &'static str) -> Violation {
+    Violation {
+        status,
+        rule,
+        message,
+    }
+}
+
+pub const BARE_LF: Violation = v(400, "bare_lf", "line ending without CR (bare LF)");
+pub const BARE_CR: Violation = v(400, "bare_cr", "CR not followed by LF");
+pub const OBS_FOLD: Violation = v(400, "obs_fold", "obsolete header line folding");
+pub const CTL_CHAR: Violation = v(400, "control_char", "NUL or control character in the request head");
+pub const BAD_HEADER_NAME: Violation = v(400, "bad_header_name", "invalid header name");
+pub const CL_AND_TE: Violation = v(400, "cl_and_te", "both Content-Length and Transfer-Encoding");
+pub const CL_CONFLICT: Violation = v(400, "cl_conflict", "conflicting or invalid Content-Length");
+pub const TE_NOT_CHUNKED: Violation = v(400, "te_not_chunked", "Transfer-Encoding other than a single final chunked");
+pub const TE_HTTP10: Violation = v(400, "te_http10", "Transfer-Encoding in an HTTP/1.0 request");
+pub const BAD_REQUEST_LINE: Violation = v(400, "bad_request_line", "malformed request line");
+pub const LONG_REQUEST_LINE: Violation = v(414, "request_line_too_long", "request line too long");
+pub const HEAD_TOO_LARGE: Violation = v(431, "head_too_large", "request head too large");
+pub const BAD_CHUNK: Violation = v(400, "bad_chunk", "malformed chunked encoding");
+
+/// Verdicts per request head, in order, shared between the stream wrapper and the handler.
+#[derive(Default)]
+pub struct ScanState {
+    queue: Mutex<VecDeque<Option<Violation>>>,
+}
+
+impl ScanState {
+    /// The verdict for the next request head hyper hands to the service.
+    pub fn take(&self) -> Option<Violation> {
+        self.queue
+            .lock()
+            .map(|mut q| q.pop_front().flatten())
+            .unwrap_or(None)
+    }
+    fn push(&self, v: Option<Violation>) {
+        if let Ok(mut q) = self.queue.lock() {
+            // Bounded: pipelined heads beyond this are not scanned ahead.
+            if q.len() < 64 {
+                q.push_back(v);
+            }
+        }
+    }
+}
+
+#[derive(Debug)]
+enum St {
+    /// Reading a head; `line_start` indexes the start of the current line in `head`.
+    Head,
+    Body(u64),
+    ChunkSize,
+    ChunkData(u64),
+    ChunkDataEnd,
+    Trailers,
+    /// Stopped (after a violation, or on a connection that turned out to be HTTP/2).
+    Off,
+}
+
+pub struct Scanner {
+    st: St,
+    head: Vec<u8>,
+    line: Vec<u8>,
+    max_head: usize,
+    max_request_line: usize,
+    state: Arc<ScanState>,
+    activity: Option<Arc<ConnActivity>>,
+}
+
+enum Framing {
+    None,
+    Length(u64),
+    Chunked,
+}
+
+impl Scanner {
+    pub fn new(
+        state: Arc<ScanState>,
+        activity: Arc<ConnActivity>,
+        max_head: usize,
+        max_request_line: usize,
+    ) -> Self {
+        Scanner {
+            activity: Some(activity),
+            st: St::Head,
+            head: Vec::with_capacity(1024),
+            line: Vec::new(),
+            max_head,
+            max_request_line,
+            state,
+        }
+    }
+
+    fn fail(&mut self, v: Violation) {
+        // A framing error inside a body is hyper's to report (its chunk decoder fails the body,
+        // and the handler reads the first body frame before contacting an upstream); a head
+        // violation is queued for the handler.
+        if matches!(self.st, St::Head) {
+            self.state.push(Some(v));
+        }
+        self.st = St::Off;
+        self.head = Vec::new();
+        self.line = Vec::new();
+    }
+
+    /// Feed bytes the client sent.
+    pub fn feed(&mut self, mut buf: &[u8]) {
+        while !buf.is_empty() {
+            match self.st {
+                St::Off => return,
+                St::Head => {
+                    // Skip empty lines before a request line (RFC 9112 2.2).
+                    if self.head.is_empty() {
+                        let skip = buf.iter().take_while(|&&b| b == b'\r' || b == b'\n').count();
+                        buf = &buf[skip..];
+                        if buf.is_empty() {
+                            return;
+                        }
+                        if let Some(a) = &self.activity {
+                            a.head_begin();
+                        }
+                    }
+                    // Look for the end of the head: an empty line.
+                    let mut end = None;
+                    for (i, &b) in buf.iter().enumerate() {
+                        self.head.push(b);
+                        if b == b'\n' {
+                            let h = &self.head;
+                            let n = h.len();
+                            if (n >= 2 && h[n - 2] == b'\n')
+                                || (n >= 3 && h[n - 2] == b'\r' && h[n - 3] == b'\n')
+                            {
+                                end = Some(i + 1);
+                                break;
+                            }
+                        }
+                        if self.head.len() > self.max_head {
+                            self.fail(HEAD_TOO_LARGE);
+                            return;
+                        }
+                    }
+                    match end {
+                        None => {
+                            // Check the request line early so a huge one is cut short.
+                            if !self.head.contains(&b'\n') && self.head.len() > self.max_request_line {
+                                self.fail(LONG_REQUEST_LINE);
+                            }
+                            return;
+                        }
+                        Some(used) => {
+                            buf = &buf[used..];
+                            let head = std::mem::take(&mut self.head);
+                            if head.starts_with(b"PRI * HTTP/2.0") {
+                                // HTTP/2 prior knowledge: not ours to scan.
+                                self.st = St::Off;
+                                return;
+                            }
+                            match check_head(&head, self.max_request_line) {
+                                Err(v) => {
+                                    self.fail(v);
+                                    return;
+                                }
+                                Ok(f) => {
+                                    self.state.push(None);
+                                    self.head = head;
+                                    self.head.clear();
+                                    self.st = match f {
+                                        Framing::None | Framing::Length(0) => St::Head,
+                                        Framing::Length(n) => St::Body(n),
+                                        Framing::Chunked => St::ChunkSize,
+                                    };
+                                }
+                            }
+                        }
+                    }
+                }
+                St::Body(n) => {
+                    let take = (buf.len() as u64).min(n);
+                    buf = &buf[take as usize..];
+                    self.st = if n == take { St::Head } else { St::Body(n - take) };
+                }
+                St::ChunkSize | St::Trailers | St::ChunkDataEnd => {
+                    let Some(nl) = buf.iter().position(|&b| b == b'\n') else {
+                        self.line.extend_from_slice(buf);
+                        if self.line.len() > 4096 {
+                            self.fail(BAD_CHUNK);
+                        }
+                        return;
+                    };
+                    self.line.extend_from_slice(&buf[..=nl]);
+                    buf = &buf[nl + 1..];
+                    let line = std::mem::take(&mut self.line);
+                    if line.len() < 2 || line[line.len() - 2] != b'\r' {
+                        self.fail(BAD_CHUNK);
+                        return;
+                    }
+                    let content = &line[..line.len() - 2];
+                    match self.st {
+                        St::ChunkDataEnd => {
+                            if !content.is_empty() {
+                                self.fail(BAD_CHUNK);
+                                return;
+                            }
+                            self.st = St::ChunkSize;
+                        }
+                        St::Trailers => {
+                            if content.is_empty() {
+                                self.st = St::Head;
+                            } else if content.iter().any(|&b| (b < 0x20 && b != b'\t') || b == 0x7f) {
+                                self.fail(BAD_CHUNK);
+                                return;
+                            }
+                        }
+                        _ => {
+                            let size_part = content.split(|&b| b == b';').next().unwrap_or(b"");
+                            let size_part = trim_ows(size_part);
+                            if size_part.is_empty()
+                                || size_part.len() > 15
+                                || !size_part.iter().all(|b| b.is_ascii_hexdigit())
+                            {
+                                self.fail(BAD_CHUNK);
+                                return;
+                            }
+                            let mut n: u64 = 0;
+                            for &b in size_part {
+                                n = n * 16 + (b as char).to_digit(16).unwrap_or(0) as u64;
+                            }
+                            self.st = if n == 0 { St::Trailers } else { St::ChunkData(n) };
+                        }
+                    }
+                }
+                St::ChunkData(n) => {
+                    let take = (buf.len() as u64).min(n);
+                    buf = &buf[take as usize..];
+                    self.st = if n == take {
+                        St::ChunkDataEnd
+                    } else {
+                        St::ChunkData(n - take)
+                    };
+                }
+            }
+        }
+    }
+}
+
+fn trim_ows(mut s: &[u8]) -> &[u8] {
+    while let [b' ' | b'\t', rest @ ..] = s {
+        s = rest;
+    }
+    while let [rest @ .., b' ' | b'\t'] = s {
+        s = rest;
+    }
+    s
+}
+
+fn is_tchar(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
+}
+
+/// Check one complete request head (request line + headers + empty line).
+fn check_head(head: &[u8], max_request_line: usize) -> Result<Framing, Violation> {
+    let mut lines = Vec::with_capacity(16);
+    let mut start = 0;
+    for (i, &b) in head.iter().enumerate() {
+        match b {
+            b'\n' => {
+                if i == 0 || head[i - 1] != b'\r' {
+                    return Err(BARE_LF);
+                }
+                lines.push(&head[start..i - 1]);
+                start = i + 1;
+            }
+            b'\r' => {
+                if head.get(i + 1) != Some(&b'\n') {
+                    return Err(BARE_CR);
+                }
+            }
+            b'\t' => {}
+            c if c < 0x20 || c == 0x7f => return Err(CTL_CHAR),
+            _ => {}
+        }
+    }
+    let Some((request_line, headers)) = lines.split_first() else {
+        return Err(BAD_REQUEST_LINE);
+    };
+    if request_line.len() > max_request_line {
+        return Err(LONG_REQUEST_LINE);
+    }
+    let mut parts = request_line.split(|&b| b == b' ');
+    let (Some(method), Some(target), Some(version), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
+        return Err(BAD_REQUEST_LINE);
+    };
+    if method.is_empty() || !method.iter().all(|&b| is_tchar(b)) || target.is_empty() {
+        return Err(BAD_REQUEST_LINE);
+    }
+    let http10 = match version {
+        b"HTTP/1.1" => false,
+        b"HTTP/1.0" => true,
+        _ => return Err(BAD_REQUEST_LINE),
+    };
+    let mut content_length: Option<u64> = None;
+    let mut te: Option<Vec<u8>> = None;
+    for line in headers.iter().filter(|l| !l.is_empty()) {
+        if line[0] == b' ' || line[0] == b'\t' {
+            return Err(OBS_FOLD);
+        }
+        let Some(colon) = line.iter().position(|&b| b == b':') else {
+            return Err(BAD_HEADER_NAME);
+        };
+        let name = &line[..colon];
+        if name.is_empty() || !name.iter().all(|&b| is_tchar(b)) {
+            return Err(BAD_HEADER_NAME);
+        }
+        let value = trim_ows(&line[colon + 1..]);
+        if name.eq_ignore_ascii_case(b"content-length") {
+            for item in value.split(|&b| b == b',') {
+                let item = trim_ows(item);
+                if item.is_empty() || item.len() > 18 || !item.iter().all(|b| b.is_ascii_digit()) {
+                    return Err(CL_CONFLICT);
+                }
+                let n: u64 = std::str::from_utf8(item)
+                    .ok()
+                    .and_then(|s| s.parse().ok())
+                    .ok_or(CL_CONFLICT)?;
+                match content_length {
+                    Some(prev) if prev != n => return Err(CL_CONFLICT),
+                    _ => content_length = Some(n),
+                }
+            }
+        } else if name.eq_ignore_ascii_case(b"transfer-encoding") {
+            if te.is_some() {
+                return Err(TE_NOT_CHUNKED);
+            }
+            te = Some(value.to_vec());
+        }
+    }
+    match (content_length, te) {
+        (Some(_), Some(_)) => Err(CL_AND_TE),
+        (_, Some(t)) => {
+            if http10 {
+                Err(TE_HTTP10)
+            } else if t.eq_ignore_ascii_case(b"chunked") {
+                Ok(Framing::Chunked)
+            } else {
+                Err(TE_NOT_CHUNKED)
+            }
+        }
+        (Some(n), None) => Ok(Framing::Length(n)),
+        (None, None) => Ok(Framing::None),
+    }
+}
+
+/// A client stream whose inbound bytes pass through a [`Scanner`].
+/// It also records activity for the connection's idle and header-read watchdog.
+pub struct ScanIo<T> {
+    inner: T,
+    scanner: Option<Scanner>,
+    activity: Arc<ConnActivity>,
+}
+
+impl<T> ScanIo<T> {
+    pub fn new(inner: T, scanner: Option<Scanner>, activity: Arc<ConnActivity>) -> Self {
+        ScanIo {
+            inner,
+            scanner,
+            activity,
+        }
+    }
+}
+
+impl<T: AsyncRead + Unpin> AsyncRead for ScanIo<T> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let before = buf.filled().len();
+        let this = &mut *self;
+        let r = Pin::new(&mut this.inner).poll_read(cx, buf);
+        if r.is_ready() {
+            this.activity.touch();
+        }
+        if let (Poll::Ready(Ok(())), Some(s)) = (&r, this.scanner.as_mut()) {
+            s.feed(&buf.filled()[before..]);
+            if matches!(s.st, St::Off) {
+                this.scanner = None;
+            }
+        }
+        r
+    }
+}
+
+impl<T: AsyncWrite + Unpin> AsyncWrite for ScanIo<T> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let r = Pin::new(&mut self.inner).poll_write(cx, buf);
+        if r.is_ready() {
+            self.activity.touch();
+        }
+        r
+    }
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let r = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
+        if r.is_ready() {
+            self.activity.touch();
+        }
+        r
+    }
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn scan(chunks: &[&[u8]]) -> Vec<Option<Violation>> {
+        let st = Arc::new(ScanState::default());
+        let mut s = Scanner::new(st.clone(), Arc::new(ConnActivity::new()), 65536, 8192);
+        for c in chunks {
+            s.feed(c);
+        }
+        let q = st.queue.lock().unwrap();
+        q.iter().cloned().collect()
+    }
+
+    #[test]
+    fn clean_pipeline_with_bodies() {
+        let r = scan(&[
+            b"GET / HTTP/1.1\r\nHost: a\r\n\r\nPOST /x HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\n\r\nhel",
+            b"loPOST /y HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n3;x=1\r\nabc\r\n0\r\nT: 1\r\n\r\nGET /z HTTP/1.1\r\n",
+            b"Host: a\r\n\r\n",
+        ]);
+        assert_eq!(r, vec![None, None, None, None]);
+    }
+
+    #[test]
+    fn each_smuggling_shape_is_caught() {
+        let cases: &[(&[u8], Violation)] = &[
+            (b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n", CL_AND_TE),
+            (b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\nContent-Length: 4\r\n\r\n", CL_CONFLICT),
+            (b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 3, 4\r\n\r\n", CL_CONFLICT),
+            (b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: +3\r\n\r\n", CL_CONFLICT),
+            (b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked, identity\r\n\r\n", TE_NOT_CHUNKED),
+            (b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: xchunked\r\n\r\n", TE_NOT_CHUNKED),
+            (b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n", TE_NOT_CHUNKED),
+            (b"GET / HTTP/1.1\r\nHost: a\r\nX: a\r\n b\r\n\r\n", OBS_FOLD),
+            (b"GET / HTTP/1.1\nHost: a\r\n\r\n", BARE_LF),
+            (b"GET / HTTP/1.1\r\nHost: a\rX: b\r\n\r\n", BARE_CR),
+            (b"GET / HTTP/1.1\r\nHost: a\x00b\r\n\r\n", CTL_CHAR),
+            (b"GET / HTTP/1.1\r\nHo st: a\r\n\r\n", BAD_HEADER_NAME),
+            (b"GET / HTTP/1.1\r\nHost : a\r\n\r\n", BAD_HEADER_NAME),
+            (b"G(T / HTTP/1.1\r\nHost: a\r\n\r\n", BAD_REQUEST_LINE),
+            (b"GET  / HTTP/1.1\r\nHost: a\r\n\r\n", BAD_REQUEST_LINE),
+            (b"POST / HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n", TE_HTTP10),
+        ];
+        for (raw, want) in cases {
+            assert_eq!(scan(&[raw]), vec![Some(*want)], "{}", String::from_utf8_lossy(raw));
+        }
+    }
+
+    #[test]
+    fn malformed_chunks_and_long_lines() {
+        assert_eq!(
+            scan(&[b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n"]),
+            vec![None]
+        );
+        assert_eq!(
+            scan(&[b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabcX\r\n"]),
+            vec![None]
+        );
+        let mut long = b"GET /".to_vec();
+        long.extend(std::iter::repeat(b'a').take(9000));
+        assert_eq!(scan(&[&long]), vec![Some(LONG_REQUEST_LINE)]);
+    }
+}

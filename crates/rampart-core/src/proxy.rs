@@ -1,0 +1,728 @@
+//! The request path: hardening checks, routing, the guard phases, the upstream call, and the
+//! log phase. Nothing here knows what any guard protects against.
+
+use crate::body::{ReqBody, RespBody};
+use crate::guard::{Answer, Block, ConnInfo, Guard, Mode, RequestContext, Verdict};
+use crate::h1scan::{ScanState, Violation};
+use crate::server::ConnActivity;
+use crate::snapshot::{Route, RouteMatch, Snapshot};
+use crate::upstream::{Proxied, UpstreamError};
+use arc_swap::ArcSwap;
+use bytes::Bytes;
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::uri::PathAndQuery;
+use http::{Method, Request, Response, StatusCode, Version};
+use http_body::Body as _;
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+use rampart_telemetry::log::{now_rfc3339, AccessRecord, EventRecord};
+use rampart_telemetry::metrics::{GuardAction, Name, RouteLabel, RouteStatus, UpstreamError as UpErrLabel};
+use rampart_telemetry::{Action, LogSink, Metrics, SecurityEvent};
+use std::convert::Infallible;
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+/// State shared by every connection: the current snapshot and the telemetry sinks.
+pub struct Shared {
+    pub snapshot: ArcSwap<Snapshot>,
+    pub metrics: Arc<Metrics>,
+    pub log: LogSink,
+    ids: RequestIds,
+}
+
+impl Shared {
+    pub fn new(snapshot: Snapshot, metrics: Arc<Metrics>, log: LogSink) -> Self {
+        Shared {
+            snapshot: ArcSwap::from_pointee(snapshot),
+            metrics,
+            log,
+            ids: RequestIds::new(),
+        }
+    }
+}
+
+/// Request ids: 16 hex digits, unique per process, unpredictable across restarts.
+struct RequestIds {
+    seed: u64,
+    counter: AtomicU64,
+}
+
+impl RequestIds {
+    fn new() -> Self {
+        let mut seed = [0u8; 8];
+        let _ = ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut seed);
+        RequestIds {
+            seed: u64::from_le_bytes(seed),
+            counter: AtomicU64::new(0),
+        }
+    }
+    fn next(&self) -> String {
+        // splitmix64 of seed + counter: distinct for every counter value.
+        let mut z = self
+            .seed
+            .wrapping_add(self.counter.fetch_add(1, Ordering::Relaxed).wrapping_mul(0x9E37_79B9_7F4A_7C15));
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^= z >> 31;
+        format!("{z:016x}")
+    }
+}
+
+fn valid_request_id(v: &HeaderValue) -> Option<String> {
+    let b = v.as_bytes();
+    if !b.is_empty() && b.len() <= 128 && b.iter().all(|c| c.is_ascii_alphanumeric() || b"-_.:".contains(c)) {
+        std::str::from_utf8(b).ok().map(str::to_string)
+    } else {
+        None
+    }
+}
+
+const HOP_BY_HOP: [HeaderName; 8] = [
+    header::CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    HeaderName::from_static("proxy-connection"),
+    header::TE,
+    header::TRAILER,
+    header::TRANSFER_ENCODING,
+    header::UPGRADE,
+    header::PROXY_AUTHORIZATION,
+];
+
+fn strip_hop_by_hop(h: &mut HeaderMap) {
+    // Headers named in Connection are hop-by-hop too.
+    let named: Vec<HeaderName> = h
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|n| HeaderName::from_bytes(n.trim().as_bytes()).ok())
+        .collect();
+    for n in named {
+        h.remove(n);
+    }
+    for n in HOP_BY_HOP.iter() {
+        h.remove(n);
+    }
+}
+
+/// The client's address: the peer, unless the peer is a trusted proxy, in which case the
+/// right-most untrusted address of X-Forwarded-For.
+fn client_ip(snap: &Snapshot, peer: IpAddr, headers: &HeaderMap, peer_trusted: bool) -> IpAddr {
+    if !peer_trusted {
+        return peer;
+    }
+    let mut ip = peer;
+    let values: Vec<&str> = headers
+        .get_all("x-forwarded-for")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .collect();
+    for v in values.iter().rev() {
+        for item in v.rsplit(',') {
+            match item.trim().parse::<IpAddr>() {
+                Ok(a) => {
+                    ip = a;
+                    if !snap.is_trusted(a) {
+                        return a;
+                    }
+                }
+                Err(_) => return ip,
+            }
+        }
+    }
+    ip
+}
+
+fn problem(status: StatusCode, title: &str, request_id: &str) -> Answer {
+    let body = serde_json::json!({
+        "type": "about:blank",
+        "title": title,
+        "status": status.as_u16(),
+        "request_id": request_id,
+    });
+    Answer {
+        status,
+        headers: vec![(header::CONTENT_TYPE, HeaderValue::from_static("application/problem+json"))],
+        body: Bytes::from(body.to_string()),
+    }
+}
+
+fn block_answer(b: Block, request_id: &str) -> Answer {
+    let title = b.title.or(b.status.canonical_reason()).unwrap_or("Request refused");
+    let mut a = problem(b.status, title, request_id);
+    a.headers.extend(b.headers);
+    a
+}
+
+/// What a guard's verdict means for the request, after its mode is applied.
+enum Outcome {
+    Next,
+    Stop(Answer),
+}
+
+fn apply(guard: &dyn Guard, verdict: Verdict, ctx: &mut RequestContext, metrics: &Metrics) -> Outcome {
+    match verdict {
+        Verdict::Continue => Outcome::Next,
+        Verdict::Respond(a) => {
+            ctx.deciding_guard = Some(guard.name());
+            ctx.verdict = "answered";
+            metrics
+                .guard_decisions
+                .get_or_create(&GuardAction { guard: guard.name(), action: "answered" })
+                .inc();
+            Outcome::Stop(a)
+        }
+        Verdict::Block(b) => {
+            let monitor = guard.mode() == Mode::Monitor;
+            let action = if monitor { Action::Monitored } else { Action::Blocked };
+            metrics
+                .guard_decisions
+                .get_or_create(&GuardAction { guard: guard.name(), action: action.as_str() })
+                .inc();
+            ctx.event(SecurityEvent {
+                guard: guard.name(),
+                rule: b.rule.clone(),
+                message: b.message.clone(),
+                action,
+                status: Some(b.status.as_u16()),
+                detail: b.detail.clone(),
+            });
+            if monitor {
+                if ctx.verdict == "allowed" {
+                    ctx.verdict = "monitored";
+                }
+                Outcome::Next
+            } else {
+                ctx.deciding_guard = Some(guard.name());
+                ctx.verdict = "blocked";
+                let id = ctx.request_id.clone();
+                Outcome::Stop(block_answer(b, &id))
+            }
+        }
+    }
+}
+
+/// A refusal by the core itself (protocol hardening, routing, upstream failure).
+fn core_refusal(ctx: &mut RequestContext, metrics: &Metrics, status: StatusCode, rule: &'static str, message: String) -> Answer {
+    ctx.deciding_guard = Some("core");
+    ctx.verdict = if status.is_server_error() { "error" } else { "blocked" };
+    if status.is_client_error() && status != StatusCode::NOT_FOUND {
+        ctx.event(SecurityEvent {
+            guard: "core",
+            rule: rule.to_string(),
+            message,
+            action: Action::Blocked,
+            status: Some(status.as_u16()),
+            detail: serde_json::Value::Null,
+        });
+        metrics.reject(rule);
+    }
+    let id = ctx.request_id.clone();
+    problem(status, status.canonical_reason().unwrap_or("Error"), &id)
+}
+
+fn violation_answer(ctx: &mut RequestContext, metrics: &Metrics, v: Violation) -> Answer {
+    let status = StatusCode::from_u16(v.status).unwrap_or(StatusCode::BAD_REQUEST);
+    let mut a = core_refusal(ctx, metrics, status, v.rule, v.message.to_string());
+    a.headers.push((header::CONNECTION, HeaderValue::from_static("close")));
+    a
+}
+
+/// Per-request facts the log phase needs besides the context.
+struct Done {
+    shared: Arc<Shared>,
+    snap: Arc<Snapshot>,
+    route_idx: Option<usize>,
+    ctx: RequestContext,
+    start: Instant,
+    upstream_ms: Option<f64>,
+    upstream: Option<Arc<str>>,
+    bytes_in: Arc<AtomicU64>,
+    status: u16,
+    protocol: &'static str,
+    activity: Arc<ConnActivity>,
+}
+
+impl Done {
+    fn guards(&self) -> &[Arc<dyn Guard>] {
+        match self.route_idx {
+            Some(i) => &self.snap.routes[i].guards,
+            None => &self.snap.unrouted_guards,
+        }
+    }
+
+    fn finish(self, bytes_out: u64, complete: bool) {
+        self.activity.request_done();
+        for g in self.guards() {
+            g.on_log(&self.ctx, self.status);
+        }
+        let route_label = self.ctx.route.clone().unwrap_or_else(|| Arc::from("-"));
+        let m = &self.shared.metrics;
+        m.requests
+            .get_or_create(&RouteStatus { route: Name(route_label.clone()), status: self.status })
+            .inc();
+        let log = &self.shared.log;
+        if !log.enabled() {
+            return;
+        }
+        let ts = now_rfc3339();
+        let client_ip = self.ctx.client_ip.to_string();
+        let method = self.ctx.method.as_str();
+        for e in &self.ctx.events {
+            log.write(&EventRecord {
+                kind: "security_event",
+                ts: ts.clone(),
+                request_id: &self.ctx.request_id,
+                client_ip: client_ip.clone(),
+                route: self.ctx.route.as_deref(),
+                method,
+                path: &self.ctx.path,
+                event: e,
+            });
+        }
+        log.write(&AccessRecord {
+            kind: "access",
+            ts,
+            request_id: &self.ctx.request_id,
+            client_ip,
+            method,
+            path: &self.ctx.path,
+            route: self.ctx.route.as_deref(),
+            status: self.status,
+            bytes_in: self.bytes_in.load(Ordering::Relaxed),
+            bytes_out,
+            duration_ms: self.start.elapsed().as_secs_f64() * 1000.0,
+            upstream_ms: self.upstream_ms,
+            upstream: self.upstream.as_deref(),
+            verdict: if complete || self.ctx.verdict != "allowed" { self.ctx.verdict } else { "aborted" },
+            guard: self.ctx.deciding_guard,
+            protocol: self.protocol,
+        });
+    }
+}
+
+fn protocol_name(v: Version) -> &'static str {
+    match v {
+        Version::HTTP_10 => "HTTP/1.0",
+        Version::HTTP_11 => "HTTP/1.1",
+        Version::HTTP_2 => "HTTP/2",
+        _ => "other",
+    }
+}
+
+/// Entry point for every request on every connection.
+pub(crate) async fn handle(
+    shared: Arc<Shared>,
+    conn: Arc<ConnInfo>,
+    scan: Option<Arc<ScanState>>,
+    activity: Arc<ConnActivity>,
+    req: Request<Incoming>,
+) -> Result<Response<RespBody>, Infallible> {
+    activity.request_started();
+    let start = Instant::now();
+    let snap = shared.snapshot.load_full();
+    let (mut parts, body) = req.into_parts();
+    let peer_ip = conn.peer.ip();
+    let peer_trusted = snap.is_trusted(peer_ip);
+    let request_id = peer_trusted
+        .then(|| parts.headers.get(&snap.request_id_header).and_then(valid_request_id))
+        .flatten()
+        .unwrap_or_else(|| shared.ids.next());
+    let client = client_ip(&snap, peer_ip, &parts.headers, peer_trusted);
+    let mut ctx = RequestContext::new(request_id, client, conn.clone(), parts.method.clone());
+    ctx.path = parts.uri.path().to_string();
+    let bytes_in = Arc::new(AtomicU64::new(0));
+    let mut done = Done {
+        shared: shared.clone(),
+        snap: snap.clone(),
+        route_idx: None,
+        ctx,
+        start,
+        upstream_ms: None,
+        upstream: None,
+        bytes_in: bytes_in.clone(),
+        status: 0,
+        protocol: protocol_name(parts.version),
+        activity,
+    };
+    let metrics = &shared.metrics;
+
+    // 1. Protocol hardening: the raw-head scan, then request-target and path checks.
+    if let Some(v) = scan.as_ref().and_then(|s| s.take()) {
+        let a = violation_answer(&mut done.ctx, metrics, v);
+        return Ok(finish_answer(done, a));
+    }
+    let host = match request_host(&parts) {
+        Ok(h) => h,
+        Err((rule, msg)) => {
+            let mut a = core_refusal(&mut done.ctx, metrics, StatusCode::BAD_REQUEST, rule, msg.into());
+            a.headers.push((header::CONNECTION, HeaderValue::from_static("close")));
+            return Ok(finish_answer(done, a));
+        }
+    };
+    let path = match crate::path::normalize(parts.uri.path(), &snap.path_policy) {
+        Ok(p) => p,
+        Err(e) => {
+            let a = core_refusal(&mut done.ctx, metrics, StatusCode::BAD_REQUEST, e.rule(), e.reason().into());
+            return Ok(finish_answer(done, a));
+        }
+    };
+    done.ctx.path = path;
+
+    // 2. Routing.
+    let route_idx = match snap.route(&host, &done.ctx.path, &parts.method) {
+        RouteMatch::Found(r) => snap.routes.iter().position(|x| std::ptr::eq(x, r)),
+        RouteMatch::MethodNotAllowed(allowed) => {
+            let mut a = core_refusal(&mut done.ctx, metrics, StatusCode::METHOD_NOT_ALLOWED, "method_not_routed", format!("no route accepts {}", parts.method));
+            let allow = allowed.iter().map(Method::as_str).collect::<Vec<_>>().join(", ");
+            if let Ok(v) = HeaderValue::from_str(&allow) {
+                a.headers.push((header::ALLOW, v));
+            }
+            return Ok(finish_answer(done, a));
+        }
+        RouteMatch::NotFound => None,
+    };
+    let Some(route_idx) = route_idx else {
+        let a = core_refusal(&mut done.ctx, metrics, StatusCode::NOT_FOUND, "no_route", "no route matches".into());
+        return Ok(finish_answer(done, a));
+    };
+    done.route_idx = Some(route_idx);
+    let route = &snap.routes[route_idx];
+    done.ctx.route = Some(route.name.clone());
+
+    // 3. Guards and the upstream call, within the request timeout.
+    let fut = forward(route, &mut done, &mut parts, body, host);
+    let result = match tokio::time::timeout(snap.request_timeout, fut).await {
+        Ok(r) => r,
+        Err(_) => {
+            metrics
+                .upstream_errors
+                .get_or_create(&UpErrLabel { upstream: Name(route.upstream.name.clone()), kind: "request_timeout" })
+                .inc();
+            Err(core_refusal(&mut done.ctx, metrics, StatusCode::GATEWAY_TIMEOUT, "request_timeout", "request did not complete within the request timeout".into()))
+        }
+    };
+    let elapsed = start.elapsed().as_secs_f64();
+    metrics
+        .request_duration
+        .get_or_create(&RouteLabel { route: Name(route.name.clone()) })
+        .observe(elapsed);
+    match result {
+        Ok((proxied, body_phase)) => Ok(finish_upstream(done, proxied, body_phase).await),
+        Err(a) => Ok(finish_answer(done, a)),
+    }
+}
+
+/// The Host the request is for (lower case, no port); checks absolute-form targets.
+fn request_host(parts: &http::request::Parts) -> Result<String, (&'static str, &'static str)> {
+    let header_host = parts.headers.get(header::HOST).and_then(|h| h.to_str().ok());
+    let host = match (parts.version, parts.uri.authority(), header_host) {
+        (Version::HTTP_2, Some(a), _) => a.host().to_string(),
+        (Version::HTTP_2, None, Some(h)) => h.to_string(),
+        (_, Some(a), Some(h)) => {
+            // Absolute-form: the target's authority must be the Host.
+            if !a.as_str().eq_ignore_ascii_case(h) {
+                return Err(("absolute_form_host_mismatch", "absolute-form target names a different host than the Host header"));
+            }
+            a.host().to_string()
+        }
+        (_, Some(_), None) => return Err(("missing_host", "request has no Host header")),
+        (_, None, Some(h)) => h.to_string(),
+        (Version::HTTP_10, None, None) => String::new(),
+        (_, None, None) => return Err(("missing_host", "request has no Host header")),
+    };
+    if parts.headers.get_all(header::HOST).iter().count() > 1 {
+        return Err(("duplicate_host", "more than one Host header"));
+    }
+    let host = match host.rfind(':') {
+        Some(i) if !host.ends_with(']') && host[i + 1..].bytes().all(|b| b.is_ascii_digit()) => host[..i].to_string(),
+        _ => host,
+    };
+    Ok(host.to_ascii_lowercase())
+}
+
+fn run_response_guards(guards: &[Arc<dyn Guard>], resp: &mut http::response::Parts, ctx: &mut RequestContext, metrics: &Metrics) -> Option<Answer> {
+    for g in guards {
+        let v = g.on_response_headers(resp, ctx);
+        if let Outcome::Stop(a) = apply(g.as_ref(), v, ctx, metrics) {
+            return Some(a);
+        }
+    }
+    None
+}
+
+fn answer_parts(a: Answer) -> (http::response::Parts, Bytes) {
+    let mut r = Response::new(());
+    *r.status_mut() = a.status;
+    for (k, v) in a.headers {
+        r.headers_mut().append(k, v);
+    }
+    let (p, _) = r.into_parts();
+    (p, a.body)
+}
+
+/// Send a response the gateway produced (block, preflight, error).
+fn finish_answer(mut done: Done, a: Answer) -> Response<RespBody> {
+    let (mut parts, body) = answer_parts(a);
+    let snap = done.snap.clone();
+    let guards = match done.route_idx {
+        Some(i) => &snap.routes[i].guards,
+        None => &snap.unrouted_guards,
+    };
+    let metrics = done.shared.metrics.clone();
+    // Response guards still run (security headers, CORS); a block here cannot replace a block.
+    let _ = run_response_guards(guards, &mut parts, &mut done.ctx, &metrics);
+    seal(done, parts, RespBody::full(body))
+}
+
+fn seal(mut done: Done, mut parts: http::response::Parts, body: RespBody) -> Response<RespBody> {
+    if let Ok(v) = HeaderValue::from_str(&done.ctx.request_id) {
+        parts.headers.insert(done.snap.request_id_header.clone(), v);
+    }
+    done.status = parts.status.as_u16();
+    let body = body.on_done(Box::new(move |sent, complete| done.finish(sent, complete)));
+    Response::from_parts(parts, body)
+}
+
+/// What `forward` hands back for the response phases.
+struct BodyPhase;
+
+async fn forward(
+    route: &Route,
+    done: &mut Done,
+    parts: &mut http::request::Parts,
+    mut body: Incoming,
+    host: String,
+) -> Result<(Proxied, BodyPhase), Answer> {
+    let metrics = done.shared.metrics.clone();
+    let snap = done.snap.clone();
+    let ctx = &mut done.ctx;
+
+    // Request-header phase.
+    for g in &route.guards {
+        let v = g.on_request_headers(parts, ctx).resolve().await;
+        if let Outcome::Stop(a) = apply(g.as_ref(), v, ctx, &metrics) {
+            return Err(a);
+        }
+    }
+
+    // Request-body phase: buffer only if a guard asks to see the body.
+    let inspect = route.guards.iter().filter_map(|g| g.request_body_limit(parts, ctx)).max();
+    let no_body = body.is_end_stream();
+    let req_body = if no_body {
+        ReqBody::Empty
+    } else if let Some(inspect) = inspect {
+        let limit = ctx.max_request_body.map(|m| m.min(inspect as u64)).unwrap_or(inspect as u64);
+        let collected = http_body_util::Limited::new(body, limit as usize).collect().await;
+        let bytes = match collected {
+            Ok(c) => c.to_bytes(),
+            Err(e) => {
+                if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() {
+                    return Err(core_refusal(ctx, &metrics, StatusCode::PAYLOAD_TOO_LARGE, "body_too_large", format!("request body exceeds {limit} bytes")));
+                }
+                return Err(core_refusal(ctx, &metrics, StatusCode::BAD_REQUEST, "bad_body", format!("request body could not be read: {e}")));
+            }
+        };
+        done.bytes_in.store(bytes.len() as u64, Ordering::Relaxed);
+        for g in &route.guards {
+            let v = g.on_request_body(parts, &bytes, ctx).resolve().await;
+            if let Outcome::Stop(a) = apply(g.as_ref(), v, ctx, &metrics) {
+                return Err(a);
+            }
+        }
+        parts.headers.remove(header::TRANSFER_ENCODING);
+        parts.headers.insert(header::CONTENT_LENGTH, HeaderValue::from(bytes.len()));
+        ReqBody::Full(Some(bytes))
+    } else {
+        // Streaming. A chunked body's first frame is read before the upstream is contacted,
+        // so a malformed chunk never reaches it.
+        let mut first = None;
+        if body.size_hint().exact().is_none() {
+            match body.frame().await {
+                None => {}
+                Some(Ok(f)) => {
+                    if let Some(d) = f.data_ref() {
+                        done.bytes_in.fetch_add(d.len() as u64, Ordering::Relaxed);
+                        if let Some(l) = ctx.max_request_body {
+                            if d.len() as u64 > l {
+                                return Err(core_refusal(ctx, &metrics, StatusCode::PAYLOAD_TOO_LARGE, "body_too_large", format!("request body exceeds {l} bytes")));
+                            }
+                        }
+                    }
+                    first = Some(f);
+                }
+                Some(Err(e)) => {
+                    let mut a = core_refusal(ctx, &metrics, StatusCode::BAD_REQUEST, "bad_chunk", format!("malformed request body: {e}"));
+                    a.headers.push((header::CONNECTION, HeaderValue::from_static("close")));
+                    return Err(a);
+                }
+            }
+        }
+        ReqBody::Stream { first, inner: body, seen: done.bytes_in.clone(), limit: ctx.max_request_body }
+    };
+
+    // Headers for the upstream.
+    let mut headers = std::mem::take(&mut parts.headers);
+    strip_hop_by_hop(&mut headers);
+    let peer = ctx.conn.peer.ip();
+    let trusted = snap.is_trusted(peer);
+    let proto = if ctx.is_tls() { "https" } else { "http" };
+    let peer_s = peer.to_string();
+    let xff = match (trusted, headers.get("x-forwarded-for").and_then(|v| v.to_str().ok())) {
+        (true, Some(prev)) => format!("{prev}, {peer_s}"),
+        _ => peer_s.clone(),
+    };
+    let host_header = headers
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .map(str::to_string)
+        .or_else(|| parts.uri.authority().map(|a| a.to_string()))
+        .unwrap_or(host);
+    if let Ok(v) = HeaderValue::from_str(&xff) {
+        headers.insert("x-forwarded-for", v);
+    }
+    if !(trusted && headers.contains_key("x-forwarded-proto")) {
+        headers.insert("x-forwarded-proto", HeaderValue::from_static(if ctx.is_tls() { "https" } else { "http" }));
+    }
+    if !(trusted && headers.contains_key("x-forwarded-host")) {
+        if let Ok(v) = HeaderValue::from_str(&host_header) {
+            headers.insert("x-forwarded-host", v);
+        }
+    }
+    let for_ = if peer.is_ipv6() { format!("\"[{peer_s}]\"") } else { peer_s };
+    let element = format!("for={for_};proto={proto};host=\"{}\"", host_header.replace(['"', '\\'], ""));
+    let forwarded = match (trusted, headers.get(header::FORWARDED).and_then(|v| v.to_str().ok())) {
+        (true, Some(prev)) => format!("{prev}, {element}"),
+        _ => element,
+    };
+    if let Ok(v) = HeaderValue::from_str(&forwarded) {
+        headers.insert(header::FORWARDED, v);
+    }
+    if !headers.contains_key(header::HOST) {
+        if let Ok(v) = HeaderValue::from_str(&host_header) {
+            headers.insert(header::HOST, v);
+        }
+    }
+    if let Ok(v) = HeaderValue::from_str(&ctx.request_id) {
+        headers.insert(snap.request_id_header.clone(), v);
+    }
+
+    // The path the upstream sees: the normalized one.
+    let mut upstream_path = if route.strip_prefix {
+        let rest = &ctx.path[route.prefix_len.min(ctx.path.len())..];
+        if rest.starts_with('/') { rest.to_string() } else { format!("/{rest}") }
+    } else {
+        ctx.path.clone()
+    };
+    if let Some(q) = parts.uri.query() {
+        upstream_path.push('?');
+        upstream_path.push_str(q);
+    }
+    let pq = PathAndQuery::try_from(upstream_path)
+        .map_err(|_| core_refusal(ctx, &metrics, StatusCode::BAD_REQUEST, "bad_target", "request target cannot be forwarded".into()))?;
+
+    let t0 = Instant::now();
+    let sent = route.upstream.send(parts.method.clone(), pq, headers, req_body).await;
+    let up_secs = t0.elapsed().as_secs_f64();
+    done.upstream_ms = Some(up_secs * 1000.0);
+    let ctx = &mut done.ctx;
+    metrics
+        .upstream_duration
+        .get_or_create(&RouteLabel { route: Name(route.name.clone()) })
+        .observe(up_secs);
+    match sent {
+        Ok(p) => {
+            done.upstream = Some(p.target.clone());
+            Ok((p, BodyPhase))
+        }
+        Err(e) => {
+            metrics
+                .upstream_errors
+                .get_or_create(&UpErrLabel { upstream: Name(route.upstream.name.clone()), kind: e.kind() })
+                .inc();
+            if !matches!(e, UpstreamError::BodyTooLarge(_) | UpstreamError::ClientBody(_)) {
+                tracing::warn!(upstream = %route.upstream.name, request_id = %ctx.request_id, error = ?e, "upstream request failed");
+            }
+            Err(match e {
+                UpstreamError::Connect(m) => {
+                    ctx.verdict = "error";
+                    ctx.deciding_guard = Some("core");
+                    let _ = m;
+                    problem(StatusCode::BAD_GATEWAY, "Bad Gateway", &ctx.request_id)
+                }
+                UpstreamError::Protocol(_) => {
+                    ctx.verdict = "error";
+                    ctx.deciding_guard = Some("core");
+                    problem(StatusCode::BAD_GATEWAY, "Bad Gateway", &ctx.request_id)
+                }
+                UpstreamError::Timeout => {
+                    ctx.verdict = "error";
+                    ctx.deciding_guard = Some("core");
+                    problem(StatusCode::GATEWAY_TIMEOUT, "Gateway Timeout", &ctx.request_id)
+                }
+                UpstreamError::AllDown(secs) => {
+                    ctx.verdict = "error";
+                    ctx.deciding_guard = Some("core");
+                    let mut a = problem(StatusCode::SERVICE_UNAVAILABLE, "Service Unavailable", &ctx.request_id);
+                    a.headers.push((header::RETRY_AFTER, HeaderValue::from(secs)));
+                    a
+                }
+                UpstreamError::Overloaded => {
+                    ctx.verdict = "error";
+                    ctx.deciding_guard = Some("core");
+                    let mut a = problem(StatusCode::SERVICE_UNAVAILABLE, "Service Unavailable", &ctx.request_id);
+                    a.headers.push((header::RETRY_AFTER, HeaderValue::from_static("1")));
+                    a
+                }
+                UpstreamError::BodyTooLarge(n) => core_refusal(ctx, &metrics, StatusCode::PAYLOAD_TOO_LARGE, "body_too_large", format!("request body exceeds {n} bytes")),
+                UpstreamError::ClientBody(m) => {
+                    let mut a = core_refusal(ctx, &metrics, StatusCode::BAD_REQUEST, "bad_body", format!("request body failed: {m}"));
+                    a.headers.push((header::CONNECTION, HeaderValue::from_static("close")));
+                    a
+                }
+            })
+        }
+    }
+}
+
+async fn finish_upstream(mut done: Done, proxied: Proxied, _phase: BodyPhase) -> Response<RespBody> {
+    let Proxied { response, target: _, in_flight } = proxied;
+    let (mut parts, body) = response.into_parts();
+    strip_hop_by_hop(&mut parts.headers);
+    let snap = done.snap.clone();
+    let metrics = done.shared.metrics.clone();
+    let guards = match done.route_idx {
+        Some(i) => &snap.routes[i].guards,
+        None => &snap.unrouted_guards,
+    };
+    if let Some(a) = run_response_guards(guards, &mut parts, &mut done.ctx, &metrics) {
+        drop(in_flight);
+        return finish_answer(done, a);
+    }
+    let inspect = guards.iter().filter_map(|g| g.response_body_limit(&parts, &done.ctx)).max();
+    let Some(limit) = inspect else {
+        let body = RespBody::upstream(body).hold(in_flight);
+        return seal(done, parts, body);
+    };
+    // A response guard asked for the body: buffer it within the limit.
+    let bytes = match http_body_util::Limited::new(body, limit).collect().await {
+        Ok(c) => c.to_bytes(),
+        Err(_) => {
+            let a = core_refusal(&mut done.ctx, &metrics, StatusCode::BAD_GATEWAY, "response_too_large", format!("upstream response larger than the {limit}-byte inspection limit"));
+            return finish_answer(done, a);
+        }
+    };
+    drop(in_flight);
+    let mut bytes = bytes;
+    for g in guards {
+        let v = g.on_response_body(&mut parts, &mut bytes, &mut done.ctx);
+        if let Outcome::Stop(a) = apply(g.as_ref(), v, &mut done.ctx, &metrics) {
+            return finish_answer(done, a);
+        }
+    }
+    parts.headers.remove(header::TRANSFER_ENCODING);
+    parts.headers.insert(header::CONTENT_LENGTH, HeaderValue::from(bytes.len()));
+    seal(done, parts, RespBody::full(bytes))
+}

@@ -1,0 +1,316 @@
+//! Listeners and connections: accept with a connection cap, TLS handshake, HTTP/1.1 or HTTP/2,
+//! the per-connection watchdog (header-read and idle timeouts) and graceful shutdown.
+
+use crate::guard::{ConnInfo, Verdict};
+use crate::h1scan::{ScanIo, ScanState, Scanner};
+use crate::proxy::{handle, Shared};
+use crate::upstream::now_ms;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::graceful::GracefulConnection;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::pin::pin;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
+
+/// Activity of one connection, read by its watchdog.
+pub struct ConnActivity {
+    /// Last time a byte moved (ms, [`now_ms`] clock).
+    last: AtomicU64,
+    /// When the request head now being read started; 0 when no head is being read.
+    head_started: AtomicU64,
+    /// Requests being handled (until their response body ends).
+    active: AtomicUsize,
+}
+
+impl ConnActivity {
+    pub(crate) fn new() -> Self {
+        let now = now_ms();
+        ConnActivity {
+            last: AtomicU64::new(now),
+            head_started: AtomicU64::new(now),
+            active: AtomicUsize::new(0),
+        }
+    }
+    pub(crate) fn touch(&self) {
+        self.last.store(now_ms(), Ordering::Relaxed);
+    }
+    pub(crate) fn head_begin(&self) {
+        self.head_started.store(now_ms(), Ordering::Relaxed);
+    }
+    pub(crate) fn head_end(&self) {
+        self.head_started.store(0, Ordering::Relaxed);
+    }
+    pub(crate) fn request_started(&self) {
+        self.head_end();
+        self.active.fetch_add(1, Ordering::Relaxed);
+    }
+    pub(crate) fn request_done(&self) {
+        self.active.fetch_sub(1, Ordering::Relaxed);
+        self.touch();
+    }
+
+    /// When to look again, and whether the connection has overstayed now.
+    fn check(&self, header_read: Duration, idle: Duration) -> (bool, u64) {
+        let now = now_ms();
+        if self.active.load(Ordering::Relaxed) > 0 {
+            return (false, now + idle.as_millis() as u64);
+        }
+        let hs = self.head_started.load(Ordering::Relaxed);
+        let deadline = if hs != 0 {
+            hs + header_read.as_millis() as u64
+        } else {
+            self.last.load(Ordering::Relaxed) + idle.as_millis() as u64
+        };
+        (now >= deadline, deadline.max(now + 10))
+    }
+}
+
+/// Counts open connections and enforces the cap.
+pub(crate) struct ConnCounter {
+    pub open: AtomicUsize,
+}
+
+struct ConnSlot {
+    shared: Arc<Shared>,
+    counter: Arc<ConnCounter>,
+}
+
+impl Drop for ConnSlot {
+    fn drop(&mut self) {
+        self.counter.open.fetch_sub(1, Ordering::Relaxed);
+        self.shared.metrics.open_connections.dec();
+    }
+}
+
+pub(crate) async fn accept_loop(
+    listener: TcpListener,
+    index: usize,
+    shared: Arc<Shared>,
+    counter: Arc<ConnCounter>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    loop {
+        let accepted = tokio::select! {
+            r = listener.accept() => r,
+            _ = shutdown.changed() => return,
+        };
+        let (stream, peer) = match accepted {
+            Ok(x) => x,
+            Err(e) => {
+                // EMFILE and friends: back off briefly instead of spinning.
+                tracing::warn!(error = %e, "accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let max = shared.snapshot.load().max_connections;
+        if counter.open.fetch_add(1, Ordering::Relaxed) >= max {
+            counter.open.fetch_sub(1, Ordering::Relaxed);
+            shared.metrics.refused_connections.inc();
+            drop(stream);
+            continue;
+        }
+        shared.metrics.open_connections.inc();
+        let slot = ConnSlot {
+            shared: shared.clone(),
+            counter: counter.clone(),
+        };
+        let rx = shutdown.clone();
+        tokio::spawn(async move {
+            serve_connection(stream, peer, index, slot, rx).await;
+        });
+    }
+}
+
+async fn serve_connection(
+    stream: TcpStream,
+    peer: SocketAddr,
+    index: usize,
+    slot: ConnSlot,
+    shutdown: watch::Receiver<bool>,
+) {
+    let shared = slot.shared.clone();
+    let snap = shared.snapshot.load_full();
+    let Some(lrt) = snap.listeners.get(index) else {
+        return;
+    };
+    let _ = stream.set_nodelay(true);
+    let local = stream.local_addr().unwrap_or(peer);
+    let mut conn = ConnInfo {
+        peer,
+        local,
+        listener: lrt.name.clone(),
+        tls: None,
+    };
+    for g in &snap.connection_guards {
+        if let Verdict::Block(b) = g.on_connection(&conn) {
+            if g.mode() == crate::guard::Mode::Block {
+                shared
+                    .metrics
+                    .guard_decisions
+                    .get_or_create(&rampart_telemetry::metrics::GuardAction {
+                        guard: g.name(),
+                        action: "blocked",
+                    })
+                    .inc();
+                tracing::info!(guard = g.name(), peer = %peer, rule = %b.rule, "connection refused");
+                return;
+            }
+        }
+    }
+    let activity = Arc::new(ConnActivity::new());
+    let header_read = snap.header_read_timeout;
+    let idle = snap.idle_timeout;
+    let max_head = snap.max_head_bytes;
+    let h2_streams = snap.h2_max_concurrent_streams;
+    let h2c = lrt.h2c;
+    match lrt.tls.clone() {
+        Some(cfg) => {
+            let acceptor = tokio_rustls::TlsAcceptor::from(cfg);
+            let tls = match tokio::time::timeout(header_read, acceptor.accept(stream)).await {
+                Ok(Ok(s)) => s,
+                Ok(Err(e)) => {
+                    tracing::debug!(peer = %peer, error = %e, "TLS handshake failed");
+                    return;
+                }
+                Err(_) => return,
+            };
+            let info = crate::tls::session_info(tls.get_ref().1);
+            let is_h2 = info.alpn.as_deref() == Some("h2");
+            conn.tls = Some(Arc::new(info));
+            let conn = Arc::new(conn);
+            if is_h2 {
+                let io = ScanIo::new(tls, None, activity.clone());
+                serve_h2(io, conn, shared, activity, h2_streams, header_read, idle, shutdown, slot).await;
+            } else {
+                serve_h1(tls, conn, shared, activity, max_head, header_read, idle, shutdown, slot, false).await;
+            }
+        }
+        None => {
+            let conn = Arc::new(conn);
+            serve_h1(stream, conn, shared, activity, max_head, header_read, idle, shutdown, slot, h2c).await;
+        }
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn serve_h1<T>(
+    stream: T,
+    conn: Arc<ConnInfo>,
+    shared: Arc<Shared>,
+    activity: Arc<ConnActivity>,
+    max_head: usize,
+    header_read: Duration,
+    idle: Duration,
+    shutdown: watch::Receiver<bool>,
+    slot: ConnSlot,
+    h2c: bool,
+) where
+    T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let scan = Arc::new(ScanState::default());
+    let scanner = Scanner::new(scan.clone(), activity.clone(), max_head, max_head.min(16 * 1024));
+    let io = TokioIo::new(ScanIo::new(stream, Some(scanner), activity.clone()));
+    let svc = {
+        let shared = shared.clone();
+        let conn = conn.clone();
+        let activity = activity.clone();
+        service_fn(move |req| handle(shared.clone(), conn.clone(), Some(scan.clone()), activity.clone(), req))
+    };
+    if h2c {
+        let mut b = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+        b.http1()
+            .timer(TokioTimer::new())
+            .header_read_timeout(None)
+            .max_buf_size(max_head.max(8192))
+            .keep_alive(true);
+        b.http2()
+            .timer(TokioTimer::new())
+            .max_concurrent_streams(128)
+            .max_header_list_size(max_head as u32);
+        let fut = b.serve_connection(io, svc);
+        drive(fut, &activity, header_read, idle, shutdown, &shared).await;
+    } else {
+        let mut b = hyper::server::conn::http1::Builder::new();
+        b.timer(TokioTimer::new())
+            .header_read_timeout(None)
+            .max_buf_size(max_head.max(8192))
+            .keep_alive(true);
+        let fut = b.serve_connection(io, svc);
+        drive(fut, &activity, header_read, idle, shutdown, &shared).await;
+    }
+    drop(slot);
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn serve_h2<T>(
+    io: ScanIo<T>,
+    conn: Arc<ConnInfo>,
+    shared: Arc<Shared>,
+    activity: Arc<ConnActivity>,
+    streams: u32,
+    header_read: Duration,
+    idle: Duration,
+    shutdown: watch::Receiver<bool>,
+    slot: ConnSlot,
+) where
+    T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let svc = {
+        let shared = shared.clone();
+        let activity = activity.clone();
+        service_fn(move |req| handle(shared.clone(), conn.clone(), None, activity.clone(), req))
+    };
+    // HTTP/2 has no request head to time; the watchdog's idle rule applies.
+    activity.head_end();
+    let mut b = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
+    b.timer(TokioTimer::new())
+        .max_concurrent_streams(streams)
+        .max_header_list_size(64 * 1024)
+        .max_send_buf_size(256 * 1024)
+        .keep_alive_interval(None);
+    let fut = b.serve_connection(TokioIo::new(io), svc);
+    drive(fut, &activity, header_read, idle, shutdown, &shared).await;
+    drop(slot);
+}
+
+/// Run a connection until it ends, the watchdog cuts it, or shutdown drains it.
+async fn drive<C>(
+    conn: C,
+    activity: &ConnActivity,
+    header_read: Duration,
+    idle: Duration,
+    mut shutdown: watch::Receiver<bool>,
+    _shared: &Shared,
+) where
+    C: GracefulConnection + Future,
+{
+    let mut conn = pin!(conn);
+    let mut draining = *shutdown.borrow();
+    if draining {
+        conn.as_mut().graceful_shutdown();
+    }
+    loop {
+        let (expired, next) = activity.check(header_read, idle);
+        if expired {
+            // Slow or idle client: close without waiting.
+            return;
+        }
+        let wait = Duration::from_millis(next.saturating_sub(now_ms()).max(10));
+        tokio::select! {
+            _ = conn.as_mut() => return,
+            _ = tokio::time::sleep(wait) => {}
+            r = shutdown.changed(), if !draining => {
+                if r.is_err() || *shutdown.borrow() {
+                    draining = true;
+                    conn.as_mut().graceful_shutdown();
+                }
+            }
+        }
+    }
+}
