@@ -8,7 +8,7 @@ use std::fmt;
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub struct ByteSize(pub u64);
 
-/// A duration. Accepts an integer (seconds) or a string with a unit: ms, s, m, h.
+/// A duration. Accepts an integer (seconds) or a string with a unit: ms, s, m, h, d.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub struct Duration(pub std::time::Duration);
 
@@ -58,7 +58,8 @@ pub fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
         "" | "s" => std::time::Duration::from_secs(n),
         "m" => std::time::Duration::from_secs(n.saturating_mul(60)),
         "h" => std::time::Duration::from_secs(n.saturating_mul(3600)),
-        other => return Err(format!("unknown duration unit `{other}` in `{s}` (use ms, s, m, h)")),
+        "d" => std::time::Duration::from_secs(n.saturating_mul(86_400)),
+        other => return Err(format!("unknown duration unit `{other}` in `{s}` (use ms, s, m, h, d)")),
     };
     Ok(d)
 }

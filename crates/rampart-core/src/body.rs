@@ -183,7 +183,8 @@ impl RespBody {
 
 impl Drop for RespBody {
     fn drop(&mut self) {
-        self.finish(false);
+        let complete = self.is_end_stream();
+        self.finish(complete);
     }
 }
 
@@ -204,6 +205,10 @@ impl Body for RespBody {
             Poll::Ready(Some(Ok(f))) => {
                 if let Some(d) = f.data_ref() {
                     this.sent += d.len() as u64;
+                }
+                if this.is_end_stream() {
+                    this._hold = None;
+                    this.finish(true);
                 }
             }
             Poll::Ready(None) => {

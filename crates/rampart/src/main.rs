@@ -1,3 +1,214 @@
-fn main() {
-    println!("Hello, world!");
+//! `rampart`: the command line. See `rampart --help`.
+
+use clap::{Parser, Subcommand};
+use rampart::{demo, start};
+use rampart_config::validate::check_target;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+#[derive(Parser)]
+#[command(name = "rampart", version, about = "Rampart: an API security gateway", long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Run the gateway with a YAML config (reloads on SIGHUP and when the file changes).
+    Run {
+        /// Path to the config file.
+        #[arg(short, long)]
+        config: PathBuf,
+    },
+    /// Validate a config file: exit 0 if valid, else print every error as FILE:LINE:COL: message.
+    Check {
+        #[arg(short, long)]
+        config: PathBuf,
+    },
+    /// A one-line reverse proxy with safe defaults (limits, security headers, hardening).
+    Proxy {
+        /// Address to listen on, e.g. 127.0.0.1:8080.
+        #[arg(long)]
+        listen: SocketAddr,
+        /// Upstream URL, e.g. http://127.0.0.1:9000.
+        #[arg(long)]
+        upstream: String,
+        /// Admin address for /metrics, /healthz, /readyz (`off` to disable).
+        #[arg(long, default_value = "127.0.0.1:9901")]
+        admin: String,
+        /// Worker threads (1 = single-threaded runtime; 0 = one per core).
+        #[arg(long, default_value_t = 0)]
+        workers: usize,
+        /// Access log target: stdout, stderr, off, or a file path.
+        #[arg(long, default_value = "stdout")]
+        access_log: String,
+    },
+    /// Start a sample API with Rampart in front of it, using the demo policy (examples/demo.yaml).
+    Demo {
+        /// Where Rampart listens.
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        listen: SocketAddr,
+        /// Admin listener (metrics).
+        #[arg(long, default_value = "127.0.0.1:9901")]
+        admin: SocketAddr,
+    },
+}
+
+fn init_tracing(level: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(format!("rampart={level},rampart_core={level},warn")));
+    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(false).try_init();
+}
+
+fn runtime(workers: usize) -> std::io::Result<tokio::runtime::Runtime> {
+    if workers == 1 {
+        tokio::runtime::Builder::new_current_thread().enable_all().build()
+    } else {
+        let mut b = tokio::runtime::Builder::new_multi_thread();
+        if workers > 0 {
+            b.worker_threads(workers);
+        }
+        b.enable_all().build()
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.cmd {
+        Cmd::Check { config } => match rampart_config::load_file(&config) {
+            Ok(lc) => {
+                // Compile too: certificates and keys are parsed, guards are built.
+                match rampart_core::Snapshot::build(&lc, rampart::guards().as_ref(), 0) {
+                    Ok(_) => {
+                        println!("{}: ok", config.display());
+                        ExitCode::SUCCESS
+                    }
+                    Err(e) => {
+                        eprintln!("{e}");
+                        ExitCode::from(1)
+                    }
+                }
+            }
+            Err(e) => {
+                eprintln!("{e}");
+                ExitCode::from(1)
+            }
+        },
+        Cmd::Run { config } => {
+            let lc = match rampart_config::load_file(&config) {
+                Ok(lc) => lc,
+                Err(e) => {
+                    eprintln!("{e}");
+                    return ExitCode::from(1);
+                }
+            };
+            init_tracing(&lc.config.log.level.value);
+            let watch = lc.config.server.watch_config;
+            serve(lc, Some(config), watch, None)
+        }
+        Cmd::Proxy { listen, upstream, admin, workers, access_log } => {
+            if let Err(m) = check_target(&upstream) {
+                eprintln!("--upstream: {m}");
+                return ExitCode::from(2);
+            }
+            if admin != "off" && admin.parse::<SocketAddr>().is_err() {
+                eprintln!("--admin: invalid address `{admin}` (expected IP:PORT or `off`)");
+                return ExitCode::from(2);
+            }
+            let text = format!(
+                "server:\n  worker_threads: {workers}\nlisteners:\n  - address: \"{listen}\"\nadmin:\n  address: \"{admin}\"\nlog:\n  access: {access}\nupstreams:\n  - name: upstream\n    targets: [{up}]\nroutes:\n  - name: default\n    path_prefix: /\n    upstream: upstream\n",
+                access = serde_json::Value::String(access_log),
+                up = serde_json::Value::String(upstream),
+            );
+            let lc = match rampart::load_text(&text, "<rampart proxy flags>", &std::env::current_dir().unwrap_or_default()) {
+                Ok(lc) => lc,
+                Err(e) => {
+                    eprintln!("{e}");
+                    return ExitCode::from(2);
+                }
+            };
+            init_tracing("info");
+            serve(lc, None, false, None)
+        }
+        Cmd::Demo { listen, admin } => {
+            init_tracing("info");
+            let rt = match runtime(2) {
+                Ok(rt) => rt,
+                Err(e) => {
+                    eprintln!("cannot start runtime: {e}");
+                    return ExitCode::from(1);
+                }
+            };
+            let api = match rt.block_on(demo::start_sample_api("127.0.0.1:0".parse().unwrap_or(listen))) {
+                Ok(a) => a,
+                Err(e) => {
+                    eprintln!("cannot start the sample API: {e}");
+                    return ExitCode::from(1);
+                }
+            };
+            let vars = move |k: &str| match k {
+                "RAMPART_DEMO_LISTEN" => Some(listen.to_string()),
+                "RAMPART_DEMO_ADMIN" => Some(admin.to_string()),
+                "RAMPART_DEMO_UPSTREAM" => Some(api.to_string()),
+                _ => std::env::var(k).ok(),
+            };
+            let lc = match rampart_config::load_str(demo::DEMO_POLICY, Arc::from("examples/demo.yaml"), PathBuf::from("."), &vars) {
+                Ok(lc) => lc,
+                Err(e) => {
+                    eprintln!("{e}");
+                    return ExitCode::from(1);
+                }
+            };
+            let banner = format!(
+                "\nRampart demo: a sample API (users, orders) on http://{api} behind Rampart on http://{listen}\n\
+                 Try:\n\
+                 \x20 curl -i http://{listen}/api/users                        # allowed, proxied\n\
+                 \x20 curl -i -X POST http://{listen}/api/orders -H 'content-type: application/json' -d '{{\"item\":\"pen\",\"quantity\":3}}'\n\
+                 \x20 curl -i -X TRACE http://{listen}/api/users               # 405: method not allowed\n\
+                 \x20 curl -i 'http://{listen}/api/users/%2e%2e/%2e%2e/etc'     # normalized: never reaches the API as ..\n\
+                 \x20 curl -i http://{listen}/api/users/a%2Fb                   # 400: encoded slash rejected\n\
+                 \x20 curl -i http://{listen}/admin                            # 404: no route\n\
+                 \x20 curl -i -X POST http://{listen}/api/orders -H 'content-type: application/json' --data-binary @<(head -c 8000 /dev/zero | tr '\\0' a)   # 413\n\
+                 \x20 curl -i -X OPTIONS http://{listen}/api/users -H 'Origin: https://app.example.com' -H 'Access-Control-Request-Method: POST'   # CORS preflight\n\
+                 \x20 curl -s http://{admin}/metrics | grep rampart_         # metrics\n\
+                 Access log and security events are JSON lines on stdout. Ctrl-C stops.\n"
+            );
+            serve(lc, None, false, Some((rt, banner)))
+        }
+    }
+}
+
+fn serve(lc: rampart_config::LoadedConfig, path: Option<PathBuf>, watch: bool, rt_banner: Option<(tokio::runtime::Runtime, String)>) -> ExitCode {
+    let (rt, banner) = match rt_banner {
+        Some((rt, b)) => (rt, Some(b)),
+        None => match runtime(lc.config.server.worker_threads) {
+            Ok(rt) => (rt, None),
+            Err(e) => {
+                eprintln!("cannot start runtime: {e}");
+                return ExitCode::from(1);
+            }
+        },
+    };
+    rt.block_on(async move {
+        let gw = match start(lc).await {
+            Ok(g) => g,
+            Err(e) => {
+                eprintln!("{e}");
+                return ExitCode::from(1);
+            }
+        };
+        if let Some(b) = banner {
+            eprintln!("{b}");
+        }
+        match gw.run_until_signal(path, watch).await {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("signal handling failed: {e}");
+                ExitCode::from(1)
+            }
+        }
+    })
 }
