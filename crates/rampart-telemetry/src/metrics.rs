@@ -141,6 +141,10 @@ impl Metrics {
             "Config reloads by result (ok, failed)",
             config_reloads.clone(),
         );
+        // Present from the start so dashboards and alerts see zeros, not gaps.
+        for result in ["ok", "failed"] {
+            drop(config_reloads.get_or_create(&ReloadResult { result }));
+        }
         let protocol_rejects = Family::<RejectReason, Counter>::default();
         registry.register(
             "protocol_rejects",
