@@ -676,7 +676,12 @@ async fn forward(
                     a.headers.push((header::RETRY_AFTER, HeaderValue::from_static("1")));
                     a
                 }
-                UpstreamError::BodyTooLarge(n) => core_refusal(ctx, &metrics, StatusCode::PAYLOAD_TOO_LARGE, "body_too_large", format!("request body exceeds {n} bytes")),
+                UpstreamError::BodyTooLarge(n) => {
+                    // The rest of the body was not read: the connection cannot be reused.
+                    let mut a = core_refusal(ctx, &metrics, StatusCode::PAYLOAD_TOO_LARGE, "body_too_large", format!("request body exceeds {n} bytes"));
+                    a.headers.push((header::CONNECTION, HeaderValue::from_static("close")));
+                    a
+                }
                 UpstreamError::ClientBody(m) => {
                     let mut a = core_refusal(ctx, &metrics, StatusCode::BAD_REQUEST, "bad_body", format!("request body failed: {m}"));
                     a.headers.push((header::CONNECTION, HeaderValue::from_static("close")));

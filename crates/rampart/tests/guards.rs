@@ -1,0 +1,117 @@
+//! The built-in guards through a real gateway: limits (431/414/413/405), CORS, IP filters,
+//! monitor mode.
+
+mod common;
+use common::*;
+use tokio::io::AsyncWriteExt;
+
+#[tokio::test]
+async fn limits_answer_with_their_status_codes() {
+    let up = TestUpstream::start().await;
+    let route = "    limits:\n      max_header_bytes: 2KiB\n      max_uri_length: 100\n      max_body_bytes: 1000\n      allowed_methods: [GET, POST]\n";
+    let gw = gateway(&config(up.addr, route, "")).await;
+    let addr = gw.listen_addrs()[0];
+    let c = client();
+    let (s, h, _) = send(&c, addr, "DELETE", "/x", &[], b"").await;
+    assert_eq!(s, 405);
+    assert_eq!(h["allow"], "GET, POST");
+    let (s, _, _) = send(&c, addr, "GET", &format!("/{}", "a".repeat(200)), &[], b"").await;
+    assert_eq!(s, 414);
+    let big = "v".repeat(3000);
+    let (s, _, _) = send(&c, addr, "GET", "/x", &[("x-big", &big)], b"").await;
+    assert_eq!(s, 431);
+    let (s, _, _) = send(&c, addr, "POST", "/x", &[], &vec![b'a'; 2000]).await;
+    assert_eq!(s, 413, "Content-Length over the limit");
+    assert_eq!(up.count(), 0);
+    let (s, _, _) = send(&c, addr, "POST", "/x", &[], &vec![b'a'; 900]).await;
+    assert_eq!(s, 200);
+    assert_eq!(up.count(), 1);
+}
+
+#[tokio::test]
+async fn chunked_body_over_the_limit_is_cut_while_streaming() {
+    let up = TestUpstream::start().await;
+    let route = "    limits:\n      max_body_bytes: 1000\n";
+    let gw = gateway(&config(up.addr, route, "")).await;
+    let addr = gw.listen_addrs()[0];
+    // First chunk alone exceeds the limit: refused before the upstream is contacted.
+    let mut req = b"POST /x HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n7d0\r\n".to_vec();
+    req.extend(vec![b'a'; 2000]);
+    req.extend_from_slice(b"\r\n0\r\n\r\n");
+    let resp = raw(addr, &req).await;
+    assert_eq!(status_of(&resp), 413, "{resp}");
+    assert_eq!(up.count(), 0);
+    // Small chunks that add up over the limit: the upstream never gets a complete body.
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    s.write_all(b"POST /x HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n").await.unwrap();
+    for _ in 0..20 {
+        if s.write_all(b"64\r\n").await.is_err() {
+            break;
+        }
+        let _ = s.write_all(&[b'b'; 100]).await;
+        let _ = s.write_all(b"\r\n").await;
+    }
+    let _ = s.write_all(b"0\r\n\r\n").await;
+    let mut out = Vec::new();
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(5), tokio::io::AsyncReadExt::read_to_end(&mut s, &mut out)).await;
+    let text = String::from_utf8_lossy(&out);
+    assert!(!text.starts_with("HTTP/1.1 200"), "{text}");
+    for seen in up.seen.lock().unwrap().iter() {
+        assert!(seen.body_len <= 1000, "upstream received {} bytes", seen.body_len);
+    }
+}
+
+#[tokio::test]
+async fn monitor_mode_logs_but_lets_through() {
+    let up = TestUpstream::start().await;
+    let route = "    limits:\n      mode: monitor\n      allowed_methods: [GET]\n";
+    let gw = gateway(&config(up.addr, route, "")).await;
+    let addr = gw.listen_addrs()[0];
+    let (s, _, _) = send(&client(), addr, "DELETE", "/x", &[], b"").await;
+    assert_eq!(s, 200);
+    assert_eq!(up.count(), 1);
+    let (_, _, m) = get(gw.admin_addr().unwrap(), "/metrics").await;
+    assert!(String::from_utf8_lossy(&m).contains("rampart_guard_decisions_total{guard=\"limits\",action=\"monitored\"} 1"));
+}
+
+#[tokio::test]
+async fn cors_preflight_and_response_headers() {
+    let up = TestUpstream::start().await;
+    let route = "    cors:\n      allow_origins: [\"https://app.example.com\"]\n      allow_methods: [GET, POST]\n      allow_headers: [content-type]\n      expose_headers: [x-request-id]\n      allow_credentials: true\n      max_age: 120\n";
+    let gw = gateway(&config(up.addr, route, "")).await;
+    let addr = gw.listen_addrs()[0];
+    let c = client();
+    let (s, h, _) = send(&c, addr, "OPTIONS", "/x", &[("origin", "https://app.example.com"), ("access-control-request-method", "POST"), ("access-control-request-headers", "Content-Type")], b"").await;
+    assert_eq!(s, 204);
+    assert_eq!(h["access-control-allow-origin"], "https://app.example.com");
+    assert_eq!(h["access-control-allow-credentials"], "true");
+    assert_eq!(h["access-control-max-age"], "120");
+    assert!(h["access-control-allow-methods"].to_str().unwrap().contains("POST"));
+    assert_eq!(up.count(), 0, "preflight answered by Rampart");
+    let (s, _, _) = send(&c, addr, "OPTIONS", "/x", &[("origin", "https://evil.example"), ("access-control-request-method", "POST")], b"").await;
+    assert_eq!(s, 403);
+    let (s, _, _) = send(&c, addr, "OPTIONS", "/x", &[("origin", "https://app.example.com"), ("access-control-request-method", "DELETE")], b"").await;
+    assert_eq!(s, 403);
+    let (s, h, _) = send(&c, addr, "GET", "/x", &[("origin", "https://app.example.com")], b"").await;
+    assert_eq!(s, 200);
+    assert_eq!(h["access-control-allow-origin"], "https://app.example.com");
+    assert_eq!(h["access-control-expose-headers"], "x-request-id");
+    let (s, h, _) = send(&c, addr, "GET", "/x", &[("origin", "https://evil.example")], b"").await;
+    assert_eq!(s, 200);
+    assert!(h.get("access-control-allow-origin").is_none());
+}
+
+#[tokio::test]
+async fn global_ip_deny_refuses_connections_and_route_allow_list_applies() {
+    let up = TestUpstream::start().await;
+    let gw = gateway(&config(up.addr, "", "guards:\n  ip_filter:\n    deny: [\"127.0.0.0/8\"]\n")).await;
+    let resp = raw(gw.listen_addrs()[0], b"GET / HTTP/1.1\r\nHost: a\r\n\r\n").await;
+    assert_eq!(resp, "", "connection closed without an answer");
+    assert_eq!(up.count(), 0);
+    let gw2 = gateway(&config(up.addr, "    ip_filter:\n      allow: [\"10.0.0.0/8\"]\n", "")).await;
+    let (s, _, _) = get(gw2.listen_addrs()[0], "/").await;
+    assert_eq!(s, 403);
+    let gw3 = gateway(&config(up.addr, "    ip_filter:\n      allow: [\"127.0.0.1\"]\n", "")).await;
+    let (s, _, _) = get(gw3.listen_addrs()[0], "/").await;
+    assert_eq!(s, 200);
+}
