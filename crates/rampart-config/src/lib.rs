@@ -237,9 +237,7 @@ pub fn interpolate(
                 Some(end) => {
                     let name = &after[..end];
                     let valid = !name.is_empty()
-                        && name
-                            .bytes()
-                            .all(|b| b.is_ascii_alphanumeric() || b == b'_');
+                        && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
                     if !valid {
                         errors.push(ConfigError {
                             loc: here,

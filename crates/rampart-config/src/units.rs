@@ -23,9 +23,7 @@ impl Duration {
 
 pub fn parse_size(s: &str) -> Result<u64, String> {
     let s = s.trim();
-    let split = s
-        .find(|c: char| !c.is_ascii_digit())
-        .unwrap_or(s.len());
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
     let (num, unit) = s.split_at(split);
     let n: u64 = num
         .parse()
@@ -38,7 +36,11 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
         "MiB" | "M" => 1024 * 1024,
         "GB" | "gb" => 1_000_000_000,
         "GiB" | "G" => 1024 * 1024 * 1024,
-        other => return Err(format!("unknown size unit `{other}` in `{s}` (use B, KB, KiB, MB, MiB, GB, GiB)")),
+        other => {
+            return Err(format!(
+                "unknown size unit `{other}` in `{s}` (use B, KB, KiB, MB, MiB, GB, GiB)"
+            ))
+        }
     };
     n.checked_mul(mult)
         .ok_or_else(|| format!("size `{s}` is too large"))
@@ -46,9 +48,7 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
 
 pub fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
     let s = s.trim();
-    let split = s
-        .find(|c: char| !c.is_ascii_digit())
-        .unwrap_or(s.len());
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
     let (num, unit) = s.split_at(split);
     let n: u64 = num
         .parse()
@@ -59,7 +59,11 @@ pub fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
         "m" => std::time::Duration::from_secs(n.saturating_mul(60)),
         "h" => std::time::Duration::from_secs(n.saturating_mul(3600)),
         "d" => std::time::Duration::from_secs(n.saturating_mul(86_400)),
-        other => return Err(format!("unknown duration unit `{other}` in `{s}` (use ms, s, m, h, d)")),
+        other => {
+            return Err(format!(
+                "unknown duration unit `{other}` in `{s}` (use ms, s, m, h, d)"
+            ))
+        }
     };
     Ok(d)
 }

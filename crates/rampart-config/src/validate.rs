@@ -7,7 +7,10 @@ use std::collections::HashSet;
 use std::net::SocketAddr;
 
 pub(crate) fn validate(lc: &LoadedConfig) -> Vec<ConfigError> {
-    let mut v = Validator { lc, errors: Vec::new() };
+    let mut v = Validator {
+        lc,
+        errors: Vec::new(),
+    };
     v.run();
     v.errors
 }
@@ -39,7 +42,11 @@ impl Validator<'_> {
         let c = &self.lc.config;
         if c.listeners.is_empty() {
             self.errors.push(ConfigError {
-                loc: crate::Loc { file: self.lc.source.clone(), line: 1, col: 1 },
+                loc: crate::Loc {
+                    file: self.lc.source.clone(),
+                    line: 1,
+                    col: 1,
+                },
                 message: "at least one listener is required".into(),
             });
         }
@@ -55,12 +62,18 @@ impl Validator<'_> {
             match l.value.address.value.parse::<SocketAddr>() {
                 Ok(a) => {
                     if a.port() != 0 && !addrs.insert(a) {
-                        self.err(&l.value.address, format!("duplicate listener address `{a}`"));
+                        self.err(
+                            &l.value.address,
+                            format!("duplicate listener address `{a}`"),
+                        );
                     }
                 }
                 Err(_) => self.err(
                     &l.value.address,
-                    format!("invalid listen address `{}` (expected IP:PORT such as 127.0.0.1:8080)", l.value.address.value),
+                    format!(
+                        "invalid listen address `{}` (expected IP:PORT such as 127.0.0.1:8080)",
+                        l.value.address.value
+                    ),
                 ),
             }
             if let Some(tls) = &l.value.tls {
@@ -70,21 +83,36 @@ impl Validator<'_> {
         if c.admin.address.value != "off" && c.admin.address.value.parse::<SocketAddr>().is_err() {
             self.err(
                 &c.admin.address,
-                format!("invalid admin address `{}` (expected IP:PORT or `off`)", c.admin.address.value),
+                format!(
+                    "invalid admin address `{}` (expected IP:PORT or `off`)",
+                    c.admin.address.value
+                ),
             );
         }
         if !["error", "warn", "info", "debug", "trace"].contains(&c.log.level.value.as_str()) {
-            self.err(&c.log.level, format!("unknown log level `{}` (error, warn, info, debug, trace)", c.log.level.value));
+            self.err(
+                &c.log.level,
+                format!(
+                    "unknown log level `{}` (error, warn, info, debug, trace)",
+                    c.log.level.value
+                ),
+            );
         }
 
         let mut upstream_names = HashSet::new();
         for u in &c.upstreams {
             let u = &u.value;
             if !upstream_names.insert(u.name.value.as_str()) {
-                self.err(&u.name, format!("duplicate upstream name `{}`", u.name.value));
+                self.err(
+                    &u.name,
+                    format!("duplicate upstream name `{}`", u.name.value),
+                );
             }
             if u.targets.is_empty() {
-                self.err(&u.name, format!("upstream `{}` has no targets", u.name.value));
+                self.err(
+                    &u.name,
+                    format!("upstream `{}` has no targets", u.name.value),
+                );
             }
             for t in &u.targets {
                 if let Err(m) = check_target(&t.value) {
@@ -103,11 +131,21 @@ impl Validator<'_> {
                 self.err(&r.name, format!("duplicate route name `{}`", r.name.value));
             }
             if !r.path_prefix.value.starts_with('/') {
-                self.err(&r.path_prefix, format!("path_prefix must start with `/` (got `{}`)", r.path_prefix.value));
+                self.err(
+                    &r.path_prefix,
+                    format!(
+                        "path_prefix must start with `/` (got `{}`)",
+                        r.path_prefix.value
+                    ),
+                );
             }
             if let Some(h) = &r.host {
                 let host = h.value.strip_prefix("*.").unwrap_or(&h.value);
-                if host.is_empty() || !host.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.') {
+                if host.is_empty()
+                    || !host
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.')
+                {
                     self.err(h, format!("invalid host `{}` (expected a host name such as api.example.com or *.example.com)", h.value));
                 }
             }
@@ -119,7 +157,10 @@ impl Validator<'_> {
             if !upstream_names.contains(r.upstream.value.as_str()) {
                 self.err(
                     &r.upstream,
-                    format!("route `{}` names upstream `{}`, which is not defined under `upstreams`", r.name.value, r.upstream.value),
+                    format!(
+                        "route `{}` names upstream `{}`, which is not defined under `upstreams`",
+                        r.name.value, r.upstream.value
+                    ),
                 );
             }
             self.guard_blocks(&r.limits, &r.cors, &r.ip_filter);
@@ -150,7 +191,13 @@ impl Validator<'_> {
         }
         if let Some(v) = &tls.value.min_version {
             if v.value != "1.2" && v.value != "1.3" {
-                self.err(v, format!("unsupported TLS min_version `{}` (use \"1.3\" or \"1.2\")", v.value));
+                self.err(
+                    v,
+                    format!(
+                        "unsupported TLS min_version `{}` (use \"1.3\" or \"1.2\")",
+                        v.value
+                    ),
+                );
             }
         }
         if let Some(ca) = &tls.value.client_auth {
@@ -167,11 +214,22 @@ impl Validator<'_> {
 
     fn method(&mut self, m: &Spanned<String>) {
         if m.value.is_empty() || !m.value.bytes().all(|b| b.is_ascii_uppercase()) {
-            self.err(m, format!("invalid HTTP method `{}` (use upper case, e.g. GET)", m.value));
+            self.err(
+                m,
+                format!(
+                    "invalid HTTP method `{}` (use upper case, e.g. GET)",
+                    m.value
+                ),
+            );
         }
     }
 
-    fn guard_blocks(&mut self, limits: &Option<Spanned<Limits>>, cors: &Option<Spanned<Cors>>, ip: &Option<Spanned<IpFilter>>) {
+    fn guard_blocks(
+        &mut self,
+        limits: &Option<Spanned<Limits>>,
+        cors: &Option<Spanned<Cors>>,
+        ip: &Option<Spanned<IpFilter>>,
+    ) {
         if let Some(l) = limits {
             for m in &l.value.allowed_methods {
                 self.method(m);
@@ -192,10 +250,21 @@ impl Validator<'_> {
                 self.err(c, "cors: allow_origins must list at least one origin");
             }
             for o in &c.value.allow_origins {
-                if o.value != "*" && !(o.value.starts_with("https://") || o.value.starts_with("http://")) {
-                    self.err(o, format!("cors origin `{}` must be `*` or a scheme://host[:port] origin", o.value));
+                if o.value != "*"
+                    && !(o.value.starts_with("https://") || o.value.starts_with("http://"))
+                {
+                    self.err(
+                        o,
+                        format!(
+                            "cors origin `{}` must be `*` or a scheme://host[:port] origin",
+                            o.value
+                        ),
+                    );
                 } else if o.value != "*" && o.value.trim_end_matches('/') != o.value {
-                    self.err(o, format!("cors origin `{}` must not end with `/`", o.value));
+                    self.err(
+                        o,
+                        format!("cors origin `{}` must not end with `/`", o.value),
+                    );
                 }
             }
             for m in &c.value.allow_methods {
@@ -218,7 +287,10 @@ impl Validator<'_> {
 }
 
 fn http_token(s: &str) -> Result<(), ()> {
-    if !s.is_empty() && s.bytes().all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)) {
+    if !s.is_empty()
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
+    {
         Ok(())
     } else {
         Err(())
@@ -227,12 +299,16 @@ fn http_token(s: &str) -> Result<(), ()> {
 
 /// An upstream target must be `http://host:port` (no path, query or credentials).
 pub fn check_target(t: &str) -> Result<(), String> {
-    let rest = t
-        .strip_prefix("http://")
-        .ok_or_else(|| format!("upstream target `{t}` must start with http:// (TLS to upstreams is not supported yet)"))?;
+    let rest = t.strip_prefix("http://").ok_or_else(|| {
+        format!(
+            "upstream target `{t}` must start with http:// (TLS to upstreams is not supported yet)"
+        )
+    })?;
     let rest = rest.strip_suffix('/').unwrap_or(rest);
     if rest.is_empty() || rest.contains(['/', '?', '#', '@']) {
-        return Err(format!("upstream target `{t}` must be http://host:port with no path, query or credentials"));
+        return Err(format!(
+            "upstream target `{t}` must be http://host:port with no path, query or credentials"
+        ));
     }
     Ok(())
 }

@@ -84,8 +84,8 @@ impl Body for ReqBody {
                 match Pin::new(inner).poll_frame(cx) {
                     Poll::Ready(Some(Ok(frame))) => {
                         if let Some(d) = frame.data_ref() {
-                            let total = seen.fetch_add(d.len() as u64, Ordering::Relaxed)
-                                + d.len() as u64;
+                            let total =
+                                seen.fetch_add(d.len() as u64, Ordering::Relaxed) + d.len() as u64;
                             if let Some(l) = limit {
                                 if total > *l {
                                     return Poll::Ready(Some(Err(BodyError::TooLarge(*l))));
@@ -113,7 +113,9 @@ impl Body for ReqBody {
     fn size_hint(&self) -> SizeHint {
         match self {
             ReqBody::Empty => SizeHint::with_exact(0),
-            ReqBody::Full(b) => SizeHint::with_exact(b.as_ref().map(|b| b.len() as u64).unwrap_or(0)),
+            ReqBody::Full(b) => {
+                SizeHint::with_exact(b.as_ref().map(|b| b.len() as u64).unwrap_or(0))
+            }
             ReqBody::Stream { first, inner, .. } => {
                 let extra = first
                     .as_ref()

@@ -36,11 +36,23 @@ const fn v(status: u16, rule: &'static str, message: &'static str) -> Violation 
 pub const BARE_LF: Violation = v(400, "bare_lf", "line ending without CR (bare LF)");
 pub const BARE_CR: Violation = v(400, "bare_cr", "CR not followed by LF");
 pub const OBS_FOLD: Violation = v(400, "obs_fold", "obsolete header line folding");
-pub const CTL_CHAR: Violation = v(400, "control_char", "NUL or control character in the request head");
+pub const CTL_CHAR: Violation = v(
+    400,
+    "control_char",
+    "NUL or control character in the request head",
+);
 pub const BAD_HEADER_NAME: Violation = v(400, "bad_header_name", "invalid header name");
-pub const CL_AND_TE: Violation = v(400, "cl_and_te", "both Content-Length and Transfer-Encoding");
+pub const CL_AND_TE: Violation = v(
+    400,
+    "cl_and_te",
+    "both Content-Length and Transfer-Encoding",
+);
 pub const CL_CONFLICT: Violation = v(400, "cl_conflict", "conflicting or invalid Content-Length");
-pub const TE_NOT_CHUNKED: Violation = v(400, "te_not_chunked", "Transfer-Encoding other than a single final chunked");
+pub const TE_NOT_CHUNKED: Violation = v(
+    400,
+    "te_not_chunked",
+    "Transfer-Encoding other than a single final chunked",
+);
 pub const TE_HTTP10: Violation = v(400, "te_http10", "Transfer-Encoding in an HTTP/1.0 request");
 pub const BAD_REQUEST_LINE: Violation = v(400, "bad_request_line", "malformed request line");
 pub const LONG_REQUEST_LINE: Violation = v(414, "request_line_too_long", "request line too long");
@@ -138,7 +150,10 @@ impl Scanner {
                 St::Head => {
                     // Skip empty lines before a request line (RFC 9112 2.2).
                     if self.head.is_empty() {
-                        let skip = buf.iter().take_while(|&&b| b == b'\r' || b == b'\n').count();
+                        let skip = buf
+                            .iter()
+                            .take_while(|&&b| b == b'\r' || b == b'\n')
+                            .count();
                         buf = &buf[skip..];
                         if buf.is_empty() {
                             return;
@@ -169,7 +184,9 @@ impl Scanner {
                     match end {
                         None => {
                             // Check the request line early so a huge one is cut short.
-                            if !self.head.contains(&b'\n') && self.head.len() > self.max_request_line {
+                            if !self.head.contains(&b'\n')
+                                && self.head.len() > self.max_request_line
+                            {
                                 self.fail(LONG_REQUEST_LINE);
                             }
                             return;
@@ -204,7 +221,11 @@ impl Scanner {
                 St::Body(n) => {
                     let take = (buf.len() as u64).min(n);
                     buf = &buf[take as usize..];
-                    self.st = if n == take { St::Head } else { St::Body(n - take) };
+                    self.st = if n == take {
+                        St::Head
+                    } else {
+                        St::Body(n - take)
+                    };
                 }
                 St::ChunkSize | St::Trailers | St::ChunkDataEnd => {
                     let Some(nl) = buf.iter().position(|&b| b == b'\n') else {
@@ -233,7 +254,10 @@ impl Scanner {
                         St::Trailers => {
                             if content.is_empty() {
                                 self.st = St::Head;
-                            } else if content.iter().any(|&b| (b < 0x20 && b != b'\t') || b == 0x7f) {
+                            } else if content
+                                .iter()
+                                .any(|&b| (b < 0x20 && b != b'\t') || b == 0x7f)
+                            {
                                 self.fail(BAD_CHUNK);
                                 return;
                             }
@@ -252,7 +276,11 @@ impl Scanner {
                             for &b in size_part {
                                 n = n * 16 + (b as char).to_digit(16).unwrap_or(0) as u64;
                             }
-                            self.st = if n == 0 { St::Trailers } else { St::ChunkData(n) };
+                            self.st = if n == 0 {
+                                St::Trailers
+                            } else {
+                                St::ChunkData(n)
+                            };
                         }
                     }
                 }
@@ -297,11 +325,8 @@ fn check_head(head: &[u8], max_request_line: usize) -> Result<Framing, Violation
                 lines.push(&head[start..i - 1]);
                 start = i + 1;
             }
-            b'\r' => {
-                if head.get(i + 1) != Some(&b'\n') {
-                    return Err(BARE_CR);
-                }
-            }
+            b'\r' if head.get(i + 1) != Some(&b'\n') => return Err(BARE_CR),
+            b'\r' => {}
             b'\t' => {}
             c if c < 0x20 || c == 0x7f => return Err(CTL_CHAR),
             _ => {}
@@ -498,7 +523,12 @@ mod tests {
             (b"POST / HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n", TE_HTTP10),
         ];
         for (raw, want) in cases {
-            assert_eq!(scan(&[raw]), vec![Some(*want)], "{}", String::from_utf8_lossy(raw));
+            assert_eq!(
+                scan(&[raw]),
+                vec![Some(*want)],
+                "{}",
+                String::from_utf8_lossy(raw)
+            );
         }
     }
 
@@ -513,7 +543,7 @@ mod tests {
             vec![None]
         );
         let mut long = b"GET /".to_vec();
-        long.extend(std::iter::repeat(b'a').take(9000));
+        long.extend(std::iter::repeat_n(b'a', 9000));
         assert_eq!(scan(&[&long]), vec![Some(LONG_REQUEST_LINE)]);
     }
 }

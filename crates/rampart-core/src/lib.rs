@@ -79,32 +79,57 @@ fn bind(addr: &str) -> std::io::Result<tokio::net::TcpListener> {
 
 impl Gateway {
     /// Compile the config, bind every listener and the admin listener, and start serving.
-    pub async fn start(lc: LoadedConfig, guards: Arc<GuardBuilder>, log: LogSink) -> Result<Arc<Gateway>, StartError> {
+    pub async fn start(
+        lc: LoadedConfig,
+        guards: Arc<GuardBuilder>,
+        log: LogSink,
+    ) -> Result<Arc<Gateway>, StartError> {
         let snap = Snapshot::build(&lc, guards.as_ref(), 1).map_err(StartError::Config)?;
         let metrics = Metrics::new();
         let shared = Arc::new(Shared::new(snap, metrics, log));
         let (shutdown_tx, shutdown_rx) = watch::channel(false);
-        let counter = Arc::new(ConnCounter { open: Default::default() });
+        let counter = Arc::new(ConnCounter {
+            open: Default::default(),
+        });
         let mut listen_addrs = Vec::new();
         let mut bound = Vec::new();
         for l in &lc.config.listeners {
             let lst = bind(&l.value.address.value).map_err(|e| {
-                StartError::Bind(lc.error_at(&l.value.address, format!("cannot listen on {}: {e}", l.value.address.value)))
+                StartError::Bind(lc.error_at(
+                    &l.value.address,
+                    format!("cannot listen on {}: {e}", l.value.address.value),
+                ))
             })?;
-            listen_addrs.push(lst.local_addr().map_err(|e| StartError::Bind(lc.error_at(&l.value.address, e.to_string())))?);
+            listen_addrs.push(
+                lst.local_addr()
+                    .map_err(|e| StartError::Bind(lc.error_at(&l.value.address, e.to_string())))?,
+            );
             bound.push(lst);
         }
         let admin_addr = if lc.config.admin.address.value == "off" {
             None
         } else {
             let a = &lc.config.admin.address;
-            let lst = bind(&a.value).map_err(|e| StartError::Bind(lc.error_at(a, format!("cannot listen on admin address {}: {e}", a.value))))?;
-            let addr = lst.local_addr().map_err(|e| StartError::Bind(lc.error_at(a, e.to_string())))?;
+            let lst = bind(&a.value).map_err(|e| {
+                StartError::Bind(lc.error_at(
+                    a,
+                    format!("cannot listen on admin address {}: {e}", a.value),
+                ))
+            })?;
+            let addr = lst
+                .local_addr()
+                .map_err(|e| StartError::Bind(lc.error_at(a, e.to_string())))?;
             tokio::spawn(admin::serve(lst, shared.clone(), shutdown_rx.clone()));
             Some(addr)
         };
         for (i, lst) in bound.into_iter().enumerate() {
-            tokio::spawn(server::accept_loop(lst, i, shared.clone(), counter.clone(), shutdown_rx.clone()));
+            tokio::spawn(server::accept_loop(
+                lst,
+                i,
+                shared.clone(),
+                counter.clone(),
+                shutdown_rx.clone(),
+            ));
         }
         for (l, a) in lc.config.listeners.iter().zip(&listen_addrs) {
             tracing::info!(address = %a, tls = l.value.tls.is_some(), "listening");
@@ -116,7 +141,12 @@ impl Gateway {
             shutdown_tx,
             generation: AtomicU64::new(1),
             listen_addrs,
-            listener_cfg: lc.config.listeners.iter().map(|l| l.value.address.value.clone()).collect(),
+            listener_cfg: lc
+                .config
+                .listeners
+                .iter()
+                .map(|l| l.value.address.value.clone())
+                .collect(),
             admin_addr,
         }))
     }
@@ -146,11 +176,15 @@ impl Gateway {
         let m = &self.shared.metrics;
         match &result {
             Ok(g) => {
-                m.config_reloads.get_or_create(&ReloadResult { result: "ok" }).inc();
+                m.config_reloads
+                    .get_or_create(&ReloadResult { result: "ok" })
+                    .inc();
                 tracing::info!(generation = g, "config reloaded");
             }
             Err(e) => {
-                m.config_reloads.get_or_create(&ReloadResult { result: "failed" }).inc();
+                m.config_reloads
+                    .get_or_create(&ReloadResult { result: "failed" })
+                    .inc();
                 tracing::error!(errors = %e, "config reload refused; the previous config keeps serving");
             }
         }
@@ -158,13 +192,23 @@ impl Gateway {
     }
 
     fn try_reload(&self, lc: &LoadedConfig) -> Result<u64, ConfigErrors> {
-        let now: Vec<String> = lc.config.listeners.iter().map(|l| l.value.address.value.clone()).collect();
+        let now: Vec<String> = lc
+            .config
+            .listeners
+            .iter()
+            .map(|l| l.value.address.value.clone())
+            .collect();
         if now != self.listener_cfg {
-            let at = lc.config.listeners.first().map(|l| lc.loc(&l.value.address)).unwrap_or(Loc {
-                file: lc.source.clone(),
-                line: 1,
-                col: 1,
-            });
+            let at = lc
+                .config
+                .listeners
+                .first()
+                .map(|l| lc.loc(&l.value.address))
+                .unwrap_or(Loc {
+                    file: lc.source.clone(),
+                    line: 1,
+                    col: 1,
+                });
             return Err(ConfigErrors(vec![ConfigError {
                 loc: at,
                 message: "listener addresses changed; a restart is needed to apply that".into(),
@@ -181,7 +225,11 @@ impl Gateway {
         match rampart_config::load_file(path) {
             Ok(lc) => self.reload(&lc),
             Err(e) => {
-                self.shared.metrics.config_reloads.get_or_create(&ReloadResult { result: "failed" }).inc();
+                self.shared
+                    .metrics
+                    .config_reloads
+                    .get_or_create(&ReloadResult { result: "failed" })
+                    .inc();
                 tracing::error!(errors = %e, "config reload refused; the previous config keeps serving");
                 Err(e)
             }
@@ -203,12 +251,19 @@ impl Gateway {
         }
         let left = self.open_connections();
         if left > 0 {
-            tracing::warn!(connections = left, "shutdown timeout reached with connections still open");
+            tracing::warn!(
+                connections = left,
+                "shutdown timeout reached with connections still open"
+            );
         }
     }
 
     /// Serve until SIGTERM/SIGINT; reload on SIGHUP and (if enabled) when the file changes.
-    pub async fn run_until_signal(self: &Arc<Self>, config_path: Option<PathBuf>, watch_file: bool) -> std::io::Result<()> {
+    pub async fn run_until_signal(
+        self: &Arc<Self>,
+        config_path: Option<PathBuf>,
+        watch_file: bool,
+    ) -> std::io::Result<()> {
         use tokio::signal::unix::{signal, SignalKind};
         let mut term = signal(SignalKind::terminate())?;
         let mut int = signal(SignalKind::interrupt())?;

@@ -16,7 +16,9 @@ use http_body::Body as _;
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use rampart_telemetry::log::{now_rfc3339, AccessRecord, EventRecord};
-use rampart_telemetry::metrics::{GuardAction, Name, RouteLabel, RouteStatus, UpstreamError as UpErrLabel};
+use rampart_telemetry::metrics::{
+    GuardAction, Name, RouteLabel, RouteStatus, UpstreamError as UpErrLabel,
+};
 use rampart_telemetry::{Action, LogSink, Metrics, SecurityEvent};
 use std::convert::Infallible;
 use std::net::IpAddr;
@@ -60,9 +62,11 @@ impl RequestIds {
     }
     fn next(&self) -> String {
         // splitmix64 of seed + counter: distinct for every counter value.
-        let mut z = self
-            .seed
-            .wrapping_add(self.counter.fetch_add(1, Ordering::Relaxed).wrapping_mul(0x9E37_79B9_7F4A_7C15));
+        let mut z = self.seed.wrapping_add(
+            self.counter
+                .fetch_add(1, Ordering::Relaxed)
+                .wrapping_mul(0x9E37_79B9_7F4A_7C15),
+        );
         z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
         z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
         z ^= z >> 31;
@@ -72,7 +76,11 @@ impl RequestIds {
 
 fn valid_request_id(v: &HeaderValue) -> Option<String> {
     let b = v.as_bytes();
-    if !b.is_empty() && b.len() <= 128 && b.iter().all(|c| c.is_ascii_alphanumeric() || b"-_.:".contains(c)) {
+    if !b.is_empty()
+        && b.len() <= 128
+        && b.iter()
+            .all(|c| c.is_ascii_alphanumeric() || b"-_.:".contains(c))
+    {
         std::str::from_utf8(b).ok().map(str::to_string)
     } else {
         None
@@ -144,13 +152,19 @@ fn problem(status: StatusCode, title: &str, request_id: &str) -> Answer {
     });
     Answer {
         status,
-        headers: vec![(header::CONTENT_TYPE, HeaderValue::from_static("application/problem+json"))],
+        headers: vec![(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/problem+json"),
+        )],
         body: Bytes::from(body.to_string()),
     }
 }
 
 fn block_answer(b: Block, request_id: &str) -> Answer {
-    let title = b.title.or(b.status.canonical_reason()).unwrap_or("Request refused");
+    let title = b
+        .title
+        .or(b.status.canonical_reason())
+        .unwrap_or("Request refused");
     let mut a = problem(b.status, title, request_id);
     a.headers.extend(b.headers);
     a
@@ -162,7 +176,12 @@ enum Outcome {
     Stop(Answer),
 }
 
-fn apply(guard: &dyn Guard, verdict: Verdict, ctx: &mut RequestContext, metrics: &Metrics) -> Outcome {
+fn apply(
+    guard: &dyn Guard,
+    verdict: Verdict,
+    ctx: &mut RequestContext,
+    metrics: &Metrics,
+) -> Outcome {
     match verdict {
         Verdict::Continue => Outcome::Next,
         Verdict::Respond(a) => {
@@ -170,16 +189,26 @@ fn apply(guard: &dyn Guard, verdict: Verdict, ctx: &mut RequestContext, metrics:
             ctx.verdict = "answered";
             metrics
                 .guard_decisions
-                .get_or_create(&GuardAction { guard: guard.name(), action: "answered" })
+                .get_or_create(&GuardAction {
+                    guard: guard.name(),
+                    action: "answered",
+                })
                 .inc();
             Outcome::Stop(a)
         }
         Verdict::Block(b) => {
             let monitor = guard.mode() == Mode::Monitor;
-            let action = if monitor { Action::Monitored } else { Action::Blocked };
+            let action = if monitor {
+                Action::Monitored
+            } else {
+                Action::Blocked
+            };
             metrics
                 .guard_decisions
-                .get_or_create(&GuardAction { guard: guard.name(), action: action.as_str() })
+                .get_or_create(&GuardAction {
+                    guard: guard.name(),
+                    action: action.as_str(),
+                })
                 .inc();
             ctx.event(SecurityEvent {
                 guard: guard.name(),
@@ -205,9 +234,19 @@ fn apply(guard: &dyn Guard, verdict: Verdict, ctx: &mut RequestContext, metrics:
 }
 
 /// A refusal by the core itself (protocol hardening, routing, upstream failure).
-fn core_refusal(ctx: &mut RequestContext, metrics: &Metrics, status: StatusCode, rule: &'static str, message: String) -> Answer {
+fn core_refusal(
+    ctx: &mut RequestContext,
+    metrics: &Metrics,
+    status: StatusCode,
+    rule: &'static str,
+    message: String,
+) -> Answer {
     ctx.deciding_guard = Some("core");
-    ctx.verdict = if status.is_server_error() { "error" } else { "blocked" };
+    ctx.verdict = if status.is_server_error() {
+        "error"
+    } else {
+        "blocked"
+    };
     if status.is_client_error() && status != StatusCode::NOT_FOUND {
         ctx.event(SecurityEvent {
             guard: "core",
@@ -226,7 +265,8 @@ fn core_refusal(ctx: &mut RequestContext, metrics: &Metrics, status: StatusCode,
 fn violation_answer(ctx: &mut RequestContext, metrics: &Metrics, v: Violation) -> Answer {
     let status = StatusCode::from_u16(v.status).unwrap_or(StatusCode::BAD_REQUEST);
     let mut a = core_refusal(ctx, metrics, status, v.rule, v.message.to_string());
-    a.headers.push((header::CONNECTION, HeaderValue::from_static("close")));
+    a.headers
+        .push((header::CONNECTION, HeaderValue::from_static("close")));
     a
 }
 
@@ -261,7 +301,10 @@ impl Done {
         let route_label = self.ctx.route.clone().unwrap_or_else(|| Arc::from("-"));
         let m = &self.shared.metrics;
         m.requests
-            .get_or_create(&RouteStatus { route: Name(route_label.clone()), status: self.status })
+            .get_or_create(&RouteStatus {
+                route: Name(route_label.clone()),
+                status: self.status,
+            })
             .inc();
         let log = &self.shared.log;
         if !log.enabled() {
@@ -296,7 +339,11 @@ impl Done {
             duration_ms: self.start.elapsed().as_secs_f64() * 1000.0,
             upstream_ms: self.upstream_ms,
             upstream: self.upstream.as_deref(),
-            verdict: if complete || self.ctx.verdict != "allowed" { self.ctx.verdict } else { "aborted" },
+            verdict: if complete || self.ctx.verdict != "allowed" {
+                self.ctx.verdict
+            } else {
+                "aborted"
+            },
             guard: self.ctx.deciding_guard,
             protocol: self.protocol,
         });
@@ -327,7 +374,12 @@ pub(crate) async fn handle(
     let peer_ip = conn.peer.ip();
     let peer_trusted = snap.is_trusted(peer_ip);
     let request_id = peer_trusted
-        .then(|| parts.headers.get(&snap.request_id_header).and_then(valid_request_id))
+        .then(|| {
+            parts
+                .headers
+                .get(&snap.request_id_header)
+                .and_then(valid_request_id)
+        })
         .flatten()
         .unwrap_or_else(|| shared.ids.next());
     let client = client_ip(&snap, peer_ip, &parts.headers, peer_trusted);
@@ -357,15 +409,28 @@ pub(crate) async fn handle(
     let host = match request_host(&parts) {
         Ok(h) => h,
         Err((rule, msg)) => {
-            let mut a = core_refusal(&mut done.ctx, metrics, StatusCode::BAD_REQUEST, rule, msg.into());
-            a.headers.push((header::CONNECTION, HeaderValue::from_static("close")));
+            let mut a = core_refusal(
+                &mut done.ctx,
+                metrics,
+                StatusCode::BAD_REQUEST,
+                rule,
+                msg.into(),
+            );
+            a.headers
+                .push((header::CONNECTION, HeaderValue::from_static("close")));
             return Ok(finish_answer(done, a));
         }
     };
     let path = match crate::path::normalize(parts.uri.path(), &snap.path_policy) {
         Ok(p) => p,
         Err(e) => {
-            let a = core_refusal(&mut done.ctx, metrics, StatusCode::BAD_REQUEST, e.rule(), e.reason().into());
+            let a = core_refusal(
+                &mut done.ctx,
+                metrics,
+                StatusCode::BAD_REQUEST,
+                e.rule(),
+                e.reason().into(),
+            );
             return Ok(finish_answer(done, a));
         }
     };
@@ -375,8 +440,18 @@ pub(crate) async fn handle(
     let route_idx = match snap.route(&host, &done.ctx.path, &parts.method) {
         RouteMatch::Found(r) => snap.routes.iter().position(|x| std::ptr::eq(x, r)),
         RouteMatch::MethodNotAllowed(allowed) => {
-            let mut a = core_refusal(&mut done.ctx, metrics, StatusCode::METHOD_NOT_ALLOWED, "method_not_routed", format!("no route accepts {}", parts.method));
-            let allow = allowed.iter().map(Method::as_str).collect::<Vec<_>>().join(", ");
+            let mut a = core_refusal(
+                &mut done.ctx,
+                metrics,
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method_not_routed",
+                format!("no route accepts {}", parts.method),
+            );
+            let allow = allowed
+                .iter()
+                .map(Method::as_str)
+                .collect::<Vec<_>>()
+                .join(", ");
             if let Ok(v) = HeaderValue::from_str(&allow) {
                 a.headers.push((header::ALLOW, v));
             }
@@ -385,7 +460,13 @@ pub(crate) async fn handle(
         RouteMatch::NotFound => None,
     };
     let Some(route_idx) = route_idx else {
-        let a = core_refusal(&mut done.ctx, metrics, StatusCode::NOT_FOUND, "no_route", "no route matches".into());
+        let a = core_refusal(
+            &mut done.ctx,
+            metrics,
+            StatusCode::NOT_FOUND,
+            "no_route",
+            "no route matches".into(),
+        );
         return Ok(finish_answer(done, a));
     };
     done.route_idx = Some(route_idx);
@@ -399,15 +480,26 @@ pub(crate) async fn handle(
         Err(_) => {
             metrics
                 .upstream_errors
-                .get_or_create(&UpErrLabel { upstream: Name(route.upstream.name.clone()), kind: "request_timeout" })
+                .get_or_create(&UpErrLabel {
+                    upstream: Name(route.upstream.name.clone()),
+                    kind: "request_timeout",
+                })
                 .inc();
-            Err(core_refusal(&mut done.ctx, metrics, StatusCode::GATEWAY_TIMEOUT, "request_timeout", "request did not complete within the request timeout".into()))
+            Err(core_refusal(
+                &mut done.ctx,
+                metrics,
+                StatusCode::GATEWAY_TIMEOUT,
+                "request_timeout",
+                "request did not complete within the request timeout".into(),
+            ))
         }
     };
     let elapsed = start.elapsed().as_secs_f64();
     metrics
         .request_duration
-        .get_or_create(&RouteLabel { route: Name(route.name.clone()) })
+        .get_or_create(&RouteLabel {
+            route: Name(route.name.clone()),
+        })
         .observe(elapsed);
     match result {
         Ok((proxied, body_phase)) => Ok(finish_upstream(done, proxied, body_phase).await),
@@ -417,14 +509,20 @@ pub(crate) async fn handle(
 
 /// The Host the request is for (lower case, no port); checks absolute-form targets.
 fn request_host(parts: &http::request::Parts) -> Result<String, (&'static str, &'static str)> {
-    let header_host = parts.headers.get(header::HOST).and_then(|h| h.to_str().ok());
+    let header_host = parts
+        .headers
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok());
     let host = match (parts.version, parts.uri.authority(), header_host) {
         (Version::HTTP_2, Some(a), _) => a.host().to_string(),
         (Version::HTTP_2, None, Some(h)) => h.to_string(),
         (_, Some(a), Some(h)) => {
             // Absolute-form: the target's authority must be the Host.
             if !a.as_str().eq_ignore_ascii_case(h) {
-                return Err(("absolute_form_host_mismatch", "absolute-form target names a different host than the Host header"));
+                return Err((
+                    "absolute_form_host_mismatch",
+                    "absolute-form target names a different host than the Host header",
+                ));
             }
             a.host().to_string()
         }
@@ -437,13 +535,20 @@ fn request_host(parts: &http::request::Parts) -> Result<String, (&'static str, &
         return Err(("duplicate_host", "more than one Host header"));
     }
     let host = match host.rfind(':') {
-        Some(i) if !host.ends_with(']') && host[i + 1..].bytes().all(|b| b.is_ascii_digit()) => host[..i].to_string(),
+        Some(i) if !host.ends_with(']') && host[i + 1..].bytes().all(|b| b.is_ascii_digit()) => {
+            host[..i].to_string()
+        }
         _ => host,
     };
     Ok(host.to_ascii_lowercase())
 }
 
-fn run_response_guards(guards: &[Arc<dyn Guard>], resp: &mut http::response::Parts, ctx: &mut RequestContext, metrics: &Metrics) -> Option<Answer> {
+fn run_response_guards(
+    guards: &[Arc<dyn Guard>],
+    resp: &mut http::response::Parts,
+    ctx: &mut RequestContext,
+    metrics: &Metrics,
+) -> Option<Answer> {
     for g in guards {
         let v = g.on_response_headers(resp, ctx);
         if let Outcome::Stop(a) = apply(g.as_ref(), v, ctx, metrics) {
@@ -509,20 +614,43 @@ async fn forward(
     }
 
     // Request-body phase: buffer only if a guard asks to see the body.
-    let inspect = route.guards.iter().filter_map(|g| g.request_body_limit(parts, ctx)).max();
+    let inspect = route
+        .guards
+        .iter()
+        .filter_map(|g| g.request_body_limit(parts, ctx))
+        .max();
     let no_body = body.is_end_stream();
     let req_body = if no_body {
         ReqBody::Empty
     } else if let Some(inspect) = inspect {
-        let limit = ctx.max_request_body.map(|m| m.min(inspect as u64)).unwrap_or(inspect as u64);
-        let collected = http_body_util::Limited::new(body, limit as usize).collect().await;
+        let limit = ctx
+            .max_request_body
+            .map(|m| m.min(inspect as u64))
+            .unwrap_or(inspect as u64);
+        let collected = http_body_util::Limited::new(body, limit as usize)
+            .collect()
+            .await;
         let bytes = match collected {
             Ok(c) => c.to_bytes(),
             Err(e) => {
-                if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() {
-                    return Err(core_refusal(ctx, &metrics, StatusCode::PAYLOAD_TOO_LARGE, "body_too_large", format!("request body exceeds {limit} bytes")));
+                if e.downcast_ref::<http_body_util::LengthLimitError>()
+                    .is_some()
+                {
+                    return Err(core_refusal(
+                        ctx,
+                        &metrics,
+                        StatusCode::PAYLOAD_TOO_LARGE,
+                        "body_too_large",
+                        format!("request body exceeds {limit} bytes"),
+                    ));
                 }
-                return Err(core_refusal(ctx, &metrics, StatusCode::BAD_REQUEST, "bad_body", format!("request body could not be read: {e}")));
+                return Err(core_refusal(
+                    ctx,
+                    &metrics,
+                    StatusCode::BAD_REQUEST,
+                    "bad_body",
+                    format!("request body could not be read: {e}"),
+                ));
             }
         };
         done.bytes_in.store(bytes.len() as u64, Ordering::Relaxed);
@@ -533,7 +661,9 @@ async fn forward(
             }
         }
         parts.headers.remove(header::TRANSFER_ENCODING);
-        parts.headers.insert(header::CONTENT_LENGTH, HeaderValue::from(bytes.len()));
+        parts
+            .headers
+            .insert(header::CONTENT_LENGTH, HeaderValue::from(bytes.len()));
         ReqBody::Full(Some(bytes))
     } else {
         // Streaming. A chunked body's first frame is read before the upstream is contacted,
@@ -547,20 +677,38 @@ async fn forward(
                         done.bytes_in.fetch_add(d.len() as u64, Ordering::Relaxed);
                         if let Some(l) = ctx.max_request_body {
                             if d.len() as u64 > l {
-                                return Err(core_refusal(ctx, &metrics, StatusCode::PAYLOAD_TOO_LARGE, "body_too_large", format!("request body exceeds {l} bytes")));
+                                return Err(core_refusal(
+                                    ctx,
+                                    &metrics,
+                                    StatusCode::PAYLOAD_TOO_LARGE,
+                                    "body_too_large",
+                                    format!("request body exceeds {l} bytes"),
+                                ));
                             }
                         }
                     }
                     first = Some(f);
                 }
                 Some(Err(e)) => {
-                    let mut a = core_refusal(ctx, &metrics, StatusCode::BAD_REQUEST, "bad_chunk", format!("malformed request body: {e}"));
-                    a.headers.push((header::CONNECTION, HeaderValue::from_static("close")));
+                    let mut a = core_refusal(
+                        ctx,
+                        &metrics,
+                        StatusCode::BAD_REQUEST,
+                        "bad_chunk",
+                        format!("malformed request body: {e}"),
+                    );
+                    a.headers
+                        .push((header::CONNECTION, HeaderValue::from_static("close")));
                     return Err(a);
                 }
             }
         }
-        ReqBody::Stream { first, inner: body, seen: done.bytes_in.clone(), limit: ctx.max_request_body }
+        ReqBody::Stream {
+            first,
+            inner: body,
+            seen: done.bytes_in.clone(),
+            limit: ctx.max_request_body,
+        }
     };
 
     // Headers for the upstream.
@@ -570,7 +718,10 @@ async fn forward(
     let trusted = snap.is_trusted(peer);
     let proto = if ctx.is_tls() { "https" } else { "http" };
     let peer_s = peer.to_string();
-    let xff = match (trusted, headers.get("x-forwarded-for").and_then(|v| v.to_str().ok())) {
+    let xff = match (
+        trusted,
+        headers.get("x-forwarded-for").and_then(|v| v.to_str().ok()),
+    ) {
         (true, Some(prev)) => format!("{prev}, {peer_s}"),
         _ => peer_s.clone(),
     };
@@ -584,16 +735,29 @@ async fn forward(
         headers.insert("x-forwarded-for", v);
     }
     if !(trusted && headers.contains_key("x-forwarded-proto")) {
-        headers.insert("x-forwarded-proto", HeaderValue::from_static(if ctx.is_tls() { "https" } else { "http" }));
+        headers.insert(
+            "x-forwarded-proto",
+            HeaderValue::from_static(if ctx.is_tls() { "https" } else { "http" }),
+        );
     }
     if !(trusted && headers.contains_key("x-forwarded-host")) {
         if let Ok(v) = HeaderValue::from_str(&host_header) {
             headers.insert("x-forwarded-host", v);
         }
     }
-    let for_ = if peer.is_ipv6() { format!("\"[{peer_s}]\"") } else { peer_s };
-    let element = format!("for={for_};proto={proto};host=\"{}\"", host_header.replace(['"', '\\'], ""));
-    let forwarded = match (trusted, headers.get(header::FORWARDED).and_then(|v| v.to_str().ok())) {
+    let for_ = if peer.is_ipv6() {
+        format!("\"[{peer_s}]\"")
+    } else {
+        peer_s
+    };
+    let element = format!(
+        "for={for_};proto={proto};host=\"{}\"",
+        host_header.replace(['"', '\\'], "")
+    );
+    let forwarded = match (
+        trusted,
+        headers.get(header::FORWARDED).and_then(|v| v.to_str().ok()),
+    ) {
         (true, Some(prev)) => format!("{prev}, {element}"),
         _ => element,
     };
@@ -612,7 +776,11 @@ async fn forward(
     // The path the upstream sees: the normalized one.
     let mut upstream_path = if route.strip_prefix {
         let rest = &ctx.path[route.prefix_len.min(ctx.path.len())..];
-        if rest.starts_with('/') { rest.to_string() } else { format!("/{rest}") }
+        if rest.starts_with('/') {
+            rest.to_string()
+        } else {
+            format!("/{rest}")
+        }
     } else {
         ctx.path.clone()
     };
@@ -620,17 +788,29 @@ async fn forward(
         upstream_path.push('?');
         upstream_path.push_str(q);
     }
-    let pq = PathAndQuery::try_from(upstream_path)
-        .map_err(|_| core_refusal(ctx, &metrics, StatusCode::BAD_REQUEST, "bad_target", "request target cannot be forwarded".into()))?;
+    let pq = PathAndQuery::try_from(upstream_path).map_err(|_| {
+        core_refusal(
+            ctx,
+            &metrics,
+            StatusCode::BAD_REQUEST,
+            "bad_target",
+            "request target cannot be forwarded".into(),
+        )
+    })?;
 
     let t0 = Instant::now();
-    let sent = route.upstream.send(parts.method.clone(), pq, headers, req_body).await;
+    let sent = route
+        .upstream
+        .send(parts.method.clone(), pq, headers, req_body)
+        .await;
     let up_secs = t0.elapsed().as_secs_f64();
     done.upstream_ms = Some(up_secs * 1000.0);
     let ctx = &mut done.ctx;
     metrics
         .upstream_duration
-        .get_or_create(&RouteLabel { route: Name(route.name.clone()) })
+        .get_or_create(&RouteLabel {
+            route: Name(route.name.clone()),
+        })
         .observe(up_secs);
     match sent {
         Ok(p) => {
@@ -640,9 +820,15 @@ async fn forward(
         Err(e) => {
             metrics
                 .upstream_errors
-                .get_or_create(&UpErrLabel { upstream: Name(route.upstream.name.clone()), kind: e.kind() })
+                .get_or_create(&UpErrLabel {
+                    upstream: Name(route.upstream.name.clone()),
+                    kind: e.kind(),
+                })
                 .inc();
-            if !matches!(e, UpstreamError::BodyTooLarge(_) | UpstreamError::ClientBody(_)) {
+            if !matches!(
+                e,
+                UpstreamError::BodyTooLarge(_) | UpstreamError::ClientBody(_)
+            ) {
                 tracing::warn!(upstream = %route.upstream.name, request_id = %ctx.request_id, error = ?e, "upstream request failed");
             }
             Err(match e {
@@ -660,31 +846,59 @@ async fn forward(
                 UpstreamError::Timeout => {
                     ctx.verdict = "error";
                     ctx.deciding_guard = Some("core");
-                    problem(StatusCode::GATEWAY_TIMEOUT, "Gateway Timeout", &ctx.request_id)
+                    problem(
+                        StatusCode::GATEWAY_TIMEOUT,
+                        "Gateway Timeout",
+                        &ctx.request_id,
+                    )
                 }
                 UpstreamError::AllDown(secs) => {
                     ctx.verdict = "error";
                     ctx.deciding_guard = Some("core");
-                    let mut a = problem(StatusCode::SERVICE_UNAVAILABLE, "Service Unavailable", &ctx.request_id);
-                    a.headers.push((header::RETRY_AFTER, HeaderValue::from(secs)));
+                    let mut a = problem(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "Service Unavailable",
+                        &ctx.request_id,
+                    );
+                    a.headers
+                        .push((header::RETRY_AFTER, HeaderValue::from(secs)));
                     a
                 }
                 UpstreamError::Overloaded => {
                     ctx.verdict = "error";
                     ctx.deciding_guard = Some("core");
-                    let mut a = problem(StatusCode::SERVICE_UNAVAILABLE, "Service Unavailable", &ctx.request_id);
-                    a.headers.push((header::RETRY_AFTER, HeaderValue::from_static("1")));
+                    let mut a = problem(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "Service Unavailable",
+                        &ctx.request_id,
+                    );
+                    a.headers
+                        .push((header::RETRY_AFTER, HeaderValue::from_static("1")));
                     a
                 }
                 UpstreamError::BodyTooLarge(n) => {
                     // The rest of the body was not read: the connection cannot be reused.
-                    let mut a = core_refusal(ctx, &metrics, StatusCode::PAYLOAD_TOO_LARGE, "body_too_large", format!("request body exceeds {n} bytes"));
-                    a.headers.push((header::CONNECTION, HeaderValue::from_static("close")));
+                    let mut a = core_refusal(
+                        ctx,
+                        &metrics,
+                        StatusCode::PAYLOAD_TOO_LARGE,
+                        "body_too_large",
+                        format!("request body exceeds {n} bytes"),
+                    );
+                    a.headers
+                        .push((header::CONNECTION, HeaderValue::from_static("close")));
                     a
                 }
                 UpstreamError::ClientBody(m) => {
-                    let mut a = core_refusal(ctx, &metrics, StatusCode::BAD_REQUEST, "bad_body", format!("request body failed: {m}"));
-                    a.headers.push((header::CONNECTION, HeaderValue::from_static("close")));
+                    let mut a = core_refusal(
+                        ctx,
+                        &metrics,
+                        StatusCode::BAD_REQUEST,
+                        "bad_body",
+                        format!("request body failed: {m}"),
+                    );
+                    a.headers
+                        .push((header::CONNECTION, HeaderValue::from_static("close")));
                     a
                 }
             })
@@ -692,8 +906,16 @@ async fn forward(
     }
 }
 
-async fn finish_upstream(mut done: Done, proxied: Proxied, _phase: BodyPhase) -> Response<RespBody> {
-    let Proxied { response, target: _, in_flight } = proxied;
+async fn finish_upstream(
+    mut done: Done,
+    proxied: Proxied,
+    _phase: BodyPhase,
+) -> Response<RespBody> {
+    let Proxied {
+        response,
+        target: _,
+        in_flight,
+    } = proxied;
     let (mut parts, body) = response.into_parts();
     strip_hop_by_hop(&mut parts.headers);
     let snap = done.snap.clone();
@@ -706,7 +928,10 @@ async fn finish_upstream(mut done: Done, proxied: Proxied, _phase: BodyPhase) ->
         drop(in_flight);
         return finish_answer(done, a);
     }
-    let inspect = guards.iter().filter_map(|g| g.response_body_limit(&parts, &done.ctx)).max();
+    let inspect = guards
+        .iter()
+        .filter_map(|g| g.response_body_limit(&parts, &done.ctx))
+        .max();
     let Some(limit) = inspect else {
         let body = RespBody::upstream(body).hold(in_flight);
         return seal(done, parts, body);
@@ -715,7 +940,13 @@ async fn finish_upstream(mut done: Done, proxied: Proxied, _phase: BodyPhase) ->
     let bytes = match http_body_util::Limited::new(body, limit).collect().await {
         Ok(c) => c.to_bytes(),
         Err(_) => {
-            let a = core_refusal(&mut done.ctx, &metrics, StatusCode::BAD_GATEWAY, "response_too_large", format!("upstream response larger than the {limit}-byte inspection limit"));
+            let a = core_refusal(
+                &mut done.ctx,
+                &metrics,
+                StatusCode::BAD_GATEWAY,
+                "response_too_large",
+                format!("upstream response larger than the {limit}-byte inspection limit"),
+            );
             return finish_answer(done, a);
         }
     };
@@ -728,6 +959,8 @@ async fn finish_upstream(mut done: Done, proxied: Proxied, _phase: BodyPhase) ->
         }
     }
     parts.headers.remove(header::TRANSFER_ENCODING);
-    parts.headers.insert(header::CONTENT_LENGTH, HeaderValue::from(bytes.len()));
+    parts
+        .headers
+        .insert(header::CONTENT_LENGTH, HeaderValue::from(bytes.len()));
     seal(done, parts, RespBody::full(bytes))
 }

@@ -186,14 +186,49 @@ async fn serve_connection(
             let conn = Arc::new(conn);
             if is_h2 {
                 let io = ScanIo::new(tls, None, activity.clone());
-                serve_h2(io, conn, shared, activity, h2_streams, header_read, idle, shutdown, slot).await;
+                serve_h2(
+                    io,
+                    conn,
+                    shared,
+                    activity,
+                    h2_streams,
+                    header_read,
+                    idle,
+                    shutdown,
+                    slot,
+                )
+                .await;
             } else {
-                serve_h1(tls, conn, shared, activity, max_head, header_read, idle, shutdown, slot, false).await;
+                serve_h1(
+                    tls,
+                    conn,
+                    shared,
+                    activity,
+                    max_head,
+                    header_read,
+                    idle,
+                    shutdown,
+                    slot,
+                    false,
+                )
+                .await;
             }
         }
         None => {
             let conn = Arc::new(conn);
-            serve_h1(stream, conn, shared, activity, max_head, header_read, idle, shutdown, slot, h2c).await;
+            serve_h1(
+                stream,
+                conn,
+                shared,
+                activity,
+                max_head,
+                header_read,
+                idle,
+                shutdown,
+                slot,
+                h2c,
+            )
+            .await;
         }
     }
 }
@@ -214,13 +249,26 @@ async fn serve_h1<T>(
     T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
     let scan = Arc::new(ScanState::default());
-    let scanner = Scanner::new(scan.clone(), activity.clone(), max_head, max_head.min(16 * 1024));
+    let scanner = Scanner::new(
+        scan.clone(),
+        activity.clone(),
+        max_head,
+        max_head.min(16 * 1024),
+    );
     let io = TokioIo::new(ScanIo::new(stream, Some(scanner), activity.clone()));
     let svc = {
         let shared = shared.clone();
         let conn = conn.clone();
         let activity = activity.clone();
-        service_fn(move |req| handle(shared.clone(), conn.clone(), Some(scan.clone()), activity.clone(), req))
+        service_fn(move |req| {
+            handle(
+                shared.clone(),
+                conn.clone(),
+                Some(scan.clone()),
+                activity.clone(),
+                req,
+            )
+        })
     };
     if h2c {
         let mut b = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());

@@ -23,7 +23,8 @@ pub struct BuiltGuards {
 
 /// Builds the guards for a config. Provided by the binary so the core stays free of security
 /// logic.
-pub type GuardBuilder = dyn Fn(&LoadedConfig) -> Result<BuiltGuards, Vec<ConfigError>> + Send + Sync;
+pub type GuardBuilder =
+    dyn Fn(&LoadedConfig) -> Result<BuiltGuards, Vec<ConfigError>> + Send + Sync;
 
 pub struct Route {
     pub name: Arc<str>,
@@ -98,7 +99,11 @@ pub struct Snapshot {
 
 impl Snapshot {
     /// Compile a validated config. Errors carry config locations.
-    pub fn build(lc: &LoadedConfig, guards: &GuardBuilder, generation: u64) -> Result<Snapshot, ConfigErrors> {
+    pub fn build(
+        lc: &LoadedConfig,
+        guards: &GuardBuilder,
+        generation: u64,
+    ) -> Result<Snapshot, ConfigErrors> {
         let c = &lc.config;
         let mut errors = Vec::new();
         let built = match guards(lc) {
@@ -183,13 +188,14 @@ impl Snapshot {
                 Err(m) => errors.push(lc.error_at(p, m)),
             }
         }
-        let request_id_header = match HeaderName::from_bytes(c.server.request_id_header.value.as_bytes()) {
-            Ok(h) => h,
-            Err(_) => {
-                errors.push(lc.error_at(&c.server.request_id_header, "invalid header name"));
-                HeaderName::from_static("x-request-id")
-            }
-        };
+        let request_id_header =
+            match HeaderName::from_bytes(c.server.request_id_header.value.as_bytes()) {
+                Ok(h) => h,
+                Err(_) => {
+                    errors.push(lc.error_at(&c.server.request_id_header, "invalid header name"));
+                    HeaderName::from_static("x-request-id")
+                }
+            };
         if !errors.is_empty() {
             return Err(ConfigErrors(errors));
         }

@@ -45,12 +45,21 @@ fn provider() -> Arc<CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }
 
-fn load_certs(lc: &LoadedConfig, p: &Spanned<String>) -> Result<Vec<CertificateDer<'static>>, ConfigError> {
+fn load_certs(
+    lc: &LoadedConfig,
+    p: &Spanned<String>,
+) -> Result<Vec<CertificateDer<'static>>, ConfigError> {
     let path = lc.resolve_path(&p.value);
     let certs: Result<Vec<_>, _> = CertificateDer::pem_file_iter(&path)
-        .map_err(|e| lc.error_at(p, format!("cannot read certificates from `{}`: {e}", path.display())))?
+        .map_err(|e| {
+            lc.error_at(
+                p,
+                format!("cannot read certificates from `{}`: {e}", path.display()),
+            )
+        })?
         .collect();
-    let certs = certs.map_err(|e| lc.error_at(p, format!("invalid PEM in `{}`: {e}", path.display())))?;
+    let certs =
+        certs.map_err(|e| lc.error_at(p, format!("invalid PEM in `{}`: {e}", path.display())))?;
     if certs.is_empty() {
         return Err(lc.error_at(p, format!("no certificate found in `{}`", path.display())));
     }
@@ -79,7 +88,10 @@ fn cert_names(der: &CertificateDer<'_>) -> Vec<String> {
 }
 
 /// Build the rustls config of one listener. Errors point at the offending config entry.
-pub fn server_config(lc: &LoadedConfig, tls: &Spanned<Tls>) -> Result<Arc<ServerConfig>, Vec<ConfigError>> {
+pub fn server_config(
+    lc: &LoadedConfig,
+    tls: &Spanned<Tls>,
+) -> Result<Arc<ServerConfig>, Vec<ConfigError>> {
     let provider = provider();
     let mut errors = Vec::new();
     let mut certs = Vec::new();
@@ -95,30 +107,42 @@ pub fn server_config(lc: &LoadedConfig, tls: &Spanned<Tls>) -> Result<Arc<Server
         let key = match PrivateKeyDer::from_pem_file(&key_path) {
             Ok(k) => k,
             Err(e) => {
-                errors.push(lc.error_at(&pair.value.key, format!("cannot read private key from `{}`: {e}", key_path.display())));
+                errors.push(lc.error_at(
+                    &pair.value.key,
+                    format!("cannot read private key from `{}`: {e}", key_path.display()),
+                ));
                 continue;
             }
         };
         let signing = match provider.key_provider.load_private_key(key) {
             Ok(s) => s,
             Err(e) => {
-                errors.push(lc.error_at(&pair.value.key, format!("unsupported private key in `{}`: {e}", key_path.display())));
+                errors.push(lc.error_at(
+                    &pair.value.key,
+                    format!("unsupported private key in `{}`: {e}", key_path.display()),
+                ));
                 continue;
             }
         };
         let names = cert_names(&chain[0]);
         let ck = CertifiedKey::new(chain, signing);
         if let Err(e) = ck.keys_match() {
-            errors.push(lc.error_at(&pair.value.key, format!("private key does not match the certificate: {e}")));
+            errors.push(lc.error_at(
+                &pair.value.key,
+                format!("private key does not match the certificate: {e}"),
+            ));
             continue;
         }
         certs.push((names, Arc::new(ck)));
     }
-    let versions: &[&'static rustls::SupportedProtocolVersion] = match tls.value.min_version.as_ref().map(|v| v.value.as_str()) {
-        Some("1.2") => &[&rustls::version::TLS13, &rustls::version::TLS12],
-        _ => &[&rustls::version::TLS13],
-    };
-    let builder = match ServerConfig::builder_with_provider(provider.clone()).with_protocol_versions(versions) {
+    let versions: &[&'static rustls::SupportedProtocolVersion] =
+        match tls.value.min_version.as_ref().map(|v| v.value.as_str()) {
+            Some("1.2") => &[&rustls::version::TLS13, &rustls::version::TLS12],
+            _ => &[&rustls::version::TLS13],
+        };
+    let builder = match ServerConfig::builder_with_provider(provider.clone())
+        .with_protocol_versions(versions)
+    {
         Ok(b) => b,
         Err(e) => {
             errors.push(lc.error_at(tls, format!("TLS setup failed: {e}")));
@@ -133,7 +157,8 @@ pub fn server_config(lc: &LoadedConfig, tls: &Spanned<Tls>) -> Result<Arc<Server
                 Ok(cas) => {
                     for c in cas {
                         if let Err(e) = roots.add(c) {
-                            errors.push(lc.error_at(&ca.ca, format!("invalid CA certificate: {e}")));
+                            errors
+                                .push(lc.error_at(&ca.ca, format!("invalid CA certificate: {e}")));
                         }
                     }
                 }
@@ -178,8 +203,13 @@ pub fn session_info(conn: &rustls::ServerConnection) -> TlsInfo {
     TlsInfo {
         sni: conn.server_name().map(str::to_string),
         version,
-        alpn: conn.alpn_protocol().map(|a| String::from_utf8_lossy(a).into_owned()),
-        client_cert: conn.peer_certificates().and_then(|c| c.first()).map(client_cert),
+        alpn: conn
+            .alpn_protocol()
+            .map(|a| String::from_utf8_lossy(a).into_owned()),
+        client_cert: conn
+            .peer_certificates()
+            .and_then(|c| c.first())
+            .map(client_cert),
     }
 }
 
@@ -200,8 +230,12 @@ fn client_cert(der: &CertificateDer<'_>) -> ClientCert {
                     GeneralName::RFC822Name(e) => out.sans.push(format!("email:{e}")),
                     GeneralName::IPAddress(ip) => {
                         let s = match ip.len() {
-                            4 => std::net::IpAddr::from(<[u8; 4]>::try_from(*ip).unwrap_or([0; 4])).to_string(),
-                            16 => std::net::IpAddr::from(<[u8; 16]>::try_from(*ip).unwrap_or([0; 16])).to_string(),
+                            4 => std::net::IpAddr::from(<[u8; 4]>::try_from(*ip).unwrap_or([0; 4]))
+                                .to_string(),
+                            16 => {
+                                std::net::IpAddr::from(<[u8; 16]>::try_from(*ip).unwrap_or([0; 16]))
+                                    .to_string()
+                            }
                             _ => continue,
                         };
                         out.sans.push(format!("IP:{s}"));

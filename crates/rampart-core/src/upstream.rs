@@ -177,8 +177,10 @@ impl Upstream {
         let t = &self.targets[idx];
         let f = t.fails.fetch_add(1, Ordering::Relaxed) + 1;
         if f >= self.fail_threshold {
-            t.ejected_until
-                .store(now_ms() + self.eject_for.as_millis() as u64, Ordering::Relaxed);
+            t.ejected_until.store(
+                now_ms() + self.eject_for.as_millis() as u64,
+                Ordering::Relaxed,
+            );
             t.fails.store(0, Ordering::Relaxed);
             tracing::warn!(upstream = %self.name, target = %t.authority, "target ejected after connect failures");
         }
@@ -211,26 +213,21 @@ impl Upstream {
         };
         let idx = self.pick(None)?;
         match self.attempt(idx, &method, &path, headers, body).await {
-            Ok(response) => {
-                return Ok(Proxied {
-                    response,
-                    target: Arc::from(self.targets[idx].authority.as_str()),
-                    in_flight,
-                })
-            }
+            Ok(response) => Ok(Proxied {
+                response,
+                target: Arc::from(self.targets[idx].authority.as_str()),
+                in_flight,
+            }),
             Err(AttemptError::Connect(e)) => {
                 let Some((body, headers)) = retry else {
                     return Err(e);
                 };
-                let Ok(idx2) = self.pick(Some(idx)).or_else(|_| {
-                    // A single target: try it once more (the pool may have raced a restart).
-                    if self.targets.len() == 1 {
-                        Ok(idx)
-                    } else {
-                        Err(())
-                    }
-                }) else {
-                    return Err(e);
+                // Another target; with a single target, that one once more (the pooled
+                // connection may have raced an upstream restart).
+                let idx2 = match self.pick(Some(idx)) {
+                    Ok(i) => i,
+                    Err(_) if self.targets.len() == 1 => idx,
+                    Err(_) => return Err(e),
                 };
                 match self.attempt(idx2, &method, &path, headers, body).await {
                     Ok(response) => Ok(Proxied {

@@ -42,12 +42,21 @@ impl CorsGuard {
             .filter_map(|m| Method::from_bytes(m.value.as_bytes()).ok())
             .collect();
         let mstr: Vec<String> = methods.iter().map(|m| m.to_string()).collect();
-        let headers: Vec<String> = cfg.allow_headers.iter().map(|h| h.value.to_ascii_lowercase()).collect();
+        let headers: Vec<String> = cfg
+            .allow_headers
+            .iter()
+            .map(|h| h.value.to_ascii_lowercase())
+            .collect();
         let expose: Vec<String> = cfg.expose_headers.iter().map(|h| h.value.clone()).collect();
         CorsGuard {
             mode: cfg.mode,
             any_origin: cfg.allow_origins.iter().any(|o| o.value == "*"),
-            origins: cfg.allow_origins.iter().filter(|o| o.value != "*").map(|o| o.value.to_ascii_lowercase()).collect(),
+            origins: cfg
+                .allow_origins
+                .iter()
+                .filter(|o| o.value != "*")
+                .map(|o| o.value.to_ascii_lowercase())
+                .collect(),
             methods,
             methods_value: join(&mstr).unwrap_or(HeaderValue::from_static("GET")),
             any_header: headers.iter().any(|h| h == "*"),
@@ -81,12 +90,22 @@ impl Guard for CorsGuard {
         self.mode
     }
 
-    fn on_request_headers<'a>(&'a self, req: &'a mut RequestHead, ctx: &'a mut RequestContext) -> Step<'a> {
+    fn on_request_headers<'a>(
+        &'a self,
+        req: &'a mut RequestHead,
+        ctx: &'a mut RequestContext,
+    ) -> Step<'a> {
         let Some(origin) = req.headers.get(header::ORIGIN).cloned() else {
             return Verdict::Continue.into();
         };
-        let allowed = origin.to_str().map(|o| self.origin_allowed(o)).unwrap_or(false);
-        let preflight = req.method == Method::OPTIONS && req.headers.contains_key(header::ACCESS_CONTROL_REQUEST_METHOD);
+        let allowed = origin
+            .to_str()
+            .map(|o| self.origin_allowed(o))
+            .unwrap_or(false);
+        let preflight = req.method == Method::OPTIONS
+            && req
+                .headers
+                .contains_key(header::ACCESS_CONTROL_REQUEST_METHOD);
         if !preflight {
             if allowed {
                 ctx.extensions.insert(AllowedOrigin(origin));
@@ -118,16 +137,33 @@ impl Guard for CorsGuard {
                 "request headers not allowed"
             };
             return Verdict::Block(
-                Block::new(StatusCode::FORBIDDEN, "cors_preflight_denied", format!("CORS preflight refused: {why}"))
-                    .detail(serde_json::json!({ "origin": String::from_utf8_lossy(origin.as_bytes()) })),
+                Block::new(
+                    StatusCode::FORBIDDEN,
+                    "cors_preflight_denied",
+                    format!("CORS preflight refused: {why}"),
+                )
+                .detail(
+                    serde_json::json!({ "origin": String::from_utf8_lossy(origin.as_bytes()) }),
+                ),
             )
             .into();
         }
         let mut h: Vec<(HeaderName, HeaderValue)> = vec![
-            (header::ACCESS_CONTROL_ALLOW_ORIGIN, self.allow_origin_value(&origin)),
-            (header::ACCESS_CONTROL_ALLOW_METHODS, self.methods_value.clone()),
+            (
+                header::ACCESS_CONTROL_ALLOW_ORIGIN,
+                self.allow_origin_value(&origin),
+            ),
+            (
+                header::ACCESS_CONTROL_ALLOW_METHODS,
+                self.methods_value.clone(),
+            ),
             (header::ACCESS_CONTROL_MAX_AGE, self.max_age.clone()),
-            (header::VARY, HeaderValue::from_static("Origin, Access-Control-Request-Method, Access-Control-Request-Headers")),
+            (
+                header::VARY,
+                HeaderValue::from_static(
+                    "Origin, Access-Control-Request-Method, Access-Control-Request-Headers",
+                ),
+            ),
         ];
         if self.any_header {
             if let Some(req_h) = req.headers.get(header::ACCESS_CONTROL_REQUEST_HEADERS) {
@@ -137,17 +173,35 @@ impl Guard for CorsGuard {
             h.push((header::ACCESS_CONTROL_ALLOW_HEADERS, v.clone()));
         }
         if self.credentials {
-            h.push((header::ACCESS_CONTROL_ALLOW_CREDENTIALS, HeaderValue::from_static("true")));
+            h.push((
+                header::ACCESS_CONTROL_ALLOW_CREDENTIALS,
+                HeaderValue::from_static("true"),
+            ));
         }
-        Verdict::Respond(Answer { status: StatusCode::NO_CONTENT, headers: h, body: Bytes::new() }).into()
+        Verdict::Respond(Answer {
+            status: StatusCode::NO_CONTENT,
+            headers: h,
+            body: Bytes::new(),
+        })
+        .into()
     }
 
-    fn on_response_headers(&self, resp: &mut http::response::Parts, ctx: &mut RequestContext) -> Verdict {
+    fn on_response_headers(
+        &self,
+        resp: &mut http::response::Parts,
+        ctx: &mut RequestContext,
+    ) -> Verdict {
         if let Some(AllowedOrigin(origin)) = ctx.extensions.get::<AllowedOrigin>() {
             let h = &mut resp.headers;
-            h.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, self.allow_origin_value(origin));
+            h.insert(
+                header::ACCESS_CONTROL_ALLOW_ORIGIN,
+                self.allow_origin_value(origin),
+            );
             if self.credentials {
-                h.insert(header::ACCESS_CONTROL_ALLOW_CREDENTIALS, HeaderValue::from_static("true"));
+                h.insert(
+                    header::ACCESS_CONTROL_ALLOW_CREDENTIALS,
+                    HeaderValue::from_static("true"),
+                );
             }
             if let Some(v) = &self.expose_value {
                 h.insert(header::ACCESS_CONTROL_EXPOSE_HEADERS, v.clone());

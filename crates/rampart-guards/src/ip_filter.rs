@@ -34,7 +34,11 @@ impl IpFilterGuard {
         if !errors.is_empty() {
             return Err(errors);
         }
-        Ok(IpFilterGuard { mode: cfg.value.mode, allow, deny })
+        Ok(IpFilterGuard {
+            mode: cfg.value.mode,
+            allow,
+            deny,
+        })
     }
 
     /// `None` if the address may pass, else the reason.
@@ -53,8 +57,12 @@ impl IpFilterGuard {
     }
 
     fn block(&self, ip: IpAddr, rule: &'static str) -> Block {
-        Block::new(StatusCode::FORBIDDEN, rule, format!("client address {ip} is not allowed"))
-            .detail(serde_json::json!({ "ip": ip.to_string() }))
+        Block::new(
+            StatusCode::FORBIDDEN,
+            rule,
+            format!("client address {ip} is not allowed"),
+        )
+        .detail(serde_json::json!({ "ip": ip.to_string() }))
     }
 }
 
@@ -71,7 +79,11 @@ impl Guard for IpFilterGuard {
             None => Verdict::Continue,
         }
     }
-    fn on_request_headers<'a>(&'a self, _req: &'a mut RequestHead, ctx: &'a mut RequestContext) -> Step<'a> {
+    fn on_request_headers<'a>(
+        &'a self,
+        _req: &'a mut RequestHead,
+        ctx: &'a mut RequestContext,
+    ) -> Step<'a> {
         match self.check(ctx.client_ip) {
             Some(rule) => Verdict::Block(self.block(ctx.client_ip, rule)).into(),
             None => Verdict::Continue.into(),

@@ -16,7 +16,10 @@ pub fn build(lc: &LoadedConfig) -> Result<BuiltGuards, Vec<ConfigError>> {
     let c = &lc.config;
     let mut errors = Vec::new();
     let global_ip = match &c.guards.ip_filter {
-        Some(f) => collect(&mut errors, ip_filter::IpFilterGuard::new(lc, f).map(Arc::new)),
+        Some(f) => collect(
+            &mut errors,
+            ip_filter::IpFilterGuard::new(lc, f).map(Arc::new),
+        ),
         None => None,
     };
     let mut routes = Vec::new();
@@ -63,7 +66,10 @@ pub fn build(lc: &LoadedConfig) -> Result<BuiltGuards, Vec<ConfigError>> {
     })
 }
 
-fn pick<'a, T>(route: &'a Option<Spanned<T>>, global: &'a Option<Spanned<T>>) -> Option<&'a Spanned<T>> {
+fn pick<'a, T>(
+    route: &'a Option<Spanned<T>>,
+    global: &'a Option<Spanned<T>>,
+) -> Option<&'a Spanned<T>> {
     route.as_ref().or(global.as_ref())
 }
 

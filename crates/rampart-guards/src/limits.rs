@@ -22,7 +22,11 @@ impl LimitsGuard {
             .iter()
             .filter_map(|m| Method::from_bytes(m.value.as_bytes()).ok())
             .collect();
-        let allow = methods.iter().map(Method::as_str).collect::<Vec<_>>().join(", ");
+        let allow = methods
+            .iter()
+            .map(Method::as_str)
+            .collect::<Vec<_>>()
+            .join(", ");
         LimitsGuard {
             mode: cfg.mode,
             max_header_bytes: cfg.max_header_bytes.0 as usize,
@@ -42,15 +46,27 @@ impl Guard for LimitsGuard {
         self.mode
     }
 
-    fn on_request_headers<'a>(&'a self, req: &'a mut RequestHead, ctx: &'a mut RequestContext) -> Step<'a> {
+    fn on_request_headers<'a>(
+        &'a self,
+        req: &'a mut RequestHead,
+        ctx: &'a mut RequestContext,
+    ) -> Step<'a> {
         if !self.methods.contains(&req.method) {
             return Verdict::Block(
-                Block::new(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", format!("method {} is not allowed", req.method))
-                    .header(header::ALLOW, self.allow_header.clone()),
+                Block::new(
+                    StatusCode::METHOD_NOT_ALLOWED,
+                    "method_not_allowed",
+                    format!("method {} is not allowed", req.method),
+                )
+                .header(header::ALLOW, self.allow_header.clone()),
             )
             .into();
         }
-        let uri_len = req.uri.path_and_query().map(|p| p.as_str().len()).unwrap_or(0);
+        let uri_len = req
+            .uri
+            .path_and_query()
+            .map(|p| p.as_str().len())
+            .unwrap_or(0);
         if uri_len > self.max_uri {
             return Verdict::Block(Block::new(
                 StatusCode::URI_TOO_LONG,
@@ -59,12 +75,19 @@ impl Guard for LimitsGuard {
             ))
             .into();
         }
-        let header_bytes: usize = req.headers.iter().map(|(k, v)| k.as_str().len() + v.len() + 4).sum();
+        let header_bytes: usize = req
+            .headers
+            .iter()
+            .map(|(k, v)| k.as_str().len() + v.len() + 4)
+            .sum();
         if header_bytes > self.max_header_bytes {
             return Verdict::Block(Block::new(
                 StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
                 "headers_too_large",
-                format!("request headers are {header_bytes} bytes, limit {}", self.max_header_bytes),
+                format!(
+                    "request headers are {header_bytes} bytes, limit {}",
+                    self.max_header_bytes
+                ),
             ))
             .into();
         }
@@ -85,7 +108,10 @@ impl Guard for LimitsGuard {
         }
         // Enforced by the core while the body streams (monitor mode only logs).
         if self.mode == Mode::Block {
-            ctx.max_request_body = Some(ctx.max_request_body.map_or(self.max_body, |m| m.min(self.max_body)));
+            ctx.max_request_body = Some(
+                ctx.max_request_body
+                    .map_or(self.max_body, |m| m.min(self.max_body)),
+            );
         }
         Verdict::Continue.into()
     }

@@ -28,7 +28,11 @@ impl SecurityHeadersGuard {
             hsts,
             nosniff: cfg.nosniff,
             no_store: cfg.no_store,
-            strip: cfg.strip.iter().filter_map(|h| HeaderName::from_bytes(h.as_bytes()).ok()).collect(),
+            strip: cfg
+                .strip
+                .iter()
+                .filter_map(|h| HeaderName::from_bytes(h.as_bytes()).ok())
+                .collect(),
         }
     }
 }
@@ -37,7 +41,11 @@ impl Guard for SecurityHeadersGuard {
     fn name(&self) -> &'static str {
         "security_headers"
     }
-    fn on_response_headers(&self, resp: &mut http::response::Parts, ctx: &mut RequestContext) -> Verdict {
+    fn on_response_headers(
+        &self,
+        resp: &mut http::response::Parts,
+        ctx: &mut RequestContext,
+    ) -> Verdict {
         let h = &mut resp.headers;
         for n in &self.strip {
             h.remove(n);
@@ -46,7 +54,10 @@ impl Guard for SecurityHeadersGuard {
             h.insert(header::STRICT_TRANSPORT_SECURITY, v.clone());
         }
         if self.nosniff {
-            h.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
+            h.insert(
+                header::X_CONTENT_TYPE_OPTIONS,
+                HeaderValue::from_static("nosniff"),
+            );
         }
         if self.no_store && !h.contains_key(header::CACHE_CONTROL) {
             h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));

@@ -22,26 +22,50 @@ struct Store {
 fn json_reply(status: StatusCode, v: Value) -> Response<Full<Bytes>> {
     let mut r = Response::new(Full::new(Bytes::from(v.to_string())));
     *r.status_mut() = status;
-    r.headers_mut().insert(header::CONTENT_TYPE, http::HeaderValue::from_static("application/json"));
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        http::HeaderValue::from_static("application/json"),
+    );
     // What a careless upstream leaks; Rampart's security_headers guard strips it.
-    r.headers_mut().insert("x-powered-by", http::HeaderValue::from_static("sample-api/0.1"));
+    r.headers_mut().insert(
+        "x-powered-by",
+        http::HeaderValue::from_static("sample-api/0.1"),
+    );
     r
 }
 
 fn seed() -> Store {
-    let mut s = Store { next_id: 100, ..Default::default() };
+    let mut s = Store {
+        next_id: 100,
+        ..Default::default()
+    };
     let mut users = BTreeMap::new();
-    users.insert(1, json!({"id": 1, "name": "Alice", "email": "alice@example.com", "role": "admin"}));
-    users.insert(2, json!({"id": 2, "name": "Bob", "email": "bob@example.com", "role": "user"}));
+    users.insert(
+        1,
+        json!({"id": 1, "name": "Alice", "email": "alice@example.com", "role": "admin"}),
+    );
+    users.insert(
+        2,
+        json!({"id": 2, "name": "Bob", "email": "bob@example.com", "role": "user"}),
+    );
     let mut orders = BTreeMap::new();
-    orders.insert(10, json!({"id": 10, "user_id": 1, "item": "keyboard", "quantity": 1}));
-    orders.insert(11, json!({"id": 11, "user_id": 2, "item": "monitor", "quantity": 2}));
+    orders.insert(
+        10,
+        json!({"id": 10, "user_id": 1, "item": "keyboard", "quantity": 1}),
+    );
+    orders.insert(
+        11,
+        json!({"id": 11, "user_id": 2, "item": "monitor", "quantity": 2}),
+    );
     s.collections.insert("users", users);
     s.collections.insert("orders", orders);
     s
 }
 
-async fn handle(store: Arc<Mutex<Store>>, req: Request<Incoming>) -> Result<Response<Full<Bytes>>, Infallible> {
+async fn handle(
+    store: Arc<Mutex<Store>>,
+    req: Request<Incoming>,
+) -> Result<Response<Full<Bytes>>, Infallible> {
     let path = req.uri().path().to_string();
     let method = req.method().clone();
     if path == "/healthz" {
@@ -52,20 +76,44 @@ async fn handle(store: Arc<Mutex<Store>>, req: Request<Incoming>) -> Result<Resp
         ["api", c] => (*c, None),
         ["api", c, id] => match id.parse::<u64>() {
             Ok(n) => (*c, Some(n)),
-            Err(_) => return Ok(json_reply(StatusCode::BAD_REQUEST, json!({"error": "id must be a number"}))),
+            Err(_) => {
+                return Ok(json_reply(
+                    StatusCode::BAD_REQUEST,
+                    json!({"error": "id must be a number"}),
+                ))
+            }
         },
-        _ => return Ok(json_reply(StatusCode::NOT_FOUND, json!({"error": "not found"}))),
+        _ => {
+            return Ok(json_reply(
+                StatusCode::NOT_FOUND,
+                json!({"error": "not found"}),
+            ))
+        }
     };
     let coll: &'static str = match coll {
         "users" => "users",
         "orders" => "orders",
-        _ => return Ok(json_reply(StatusCode::NOT_FOUND, json!({"error": "not found"}))),
+        _ => {
+            return Ok(json_reply(
+                StatusCode::NOT_FOUND,
+                json!({"error": "not found"}),
+            ))
+        }
     };
     let body = match Limited::new(req.into_body(), 1 << 20).collect().await {
         Ok(b) => b.to_bytes(),
-        Err(_) => return Ok(json_reply(StatusCode::PAYLOAD_TOO_LARGE, json!({"error": "body too large"}))),
+        Err(_) => {
+            return Ok(json_reply(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                json!({"error": "body too large"}),
+            ))
+        }
     };
-    let parsed: Option<Value> = if body.is_empty() { None } else { serde_json::from_slice(&body).ok() };
+    let parsed: Option<Value> = if body.is_empty() {
+        None
+    } else {
+        serde_json::from_slice(&body).ok()
+    };
     let mut st = match store.lock() {
         Ok(s) => s,
         Err(p) => p.into_inner(),
@@ -73,7 +121,10 @@ async fn handle(store: Arc<Mutex<Store>>, req: Request<Incoming>) -> Result<Resp
     let next = st.next_id;
     let items = st.collections.entry(coll).or_default();
     let reply = match (method, id) {
-        (Method::GET, None) => json_reply(StatusCode::OK, Value::Array(items.values().cloned().collect())),
+        (Method::GET, None) => json_reply(
+            StatusCode::OK,
+            Value::Array(items.values().cloned().collect()),
+        ),
         (Method::GET, Some(id)) => match items.get(&id) {
             Some(v) => json_reply(StatusCode::OK, v.clone()),
             None => json_reply(StatusCode::NOT_FOUND, json!({"error": "not found"})),
@@ -86,7 +137,10 @@ async fn handle(store: Arc<Mutex<Store>>, req: Request<Incoming>) -> Result<Resp
                 st.next_id += 1;
                 json_reply(StatusCode::CREATED, v)
             }
-            _ => json_reply(StatusCode::BAD_REQUEST, json!({"error": "expected a JSON object"})),
+            _ => json_reply(
+                StatusCode::BAD_REQUEST,
+                json!({"error": "expected a JSON object"}),
+            ),
         },
         (Method::PUT, Some(id)) => match parsed {
             Some(Value::Object(mut o)) => {
@@ -95,13 +149,19 @@ async fn handle(store: Arc<Mutex<Store>>, req: Request<Incoming>) -> Result<Resp
                 items.insert(id, v.clone());
                 json_reply(StatusCode::OK, v)
             }
-            _ => json_reply(StatusCode::BAD_REQUEST, json!({"error": "expected a JSON object"})),
+            _ => json_reply(
+                StatusCode::BAD_REQUEST,
+                json!({"error": "expected a JSON object"}),
+            ),
         },
         (Method::DELETE, Some(id)) => match items.remove(&id) {
             Some(_) => json_reply(StatusCode::NO_CONTENT, json!(null)),
             None => json_reply(StatusCode::NOT_FOUND, json!({"error": "not found"})),
         },
-        _ => json_reply(StatusCode::METHOD_NOT_ALLOWED, json!({"error": "method not allowed"})),
+        _ => json_reply(
+            StatusCode::METHOD_NOT_ALLOWED,
+            json!({"error": "method not allowed"}),
+        ),
     };
     Ok(reply)
 }
@@ -113,11 +173,15 @@ pub async fn start_sample_api(addr: SocketAddr) -> std::io::Result<SocketAddr> {
     let store = Arc::new(Mutex::new(seed()));
     tokio::spawn(async move {
         loop {
-            let Ok((stream, _)) = listener.accept().await else { continue };
+            let Ok((stream, _)) = listener.accept().await else {
+                continue;
+            };
             let store = store.clone();
             tokio::spawn(async move {
                 let svc = service_fn(move |req| handle(store.clone(), req));
-                let _ = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), svc).await;
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), svc)
+                    .await;
             });
         }
     });

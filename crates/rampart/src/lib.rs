@@ -29,6 +29,12 @@ pub async fn start(lc: LoadedConfig) -> Result<Arc<Gateway>, StartError> {
 }
 
 /// Load a config from text (tests and generated configs), resolving relative paths against `dir`.
-pub fn load_text(text: &str, name: &str, dir: &std::path::Path) -> Result<LoadedConfig, rampart_config::ConfigErrors> {
-    rampart_config::load_str(text, Arc::from(name), dir.to_path_buf(), &|k| std::env::var(k).ok())
+pub fn load_text(
+    text: &str,
+    name: &str,
+    dir: &std::path::Path,
+) -> Result<LoadedConfig, rampart_config::ConfigErrors> {
+    rampart_config::load_str(text, Arc::from(name), dir.to_path_buf(), &|k| {
+        std::env::var(k).ok()
+    })
 }

@@ -58,14 +58,21 @@ enum Cmd {
 }
 
 fn init_tracing(level: &str) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(format!("rampart={level},rampart_core={level},warn")));
-    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(false).try_init();
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+        tracing_subscriber::EnvFilter::new(format!("rampart={level},rampart_core={level},warn"))
+    });
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .try_init();
 }
 
 fn runtime(workers: usize) -> std::io::Result<tokio::runtime::Runtime> {
     if workers == 1 {
-        tokio::runtime::Builder::new_current_thread().enable_all().build()
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
     } else {
         let mut b = tokio::runtime::Builder::new_multi_thread();
         if workers > 0 {
@@ -109,7 +116,13 @@ fn main() -> ExitCode {
             let watch = lc.config.server.watch_config;
             serve(lc, Some(config), watch, None)
         }
-        Cmd::Proxy { listen, upstream, admin, workers, access_log } => {
+        Cmd::Proxy {
+            listen,
+            upstream,
+            admin,
+            workers,
+            access_log,
+        } => {
             if let Err(m) = check_target(&upstream) {
                 eprintln!("--upstream: {m}");
                 return ExitCode::from(2);
@@ -123,7 +136,11 @@ fn main() -> ExitCode {
                 access = serde_json::Value::String(access_log),
                 up = serde_json::Value::String(upstream),
             );
-            let lc = match rampart::load_text(&text, "<rampart proxy flags>", &std::env::current_dir().unwrap_or_default()) {
+            let lc = match rampart::load_text(
+                &text,
+                "<rampart proxy flags>",
+                &std::env::current_dir().unwrap_or_default(),
+            ) {
                 Ok(lc) => lc,
                 Err(e) => {
                     eprintln!("{e}");
@@ -142,7 +159,9 @@ fn main() -> ExitCode {
                     return ExitCode::from(1);
                 }
             };
-            let api = match rt.block_on(demo::start_sample_api("127.0.0.1:0".parse().unwrap_or(listen))) {
+            let api = match rt.block_on(demo::start_sample_api(
+                "127.0.0.1:0".parse().unwrap_or(listen),
+            )) {
                 Ok(a) => a,
                 Err(e) => {
                     eprintln!("cannot start the sample API: {e}");
@@ -155,7 +174,12 @@ fn main() -> ExitCode {
                 "RAMPART_DEMO_UPSTREAM" => Some(api.to_string()),
                 _ => std::env::var(k).ok(),
             };
-            let lc = match rampart_config::load_str(demo::DEMO_POLICY, Arc::from("examples/demo.yaml"), PathBuf::from("."), &vars) {
+            let lc = match rampart_config::load_str(
+                demo::DEMO_POLICY,
+                Arc::from("examples/demo.yaml"),
+                PathBuf::from("."),
+                &vars,
+            ) {
                 Ok(lc) => lc,
                 Err(e) => {
                     eprintln!("{e}");
@@ -181,7 +205,12 @@ fn main() -> ExitCode {
     }
 }
 
-fn serve(lc: rampart_config::LoadedConfig, path: Option<PathBuf>, watch: bool, rt_banner: Option<(tokio::runtime::Runtime, String)>) -> ExitCode {
+fn serve(
+    lc: rampart_config::LoadedConfig,
+    path: Option<PathBuf>,
+    watch: bool,
+    rt_banner: Option<(tokio::runtime::Runtime, String)>,
+) -> ExitCode {
     let (rt, banner) = match rt_banner {
         Some((rt, b)) => (rt, Some(b)),
         None => match runtime(lc.config.server.worker_threads) {

@@ -35,7 +35,8 @@ async fn chunked_body_over_the_limit_is_cut_while_streaming() {
     let gw = gateway(&config(up.addr, route, "")).await;
     let addr = gw.listen_addrs()[0];
     // First chunk alone exceeds the limit: refused before the upstream is contacted.
-    let mut req = b"POST /x HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n7d0\r\n".to_vec();
+    let mut req =
+        b"POST /x HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n7d0\r\n".to_vec();
     req.extend(vec![b'a'; 2000]);
     req.extend_from_slice(b"\r\n0\r\n\r\n");
     let resp = raw(addr, &req).await;
@@ -43,7 +44,9 @@ async fn chunked_body_over_the_limit_is_cut_while_streaming() {
     assert_eq!(up.count(), 0);
     // Small chunks that add up over the limit: the upstream never gets a complete body.
     let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
-    s.write_all(b"POST /x HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n").await.unwrap();
+    s.write_all(b"POST /x HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n")
+        .await
+        .unwrap();
     for _ in 0..20 {
         if s.write_all(b"64\r\n").await.is_err() {
             break;
@@ -53,11 +56,19 @@ async fn chunked_body_over_the_limit_is_cut_while_streaming() {
     }
     let _ = s.write_all(b"0\r\n\r\n").await;
     let mut out = Vec::new();
-    let _ = tokio::time::timeout(std::time::Duration::from_secs(5), tokio::io::AsyncReadExt::read_to_end(&mut s, &mut out)).await;
+    let _ = tokio::time::timeout(
+        std::time::Duration::from_secs(5),
+        tokio::io::AsyncReadExt::read_to_end(&mut s, &mut out),
+    )
+    .await;
     let text = String::from_utf8_lossy(&out);
     assert!(!text.starts_with("HTTP/1.1 200"), "{text}");
     for seen in up.seen.lock().unwrap().iter() {
-        assert!(seen.body_len <= 1000, "upstream received {} bytes", seen.body_len);
+        assert!(
+            seen.body_len <= 1000,
+            "upstream received {} bytes",
+            seen.body_len
+        );
     }
 }
 
@@ -71,7 +82,8 @@ async fn monitor_mode_logs_but_lets_through() {
     assert_eq!(s, 200);
     assert_eq!(up.count(), 1);
     let (_, _, m) = get(gw.admin_addr().unwrap(), "/metrics").await;
-    assert!(String::from_utf8_lossy(&m).contains("rampart_guard_decisions_total{guard=\"limits\",action=\"monitored\"} 1"));
+    assert!(String::from_utf8_lossy(&m)
+        .contains("rampart_guard_decisions_total{guard=\"limits\",action=\"monitored\"} 1"));
 }
 
 #[tokio::test]
@@ -81,22 +93,75 @@ async fn cors_preflight_and_response_headers() {
     let gw = gateway(&config(up.addr, route, "")).await;
     let addr = gw.listen_addrs()[0];
     let c = client();
-    let (s, h, _) = send(&c, addr, "OPTIONS", "/x", &[("origin", "https://app.example.com"), ("access-control-request-method", "POST"), ("access-control-request-headers", "Content-Type")], b"").await;
+    let (s, h, _) = send(
+        &c,
+        addr,
+        "OPTIONS",
+        "/x",
+        &[
+            ("origin", "https://app.example.com"),
+            ("access-control-request-method", "POST"),
+            ("access-control-request-headers", "Content-Type"),
+        ],
+        b"",
+    )
+    .await;
     assert_eq!(s, 204);
     assert_eq!(h["access-control-allow-origin"], "https://app.example.com");
     assert_eq!(h["access-control-allow-credentials"], "true");
     assert_eq!(h["access-control-max-age"], "120");
-    assert!(h["access-control-allow-methods"].to_str().unwrap().contains("POST"));
+    assert!(h["access-control-allow-methods"]
+        .to_str()
+        .unwrap()
+        .contains("POST"));
     assert_eq!(up.count(), 0, "preflight answered by Rampart");
-    let (s, _, _) = send(&c, addr, "OPTIONS", "/x", &[("origin", "https://evil.example"), ("access-control-request-method", "POST")], b"").await;
+    let (s, _, _) = send(
+        &c,
+        addr,
+        "OPTIONS",
+        "/x",
+        &[
+            ("origin", "https://evil.example"),
+            ("access-control-request-method", "POST"),
+        ],
+        b"",
+    )
+    .await;
     assert_eq!(s, 403);
-    let (s, _, _) = send(&c, addr, "OPTIONS", "/x", &[("origin", "https://app.example.com"), ("access-control-request-method", "DELETE")], b"").await;
+    let (s, _, _) = send(
+        &c,
+        addr,
+        "OPTIONS",
+        "/x",
+        &[
+            ("origin", "https://app.example.com"),
+            ("access-control-request-method", "DELETE"),
+        ],
+        b"",
+    )
+    .await;
     assert_eq!(s, 403);
-    let (s, h, _) = send(&c, addr, "GET", "/x", &[("origin", "https://app.example.com")], b"").await;
+    let (s, h, _) = send(
+        &c,
+        addr,
+        "GET",
+        "/x",
+        &[("origin", "https://app.example.com")],
+        b"",
+    )
+    .await;
     assert_eq!(s, 200);
     assert_eq!(h["access-control-allow-origin"], "https://app.example.com");
     assert_eq!(h["access-control-expose-headers"], "x-request-id");
-    let (s, h, _) = send(&c, addr, "GET", "/x", &[("origin", "https://evil.example")], b"").await;
+    let (s, h, _) = send(
+        &c,
+        addr,
+        "GET",
+        "/x",
+        &[("origin", "https://evil.example")],
+        b"",
+    )
+    .await;
     assert_eq!(s, 200);
     assert!(h.get("access-control-allow-origin").is_none());
 }
@@ -104,14 +169,29 @@ async fn cors_preflight_and_response_headers() {
 #[tokio::test]
 async fn global_ip_deny_refuses_connections_and_route_allow_list_applies() {
     let up = TestUpstream::start().await;
-    let gw = gateway(&config(up.addr, "", "guards:\n  ip_filter:\n    deny: [\"127.0.0.0/8\"]\n")).await;
+    let gw = gateway(&config(
+        up.addr,
+        "",
+        "guards:\n  ip_filter:\n    deny: [\"127.0.0.0/8\"]\n",
+    ))
+    .await;
     let resp = raw(gw.listen_addrs()[0], b"GET / HTTP/1.1\r\nHost: a\r\n\r\n").await;
     assert_eq!(resp, "", "connection closed without an answer");
     assert_eq!(up.count(), 0);
-    let gw2 = gateway(&config(up.addr, "    ip_filter:\n      allow: [\"10.0.0.0/8\"]\n", "")).await;
+    let gw2 = gateway(&config(
+        up.addr,
+        "    ip_filter:\n      allow: [\"10.0.0.0/8\"]\n",
+        "",
+    ))
+    .await;
     let (s, _, _) = get(gw2.listen_addrs()[0], "/").await;
     assert_eq!(s, 403);
-    let gw3 = gateway(&config(up.addr, "    ip_filter:\n      allow: [\"127.0.0.1\"]\n", "")).await;
+    let gw3 = gateway(&config(
+        up.addr,
+        "    ip_filter:\n      allow: [\"127.0.0.1\"]\n",
+        "",
+    ))
+    .await;
     let (s, _, _) = get(gw3.listen_addrs()[0], "/").await;
     assert_eq!(s, 200);
 }

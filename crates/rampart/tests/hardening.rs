@@ -57,7 +57,11 @@ async fn smuggled_second_request_is_not_forwarded() {
     let attack = b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 44\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\nGET /admin HTTP/1.1\r\nHost: a\r\n\r\n";
     let resp = raw(addr, attack).await;
     assert_eq!(status_of(&resp), 400);
-    assert_eq!(resp.matches("HTTP/1.1").count(), 1, "connection closed after the 400: {resp}");
+    assert_eq!(
+        resp.matches("HTTP/1.1").count(),
+        1,
+        "connection closed after the 400: {resp}"
+    );
     assert_eq!(up.count(), 0);
 }
 
@@ -67,12 +71,24 @@ async fn dot_segments_are_resolved_before_routing_and_forwarding() {
     let yaml = config(up.addr, "", "").replace("path_prefix: /", "path_prefix: /public");
     let gw = gateway(&yaml).await;
     let addr = gw.listen_addrs()[0];
-    let resp = raw(addr, b"GET /public/../admin HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n").await;
+    let resp = raw(
+        addr,
+        b"GET /public/../admin HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n",
+    )
+    .await;
     assert_eq!(status_of(&resp), 404, "{resp}");
-    let resp = raw(addr, b"GET /public/x/%2e%2e/y?q=1 HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n").await;
+    let resp = raw(
+        addr,
+        b"GET /public/x/%2e%2e/y?q=1 HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n",
+    )
+    .await;
     assert_eq!(status_of(&resp), 200, "{resp}");
     assert_eq!(up.last().uri, "/public/y?q=1");
-    let resp = raw(addr, b"GET /p%75blic/%7Euser HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n").await;
+    let resp = raw(
+        addr,
+        b"GET /p%75blic/%7Euser HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n",
+    )
+    .await;
     assert_eq!(status_of(&resp), 200, "{resp}");
     assert_eq!(up.last().uri, "/public/~user");
 }
@@ -80,7 +96,12 @@ async fn dot_segments_are_resolved_before_routing_and_forwarding() {
 #[tokio::test]
 async fn oversized_request_line_and_head() {
     let up = TestUpstream::start().await;
-    let gw = gateway(&config(up.addr, "", "server:\n  max_request_head_bytes: 16KiB\n")).await;
+    let gw = gateway(&config(
+        up.addr,
+        "",
+        "server:\n  max_request_head_bytes: 16KiB\n",
+    ))
+    .await;
     let addr = gw.listen_addrs()[0];
     let mut long = b"GET /".to_vec();
     long.extend(std::iter::repeat_n(b'a', 20_000));
@@ -127,20 +148,33 @@ async fn slowloris_is_cut_after_header_timeout() {
     let mut idle = tokio::net::TcpStream::connect(addr).await.unwrap();
     let mut buf = [0u8; 16];
     let r = tokio::time::timeout(Duration::from_secs(15), idle.read(&mut buf)).await;
-    assert!(matches!(r, Ok(Ok(0)) | Ok(Err(_))), "silent connection must be closed");
+    assert!(
+        matches!(r, Ok(Ok(0)) | Ok(Err(_))),
+        "silent connection must be closed"
+    );
 }
 
 #[tokio::test]
 async fn keep_alive_connection_survives_between_requests() {
     let up = TestUpstream::start().await;
-    let gw = gateway(&config(up.addr, "", "server:\n  timeouts:\n    header_read: 1s\n    idle: 30s\n")).await;
+    let gw = gateway(&config(
+        up.addr,
+        "",
+        "server:\n  timeouts:\n    header_read: 1s\n    idle: 30s\n",
+    ))
+    .await;
     let addr = gw.listen_addrs()[0];
     let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
     for i in 0..3 {
-        s.write_all(b"GET /k HTTP/1.1\r\nHost: a\r\n\r\n").await.unwrap();
+        s.write_all(b"GET /k HTTP/1.1\r\nHost: a\r\n\r\n")
+            .await
+            .unwrap();
         let mut buf = vec![0u8; 4096];
         let n = s.read(&mut buf).await.unwrap();
-        assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"), "request {i}");
+        assert!(
+            String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"),
+            "request {i}"
+        );
         // Idle longer than the header timeout but well within the idle timeout.
         tokio::time::sleep(Duration::from_millis(1500)).await;
     }

@@ -11,8 +11,25 @@ async fn proxies_crud_methods_and_sets_forwarding_headers() {
     let addr = gw.listen_addrs()[0];
     let c = client();
     for m in ["GET", "POST", "PUT", "DELETE", "PATCH"] {
-        let body: &[u8] = if m == "GET" || m == "DELETE" { b"" } else { b"{\"a\":1}" };
-        let (status, headers, _) = send(&c, addr, m, "/api/users/7?x=1", &[("x-forwarded-for", "6.6.6.6"), ("connection", "x-secret"), ("x-secret", "drop-me"), ("te", "trailers")], body).await;
+        let body: &[u8] = if m == "GET" || m == "DELETE" {
+            b""
+        } else {
+            b"{\"a\":1}"
+        };
+        let (status, headers, _) = send(
+            &c,
+            addr,
+            m,
+            "/api/users/7?x=1",
+            &[
+                ("x-forwarded-for", "6.6.6.6"),
+                ("connection", "x-secret"),
+                ("x-secret", "drop-me"),
+                ("te", "trailers"),
+            ],
+            body,
+        )
+        .await;
         assert_eq!(status, 200, "{m}");
         let seen = up.last();
         assert_eq!(seen.method, m);
@@ -21,8 +38,14 @@ async fn proxies_crud_methods_and_sets_forwarding_headers() {
         // The client is not a trusted proxy: its X-Forwarded-For is replaced, not appended.
         assert_eq!(seen.headers["x-forwarded-for"], "127.0.0.1");
         assert_eq!(seen.headers["x-forwarded-proto"], "http");
-        assert!(seen.headers["forwarded"].to_str().unwrap().starts_with("for=127.0.0.1;proto=http;host="));
-        assert!(seen.headers.get("x-secret").is_none(), "header named in Connection must be dropped");
+        assert!(seen.headers["forwarded"]
+            .to_str()
+            .unwrap()
+            .starts_with("for=127.0.0.1;proto=http;host="));
+        assert!(
+            seen.headers.get("x-secret").is_none(),
+            "header named in Connection must be dropped"
+        );
         assert!(seen.headers.get("te").is_none());
         let rid = headers["x-request-id"].to_str().unwrap().to_string();
         assert_eq!(seen.headers["x-request-id"].to_str().unwrap(), rid);
@@ -33,7 +56,10 @@ async fn proxies_crud_methods_and_sets_forwarding_headers() {
         assert!(headers.get("keep-alive").is_none());
         assert_eq!(headers["x-content-type-options"], "nosniff");
         assert_eq!(headers["cache-control"], "no-store");
-        assert!(headers.get("strict-transport-security").is_none(), "no HSTS on plain HTTP");
+        assert!(
+            headers.get("strict-transport-security").is_none(),
+            "no HSTS on plain HTTP"
+        );
     }
 }
 
@@ -45,7 +71,19 @@ async fn trusted_proxy_headers_are_kept_and_client_ip_derived() {
     let gw = gateway(&config(up.addr, route, top)).await;
     let addr = gw.listen_addrs()[0];
     let c = client();
-    let (s, h, _) = send(&c, addr, "GET", "/x", &[("x-forwarded-for", "1.2.3.4"), ("x-request-id", "abc-123"), ("x-forwarded-proto", "https")], b"").await;
+    let (s, h, _) = send(
+        &c,
+        addr,
+        "GET",
+        "/x",
+        &[
+            ("x-forwarded-for", "1.2.3.4"),
+            ("x-request-id", "abc-123"),
+            ("x-forwarded-proto", "https"),
+        ],
+        b"",
+    )
+    .await;
     assert_eq!(s, 200);
     let seen = up.last();
     assert_eq!(seen.headers["x-forwarded-for"], "1.2.3.4, 127.0.0.1");
@@ -54,7 +92,15 @@ async fn trusted_proxy_headers_are_kept_and_client_ip_derived() {
     assert_eq!(h["x-request-id"], "abc-123");
     // The derived client address is what per-route IP rules see.
     let before = up.count();
-    let (s, _, body) = send(&c, addr, "GET", "/x", &[("x-forwarded-for", "9.9.9.9")], b"").await;
+    let (s, _, body) = send(
+        &c,
+        addr,
+        "GET",
+        "/x",
+        &[("x-forwarded-for", "9.9.9.9")],
+        b"",
+    )
+    .await;
     assert_eq!(s, 403);
     assert_eq!(up.count(), before);
     let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
@@ -80,7 +126,15 @@ async fn routing_by_host_prefix_and_method() {
     assert_eq!(h["allow"], "GET");
     let (s, _, _) = send(&c, addr, "GET", "/usersx", &[], b"").await;
     assert_eq!(s, 404, "prefix matches whole segments");
-    let (s, _, _) = send(&c, addr, "GET", "/other", &[("host", "admin.example.com:8080")], b"").await;
+    let (s, _, _) = send(
+        &c,
+        addr,
+        "GET",
+        "/other",
+        &[("host", "admin.example.com:8080")],
+        b"",
+    )
+    .await;
     assert_eq!(s, 200);
     assert_eq!(up.last().uri, "/other");
 }
@@ -119,8 +173,9 @@ async fn access_log_and_security_events_are_json_lines() {
     let up = TestUpstream::start().await;
     let log = std::env::temp_dir().join(format!("rampart-access-{}.log", std::process::id()));
     let _ = std::fs::remove_file(&log);
-    let top = format!("guards:\n  limits:\n    mode: monitor\n    max_uri_length: 10\n");
-    let yaml = config(up.addr, "", &top).replace("access: off", &format!("access: \"{}\"", log.display()));
+    let top = "guards:\n  limits:\n    mode: monitor\n    max_uri_length: 10\n";
+    let yaml =
+        config(up.addr, "", top).replace("access: off", &format!("access: \"{}\"", log.display()));
     let gw = gateway(&yaml).await;
     let addr = gw.listen_addrs()[0];
     let (s, h, _) = get(addr, "/a-long-path-over-ten").await;
@@ -129,19 +184,42 @@ async fn access_log_and_security_events_are_json_lines() {
     let mut lines = Vec::new();
     for _ in 0..100 {
         let text = std::fs::read_to_string(&log).unwrap_or_default();
-        lines = text.lines().map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()).collect();
+        lines = text
+            .lines()
+            .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+            .collect();
         if lines.len() >= 2 {
             break;
         }
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
-    let event = lines.iter().find(|l| l["type"] == "security_event").expect("event logged");
+    let event = lines
+        .iter()
+        .find(|l| l["type"] == "security_event")
+        .expect("event logged");
     assert_eq!(event["guard"], "limits");
     assert_eq!(event["rule"], "uri_too_long");
     assert_eq!(event["action"], "monitored");
     assert_eq!(event["request_id"], rid.as_str());
-    let access = lines.iter().find(|l| l["type"] == "access").expect("access logged");
-    for k in ["ts", "request_id", "client_ip", "method", "path", "route", "status", "bytes_in", "bytes_out", "duration_ms", "upstream_ms", "upstream", "verdict"] {
+    let access = lines
+        .iter()
+        .find(|l| l["type"] == "access")
+        .expect("access logged");
+    for k in [
+        "ts",
+        "request_id",
+        "client_ip",
+        "method",
+        "path",
+        "route",
+        "status",
+        "bytes_in",
+        "bytes_out",
+        "duration_ms",
+        "upstream_ms",
+        "upstream",
+        "verdict",
+    ] {
         assert!(access.get(k).is_some(), "access log lacks {k}: {access}");
     }
     assert_eq!(access["status"], 200);

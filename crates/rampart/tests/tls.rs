@@ -2,8 +2,8 @@
 //! optional, and the verified client identity handed to guards.
 
 mod common;
-use common::*;
 use bytes::Bytes;
+use common::*;
 use http_body_util::{BodyExt, Full};
 use rampart_core::guard::{Guard, RequestContext, RequestHead, Step, Verdict};
 use rcgen::{BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair};
@@ -28,11 +28,22 @@ fn ca(name: &str) -> (rcgen::Certificate, KeyPair) {
     (p.self_signed(&key).unwrap(), key)
 }
 
-fn leaf(names: &[&str], cn: &str, client: bool, ca: &rcgen::Certificate, ca_key: &KeyPair) -> (rcgen::Certificate, KeyPair) {
+fn leaf(
+    names: &[&str],
+    cn: &str,
+    client: bool,
+    ca: &rcgen::Certificate,
+    ca_key: &KeyPair,
+) -> (rcgen::Certificate, KeyPair) {
     let key = KeyPair::generate().unwrap();
-    let mut p = CertificateParams::new(names.iter().map(|s| s.to_string()).collect::<Vec<_>>()).unwrap();
+    let mut p =
+        CertificateParams::new(names.iter().map(|s| s.to_string()).collect::<Vec<_>>()).unwrap();
     p.distinguished_name.push(DnType::CommonName, cn);
-    p.extended_key_usages = vec![if client { ExtendedKeyUsagePurpose::ClientAuth } else { ExtendedKeyUsagePurpose::ServerAuth }];
+    p.extended_key_usages = vec![if client {
+        ExtendedKeyUsagePurpose::ClientAuth
+    } else {
+        ExtendedKeyUsagePurpose::ServerAuth
+    }];
     (p.signed_by(&key, ca, ca_key).unwrap(), key)
 }
 
@@ -40,7 +51,13 @@ fn pki(tag: &str) -> Pki {
     let dir = std::env::temp_dir().join(format!("rampart-tls-{tag}-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let (ca_cert, ca_key) = ca("Rampart Test CA");
-    let (srv, srv_key) = leaf(&["localhost", "api.test"], "api.test", false, &ca_cert, &ca_key);
+    let (srv, srv_key) = leaf(
+        &["localhost", "api.test"],
+        "api.test",
+        false,
+        &ca_cert,
+        &ca_key,
+    );
     let (other, other_key) = leaf(&["other.test"], "other.test", false, &ca_cert, &ca_key);
     let (cli, cli_key) = leaf(&["client-1.test"], "client-1", true, &ca_cert, &ca_key);
     let (rogue_ca, rogue_ca_key) = ca("Rogue CA");
@@ -62,22 +79,40 @@ fn pki(tag: &str) -> Pki {
 
 fn tls_config(p: &Pki, upstream: std::net::SocketAddr, client_auth: &str) -> String {
     let d = p.dir.display();
-    let ca = if client_auth.is_empty() { String::new() } else { format!("      client_auth:\n        ca: {d}/ca.pem\n        mode: {client_auth}\n") };
+    let ca = if client_auth.is_empty() {
+        String::new()
+    } else {
+        format!("      client_auth:\n        ca: {d}/ca.pem\n        mode: {client_auth}\n")
+    };
     format!(
         "listeners:\n  - address: 127.0.0.1:0\n    tls:\n      certificates:\n        - cert: {d}/srv.pem\n          key: {d}/srv.key\n        - cert: {d}/other.pem\n          key: {d}/other.key\n{ca}admin:\n  address: \"off\"\nlog:\n  access: off\nupstreams:\n  - name: api\n    targets: [\"http://{upstream}\"]\nroutes:\n  - name: api\n    path_prefix: /\n    upstream: api\n"
     )
 }
 
-fn connector(p: &Pki, alpn: &[&[u8]], client: Option<(&CertificateDer<'static>, &PrivateKeyDer<'static>)>, tls12_only: bool) -> tokio_rustls::TlsConnector {
+fn connector(
+    p: &Pki,
+    alpn: &[&[u8]],
+    client: Option<(&CertificateDer<'static>, &PrivateKeyDer<'static>)>,
+    tls12_only: bool,
+) -> tokio_rustls::TlsConnector {
     let mut roots = rustls::RootCertStore::empty();
     for c in CertificateDer::pem_slice_iter(p.ca_pem.as_bytes()) {
         roots.add(c.unwrap()).unwrap();
     }
     let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let versions: &[&rustls::SupportedProtocolVersion] = if tls12_only { &[&rustls::version::TLS12] } else { &[&rustls::version::TLS13] };
-    let b = rustls::ClientConfig::builder_with_provider(provider).with_protocol_versions(versions).unwrap().with_root_certificates(roots);
+    let versions: &[&rustls::SupportedProtocolVersion] = if tls12_only {
+        &[&rustls::version::TLS12]
+    } else {
+        &[&rustls::version::TLS13]
+    };
+    let b = rustls::ClientConfig::builder_with_provider(provider)
+        .with_protocol_versions(versions)
+        .unwrap()
+        .with_root_certificates(roots);
     let mut cfg = match client {
-        Some((c, k)) => b.with_client_auth_cert(vec![c.clone()], k.clone_key()).unwrap(),
+        Some((c, k)) => b
+            .with_client_auth_cert(vec![c.clone()], k.clone_key())
+            .unwrap(),
         None => b.with_no_client_auth(),
     };
     cfg.alpn_protocols = alpn.iter().map(|a| a.to_vec()).collect();
@@ -87,25 +122,46 @@ fn connector(p: &Pki, alpn: &[&[u8]], client: Option<(&CertificateDer<'static>, 
 use rustls::pki_types::pem::PemObject;
 
 /// One request over TLS; returns (status, negotiated protocol, body, peer cert names seen).
-async fn tls_get(conn: &tokio_rustls::TlsConnector, addr: std::net::SocketAddr, sni: &str, path: &str) -> Result<(u16, String, Bytes, String), String> {
-    let tcp = tokio::net::TcpStream::connect(addr).await.map_err(|e| e.to_string())?;
-    let tls = conn.connect(ServerName::try_from(sni.to_string()).unwrap(), tcp).await.map_err(|e| e.to_string())?;
+async fn tls_get(
+    conn: &tokio_rustls::TlsConnector,
+    addr: std::net::SocketAddr,
+    sni: &str,
+    path: &str,
+) -> Result<(u16, String, Bytes, String), String> {
+    let tcp = tokio::net::TcpStream::connect(addr)
+        .await
+        .map_err(|e| e.to_string())?;
+    let tls = conn
+        .connect(ServerName::try_from(sni.to_string()).unwrap(), tcp)
+        .await
+        .map_err(|e| e.to_string())?;
     let (_, session) = tls.get_ref();
     let h2 = session.alpn_protocol() == Some(b"h2");
     let version = format!("{:?}", session.protocol_version());
     let cert_cn = session
         .peer_certificates()
         .and_then(|c| c.first())
-        .map(|c| String::from_utf8_lossy(c.as_ref()).contains("other.test").to_string())
+        .map(|c| {
+            String::from_utf8_lossy(c.as_ref())
+                .contains("other.test")
+                .to_string()
+        })
         .unwrap_or_default();
     let io = hyper_util::rt::TokioIo::new(tls);
-    let req = http::Request::get(format!("https://{sni}{path}")).body(Full::new(Bytes::new())).unwrap();
+    let req = http::Request::get(format!("https://{sni}{path}"))
+        .body(Full::new(Bytes::new()))
+        .unwrap();
     let resp = if h2 {
-        let (mut s, c) = hyper::client::conn::http2::handshake(hyper_util::rt::TokioExecutor::new(), io).await.map_err(|e| e.to_string())?;
+        let (mut s, c) =
+            hyper::client::conn::http2::handshake(hyper_util::rt::TokioExecutor::new(), io)
+                .await
+                .map_err(|e| e.to_string())?;
         tokio::spawn(c);
         s.send_request(req).await.map_err(|e| e.to_string())?
     } else {
-        let (mut s, c) = hyper::client::conn::http1::handshake(io).await.map_err(|e| e.to_string())?;
+        let (mut s, c) = hyper::client::conn::http1::handshake(io)
+            .await
+            .map_err(|e| e.to_string())?;
         tokio::spawn(c);
         let mut req = req;
         req.headers_mut().insert("host", sni.parse().unwrap());
@@ -113,7 +169,12 @@ async fn tls_get(conn: &tokio_rustls::TlsConnector, addr: std::net::SocketAddr, 
     };
     let status = resp.status().as_u16();
     let proto = format!("{:?} {}", resp.version(), version);
-    let body = resp.into_body().collect().await.map_err(|e| e.to_string())?.to_bytes();
+    let body = resp
+        .into_body()
+        .collect()
+        .await
+        .map_err(|e| e.to_string())?
+        .to_bytes();
     Ok((status, proto, body, cert_cn))
 }
 
@@ -123,20 +184,51 @@ async fn tls13_http1_and_http2_with_sni() {
     let up = TestUpstream::start().await;
     let gw = gateway(&tls_config(&p, up.addr, "")).await;
     let addr = gw.listen_addrs()[0];
-    let (s, proto, _, _) = tls_get(&connector(&p, &[b"http/1.1"], None, false), addr, "api.test", "/one").await.unwrap();
+    let (s, proto, _, _) = tls_get(
+        &connector(&p, &[b"http/1.1"], None, false),
+        addr,
+        "api.test",
+        "/one",
+    )
+    .await
+    .unwrap();
     assert_eq!(s, 200);
-    assert!(proto.contains("HTTP/1.1") && proto.contains("TLSv1_3"), "{proto}");
+    assert!(
+        proto.contains("HTTP/1.1") && proto.contains("TLSv1_3"),
+        "{proto}"
+    );
     let seen = up.last();
     assert_eq!(seen.headers["x-forwarded-proto"], "https");
-    let (s, proto, _, _) = tls_get(&connector(&p, &[b"h2", b"http/1.1"], None, false), addr, "api.test", "/two").await.unwrap();
+    let (s, proto, _, _) = tls_get(
+        &connector(&p, &[b"h2", b"http/1.1"], None, false),
+        addr,
+        "api.test",
+        "/two",
+    )
+    .await
+    .unwrap();
     assert_eq!(s, 200);
     assert!(proto.contains("HTTP/2"), "{proto}");
     assert_eq!(up.last().uri, "/two");
     // SNI picks the second certificate.
-    let (_, _, _, other) = tls_get(&connector(&p, &[b"http/1.1"], None, false), addr, "other.test", "/three").await.unwrap();
+    let (_, _, _, other) = tls_get(
+        &connector(&p, &[b"http/1.1"], None, false),
+        addr,
+        "other.test",
+        "/three",
+    )
+    .await
+    .unwrap();
     assert_eq!(other, "true");
     // TLS 1.2 is off by default.
-    assert!(tls_get(&connector(&p, &[b"http/1.1"], None, true), addr, "api.test", "/").await.is_err());
+    assert!(tls_get(
+        &connector(&p, &[b"http/1.1"], None, true),
+        addr,
+        "api.test",
+        "/"
+    )
+    .await
+    .is_err());
 }
 
 #[tokio::test]
@@ -145,12 +237,30 @@ async fn hsts_is_sent_on_tls() {
     let up = TestUpstream::start().await;
     let gw = gateway(&tls_config(&p, up.addr, "")).await;
     let conn = connector(&p, &[b"http/1.1"], None, false);
-    let tcp = tokio::net::TcpStream::connect(gw.listen_addrs()[0]).await.unwrap();
-    let tls = conn.connect(ServerName::try_from("api.test").unwrap(), tcp).await.unwrap();
-    let (mut s, c) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tls)).await.unwrap();
+    let tcp = tokio::net::TcpStream::connect(gw.listen_addrs()[0])
+        .await
+        .unwrap();
+    let tls = conn
+        .connect(ServerName::try_from("api.test").unwrap(), tcp)
+        .await
+        .unwrap();
+    let (mut s, c) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tls))
+        .await
+        .unwrap();
     tokio::spawn(c);
-    let resp = s.send_request(http::Request::get("/").header("host", "api.test").body(Full::new(Bytes::new())).unwrap()).await.unwrap();
-    assert_eq!(resp.headers()["strict-transport-security"], "max-age=31536000; includeSubDomains");
+    let resp = s
+        .send_request(
+            http::Request::get("/")
+                .header("host", "api.test")
+                .body(Full::new(Bytes::new()))
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        resp.headers()["strict-transport-security"],
+        "max-age=31536000; includeSubDomains"
+    );
 }
 
 /// A guard written for this test: passes the verified client certificate to the upstream.
@@ -159,11 +269,18 @@ impl Guard for ShowClientCert {
     fn name(&self) -> &'static str {
         "show_client_cert"
     }
-    fn on_request_headers<'a>(&'a self, req: &'a mut RequestHead, ctx: &'a mut RequestContext) -> Step<'a> {
+    fn on_request_headers<'a>(
+        &'a self,
+        req: &'a mut RequestHead,
+        ctx: &'a mut RequestContext,
+    ) -> Step<'a> {
         if let Some(c) = ctx.conn.tls.as_ref().and_then(|t| t.client_cert.as_ref()) {
-            req.headers.insert("x-client-subject", c.subject.parse().unwrap());
-            req.headers.insert("x-client-san", c.sans.join(",").parse().unwrap());
-            req.headers.insert("x-client-fp", c.fingerprint_sha256.parse().unwrap());
+            req.headers
+                .insert("x-client-subject", c.subject.parse().unwrap());
+            req.headers
+                .insert("x-client-san", c.sans.join(",").parse().unwrap());
+            req.headers
+                .insert("x-client-fp", c.fingerprint_sha256.parse().unwrap());
         }
         Verdict::Continue.into()
     }
@@ -178,7 +295,9 @@ async fn gateway_with_cert_guard(yaml: &str) -> Arc<rampart_core::Gateway> {
         }
         Ok(g)
     });
-    rampart_core::Gateway::start(lc, builder, rampart_telemetry::LogSink::off()).await.unwrap()
+    rampart_core::Gateway::start(lc, builder, rampart_telemetry::LogSink::off())
+        .await
+        .unwrap()
 }
 
 #[tokio::test]
@@ -187,7 +306,12 @@ async fn mtls_required_accepts_known_clients_and_rejects_others() {
     let up = TestUpstream::start().await;
     let gw = gateway_with_cert_guard(&tls_config(&p, up.addr, "required")).await;
     let addr = gw.listen_addrs()[0];
-    let good = connector(&p, &[b"http/1.1"], Some((&p.client_cert, &p.client_key)), false);
+    let good = connector(
+        &p,
+        &[b"http/1.1"],
+        Some((&p.client_cert, &p.client_key)),
+        false,
+    );
     let (s, _, _, _) = tls_get(&good, addr, "api.test", "/m").await.unwrap();
     assert_eq!(s, 200);
     let seen = up.last();
@@ -196,9 +320,20 @@ async fn mtls_required_accepts_known_clients_and_rejects_others() {
     assert_eq!(seen.headers["x-client-fp"].len(), 64);
     let before = up.count();
     let none = connector(&p, &[b"http/1.1"], None, false);
-    assert!(tls_get(&none, addr, "api.test", "/m").await.is_err(), "no client certificate");
-    let rogue = connector(&p, &[b"http/1.1"], Some((&p.rogue_cert, &p.rogue_key)), false);
-    assert!(tls_get(&rogue, addr, "api.test", "/m").await.is_err(), "certificate from an unknown CA");
+    assert!(
+        tls_get(&none, addr, "api.test", "/m").await.is_err(),
+        "no client certificate"
+    );
+    let rogue = connector(
+        &p,
+        &[b"http/1.1"],
+        Some((&p.rogue_cert, &p.rogue_key)),
+        false,
+    );
+    assert!(
+        tls_get(&rogue, addr, "api.test", "/m").await.is_err(),
+        "certificate from an unknown CA"
+    );
     assert_eq!(up.count(), before);
 }
 

@@ -24,8 +24,14 @@ async fn refused_then_ejected_then_recovers() {
     assert!(h.contains_key("retry-after"));
     let (_, _, m) = get(gw.admin_addr().unwrap(), "/metrics").await;
     let m = String::from_utf8_lossy(&m);
-    assert!(m.contains("rampart_upstream_errors_total{upstream=\"api\",kind=\"connect\"}"), "{m}");
-    assert!(m.contains("rampart_upstream_errors_total{upstream=\"api\",kind=\"unavailable\"}"), "{m}");
+    assert!(
+        m.contains("rampart_upstream_errors_total{upstream=\"api\",kind=\"connect\"}"),
+        "{m}"
+    );
+    assert!(
+        m.contains("rampart_upstream_errors_total{upstream=\"api\",kind=\"unavailable\"}"),
+        "{m}"
+    );
 }
 
 #[tokio::test]
@@ -56,7 +62,10 @@ async fn round_robin_skips_a_dead_target_and_retries_idempotent_requests() {
 #[tokio::test]
 async fn in_flight_cap_gives_503() {
     let up = TestUpstream::start().await;
-    let yaml = config(up.addr, "", "").replace("response_timeout: 1s", "response_timeout: 10s\n    max_in_flight: 1");
+    let yaml = config(up.addr, "", "").replace(
+        "response_timeout: 1s",
+        "response_timeout: 10s\n    max_in_flight: 1",
+    );
     let gw = gateway(&yaml).await;
     let addr = gw.listen_addrs()[0];
     let slow = tokio::spawn(async move { get(addr, "/slow").await.0 });
@@ -84,7 +93,11 @@ async fn large_bodies_stream_with_bounded_memory() {
     let before = rss_kib();
     // Download.
     let resp = client()
-        .request(http::Request::get(format!("http://{addr}/big/{SIZE}")).body(http_body_util::Full::new(bytes::Bytes::new())).unwrap())
+        .request(
+            http::Request::get(format!("http://{addr}/big/{SIZE}"))
+                .body(http_body_util::Full::new(bytes::Bytes::new()))
+                .unwrap(),
+        )
         .await
         .unwrap();
     assert_eq!(resp.status(), 200);
@@ -98,21 +111,36 @@ async fn large_bodies_stream_with_bounded_memory() {
     let chunk = bytes::Bytes::from(vec![b'u'; 64 * 1024]);
     let n = SIZE / chunk.len() as u64;
     let stream = futures_util_stream(chunk, n);
-    let req = http::Request::post(format!("http://{addr}/upload")).body(http_body_util::StreamBody::new(stream)).unwrap();
+    let req = http::Request::post(format!("http://{addr}/upload"))
+        .body(http_body_util::StreamBody::new(stream))
+        .unwrap();
     let c: hyper_util::client::legacy::Client<_, http_body_util::StreamBody<_>> =
-        hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new()).build_http();
+        hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+            .build_http();
     let resp = c.request(req).await.unwrap();
     assert_eq!(resp.status(), 200);
     assert_eq!(up.last().body_len, SIZE);
     let grown_mib = rss_kib().saturating_sub(before) / 1024;
-    assert!(grown_mib < 64, "RSS grew by {grown_mib} MiB while streaming 2 x 256 MiB");
+    assert!(
+        grown_mib < 64,
+        "RSS grew by {grown_mib} MiB while streaming 2 x 256 MiB"
+    );
 }
 
-fn futures_util_stream(chunk: bytes::Bytes, n: u64) -> impl futures_core::Stream<Item = Result<hyper::body::Frame<bytes::Bytes>, std::convert::Infallible>> + Send + Unpin {
+fn futures_util_stream(
+    chunk: bytes::Bytes,
+    n: u64,
+) -> impl futures_core::Stream<
+    Item = Result<hyper::body::Frame<bytes::Bytes>, std::convert::Infallible>,
+> + Send
+       + Unpin {
     struct S(bytes::Bytes, u64);
     impl futures_core::Stream for S {
         type Item = Result<hyper::body::Frame<bytes::Bytes>, std::convert::Infallible>;
-        fn poll_next(mut self: std::pin::Pin<&mut Self>, _: &mut std::task::Context<'_>) -> std::task::Poll<Option<Self::Item>> {
+        fn poll_next(
+            mut self: std::pin::Pin<&mut Self>,
+            _: &mut std::task::Context<'_>,
+        ) -> std::task::Poll<Option<Self::Item>> {
             if self.1 == 0 {
                 return std::task::Poll::Ready(None);
             }

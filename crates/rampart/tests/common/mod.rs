@@ -40,7 +40,9 @@ impl TestUpstream {
         let s2 = seen.clone();
         tokio::spawn(async move {
             loop {
-                let Ok((stream, _)) = listener.accept().await else { continue };
+                let Ok((stream, _)) = listener.accept().await else {
+                    continue;
+                };
                 let seen = s2.clone();
                 tokio::spawn(async move {
                     let svc = service_fn(move |req| upstream_handler(seen.clone(), req));
@@ -58,13 +60,21 @@ impl TestUpstream {
     }
 
     pub fn last(&self) -> Seen {
-        self.seen.lock().unwrap().last().cloned().expect("upstream saw a request")
+        self.seen
+            .lock()
+            .unwrap()
+            .last()
+            .cloned()
+            .expect("upstream saw a request")
     }
 }
 
 type UpBody = http_body_util::combinators::BoxBody<Bytes, Infallible>;
 
-async fn upstream_handler(seen: Arc<Mutex<Vec<Seen>>>, req: Request<Incoming>) -> Result<Response<UpBody>, Infallible> {
+async fn upstream_handler(
+    seen: Arc<Mutex<Vec<Seen>>>,
+    req: Request<Incoming>,
+) -> Result<Response<UpBody>, Infallible> {
     let (parts, mut body) = req.into_parts();
     let mut n = 0u64;
     while let Some(f) = body.frame().await {
@@ -83,12 +93,16 @@ async fn upstream_handler(seen: Arc<Mutex<Vec<Seen>>>, req: Request<Incoming>) -
     if path == "/slow" {
         tokio::time::sleep(Duration::from_secs(5)).await;
     }
-    if let Some(size) = path.strip_prefix("/big/").and_then(|s| s.parse::<u64>().ok()) {
+    if let Some(size) = path
+        .strip_prefix("/big/")
+        .and_then(|s| s.parse::<u64>().ok())
+    {
         let chunk = Bytes::from(vec![b'x'; 64 * 1024]);
         let chunks = size / chunk.len() as u64;
         let stream = futures_stream(chunk, chunks);
         let mut r = Response::new(BodyExt::boxed(StreamBody::new(stream)));
-        r.headers_mut().insert("content-length", (chunks * 64 * 1024).into());
+        r.headers_mut()
+            .insert("content-length", (chunks * 64 * 1024).into());
         return Ok(r);
     }
     let echo = serde_json::json!({
@@ -99,21 +113,31 @@ async fn upstream_handler(seen: Arc<Mutex<Vec<Seen>>>, req: Request<Incoming>) -
     });
     let mut r = Response::new(BodyExt::boxed(Full::new(Bytes::from(echo.to_string()))));
     *r.status_mut() = StatusCode::OK;
-    r.headers_mut().insert("content-type", "application/json".parse().unwrap());
-    r.headers_mut().insert("server", "upstream/1.0".parse().unwrap());
-    r.headers_mut().insert("x-powered-by", "php/5".parse().unwrap());
-    r.headers_mut().insert("keep-alive", "timeout=5".parse().unwrap());
+    r.headers_mut()
+        .insert("content-type", "application/json".parse().unwrap());
+    r.headers_mut()
+        .insert("server", "upstream/1.0".parse().unwrap());
+    r.headers_mut()
+        .insert("x-powered-by", "php/5".parse().unwrap());
+    r.headers_mut()
+        .insert("keep-alive", "timeout=5".parse().unwrap());
     Ok(r)
 }
 
-fn futures_stream(chunk: Bytes, n: u64) -> impl futures_core::Stream<Item = Result<Frame<Bytes>, Infallible>> + Send {
+fn futures_stream(
+    chunk: Bytes,
+    n: u64,
+) -> impl futures_core::Stream<Item = Result<Frame<Bytes>, Infallible>> + Send {
     struct S {
         chunk: Bytes,
         left: u64,
     }
     impl futures_core::Stream for S {
         type Item = Result<Frame<Bytes>, Infallible>;
-        fn poll_next(mut self: std::pin::Pin<&mut Self>, _: &mut std::task::Context<'_>) -> std::task::Poll<Option<Self::Item>> {
+        fn poll_next(
+            mut self: std::pin::Pin<&mut Self>,
+            _: &mut std::task::Context<'_>,
+        ) -> std::task::Poll<Option<Self::Item>> {
             if self.left == 0 {
                 return std::task::Poll::Ready(None);
             }
@@ -133,8 +157,11 @@ pub fn config(upstream: SocketAddr, extra_route: &str, extra_top: &str) -> Strin
 
 pub async fn gateway(yaml: &str) -> Arc<Gateway> {
     let dir = std::env::temp_dir();
-    let lc = rampart::load_text(yaml, "test.yaml", &dir).unwrap_or_else(|e| panic!("config invalid:\n{e}\n---\n{yaml}"));
-    rampart::start(lc).await.unwrap_or_else(|e| panic!("start failed: {e}"))
+    let lc = rampart::load_text(yaml, "test.yaml", &dir)
+        .unwrap_or_else(|e| panic!("config invalid:\n{e}\n---\n{yaml}"));
+    rampart::start(lc)
+        .await
+        .unwrap_or_else(|e| panic!("start failed: {e}"))
 }
 
 /// Send raw bytes, half-close nothing, read the answer until the server closes or 5 s pass.
@@ -148,18 +175,33 @@ pub async fn raw(addr: SocketAddr, req: &[u8]) -> String {
 
 /// Status code of the first response in a raw answer.
 pub fn status_of(resp: &str) -> u16 {
-    resp.split(' ').nth(1).and_then(|s| s.parse().ok()).unwrap_or(0)
+    resp.split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0)
 }
 
-pub type Client = hyper_util::client::legacy::Client<hyper_util::client::legacy::connect::HttpConnector, Full<Bytes>>;
+pub type Client = hyper_util::client::legacy::Client<
+    hyper_util::client::legacy::connect::HttpConnector,
+    Full<Bytes>,
+>;
 
 pub fn client() -> Client {
     hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new()).build_http()
 }
 
 /// A plain HTTP/1.1 request through the gateway; returns status, headers and body.
-pub async fn send(c: &Client, addr: SocketAddr, method: &str, path: &str, headers: &[(&str, &str)], body: &[u8]) -> (u16, http::HeaderMap, Bytes) {
-    let mut b = Request::builder().method(method).uri(format!("http://{addr}{path}"));
+pub async fn send(
+    c: &Client,
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> (u16, http::HeaderMap, Bytes) {
+    let mut b = Request::builder()
+        .method(method)
+        .uri(format!("http://{addr}{path}"));
     for (k, v) in headers {
         b = b.header(*k, *v);
     }
@@ -167,7 +209,11 @@ pub async fn send(c: &Client, addr: SocketAddr, method: &str, path: &str, header
     let resp = c.request(req).await.expect("request failed");
     let status = resp.status().as_u16();
     let (parts, body) = resp.into_parts();
-    let bytes = body.collect().await.map(|c| c.to_bytes()).unwrap_or_default();
+    let bytes = body
+        .collect()
+        .await
+        .map(|c| c.to_bytes())
+        .unwrap_or_default();
     (status, parts.headers, bytes)
 }
 

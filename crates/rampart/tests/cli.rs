@@ -1,0 +1,240 @@
+//! The `rampart` binary: `check` error format, `run` with SIGHUP and file-change reloads, and
+//! SIGTERM draining in-flight requests before exiting 0; `proxy` in one line.
+
+mod common;
+use common::*;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+const BIN: &str = env!("CARGO_BIN_EXE_rampart");
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn tmpdir(tag: &str) -> std::path::PathBuf {
+    let d = std::env::temp_dir().join(format!("rampart-cli-{tag}-{}", std::process::id()));
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+struct Proc(Child);
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn signal(child: &Child, sig: &str) {
+    let st = Command::new("kill")
+        .arg(format!("-{sig}"))
+        .arg(child.id().to_string())
+        .status()
+        .unwrap();
+    assert!(st.success());
+}
+
+async fn wait_up(port: u16) {
+    for _ in 0..200 {
+        if tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .is_ok()
+        {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    panic!("rampart did not start listening on {port}");
+}
+
+#[test]
+fn check_reports_every_error_with_file_line_col() {
+    let d = tmpdir("check");
+    let f = d.join("bad.yaml");
+    std::fs::write(
+        &f,
+        "listeners:\n  - address: 127.0.0.1:8080\n    tls:\n      certificates:\n        - cert: missing.pem\n          key: missing.key\nupstreams:\n  - name: api\n    targets: [\"http://127.0.0.1:9000\"]\nroutes:\n  - name: a\n    path_prefix: /\n    upstream: api\n    cors:\n      allow_origins: [\"*\"]\n      allow_credentials: true\n  - name: a\n    path_prefix: /x\n    upstream: nope\n    ip_filter:\n      allow: [\"10.0.0.0/99\"]\n",
+    )
+    .unwrap();
+    let out = Command::new(BIN)
+        .args(["check", "-c"])
+        .arg(&f)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    let p = f.display().to_string();
+    for needle in [
+        format!("{p}:5:17: certificate file"),
+        format!("{p}:6:16: private key file"),
+        format!("{p}:15:7: cors: allow_origins `*` with allow_credentials"),
+        format!("{p}:17:11: duplicate route name `a`"),
+        format!("{p}:19:15: route `a` names upstream `nope`"),
+        format!("{p}:21:15: invalid CIDR `10.0.0.0/99`"),
+    ] {
+        assert!(err.contains(&needle), "missing `{needle}` in:\n{err}");
+    }
+    // Unknown keys and type errors are located too.
+    std::fs::write(
+        &f,
+        "listeners:\n  - address: 127.0.0.1:8080\n    colour: blue\n",
+    )
+    .unwrap();
+    let out = Command::new(BIN)
+        .args(["check", "-c"])
+        .arg(&f)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.starts_with(&format!("{p}:3:5: ")) && err.contains("colour"),
+        "{err}"
+    );
+    std::fs::write(&f, "server:\n  max_connections: lots\nlisteners: []\n").unwrap();
+    let out = Command::new(BIN)
+        .args(["check", "-c"])
+        .arg(&f)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.starts_with(&format!("{p}:2:20: ")), "{err}");
+    // A valid file passes.
+    std::fs::write(&f, "listeners:\n  - address: 127.0.0.1:8080\nupstreams:\n  - name: api\n    targets: [\"http://127.0.0.1:9000\"]\nroutes:\n  - name: a\n    path_prefix: /\n    upstream: api\n").unwrap();
+    let out = Command::new(BIN)
+        .args(["check", "-c"])
+        .arg(&f)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[tokio::test]
+async fn run_reloads_on_sighup_and_file_change_and_drains_on_sigterm() {
+    let up = TestUpstream::start().await;
+    let d = tmpdir("run");
+    let f = d.join("rampart.yaml");
+    let port = free_port();
+    let cfg = |prefix: &str| {
+        format!(
+            "server:\n  worker_threads: 1\n  watch_config: true\nlisteners:\n  - address: 127.0.0.1:{port}\nadmin:\n  address: \"off\"\nlog:\n  access: off\nupstreams:\n  - name: api\n    targets: [\"http://{}\"]\n    response_timeout: 20s\nroutes:\n  - name: r\n    path_prefix: {prefix}\n    upstream: api\n",
+            up.addr
+        )
+    };
+    std::fs::write(&f, cfg("/a")).unwrap();
+    let child = Proc(
+        Command::new(BIN)
+            .args(["run", "-c"])
+            .arg(&f)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    wait_up(port).await;
+    let addr = format!("127.0.0.1:{port}").parse().unwrap();
+    assert_eq!(get(addr, "/a").await.0, 200);
+    assert_eq!(get(addr, "/b").await.0, 404);
+
+    // SIGHUP after an edit (the watcher may also catch it; either way it applies).
+    std::fs::write(&f, cfg("/b")).unwrap();
+    signal(&child.0, "HUP");
+    let mut applied = false;
+    for _ in 0..100 {
+        if get(addr, "/b").await.0 == 200 {
+            applied = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(applied, "reload did not apply");
+
+    // File change alone.
+    std::fs::write(&f, cfg("/c") + "\n# changed\n").unwrap();
+    let mut applied = false;
+    for _ in 0..100 {
+        if get(addr, "/c").await.0 == 200 {
+            applied = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(applied, "file-change reload did not apply");
+
+    // SIGTERM while a slow request is in flight: it completes, then the process exits 0.
+    let yaml = cfg("/");
+    std::fs::write(&f, yaml).unwrap();
+    for _ in 0..100 {
+        if get(addr, "/zzz").await.0 == 200 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let slow = tokio::spawn(async move { get(addr, "/slow").await.0 });
+    for _ in 0..200 {
+        if up.seen.lock().unwrap().iter().any(|s| s.uri == "/slow") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let mut child = child;
+    signal(&child.0, "TERM");
+    assert_eq!(slow.await.unwrap(), 200, "in-flight request drained");
+    let mut status = None;
+    for _ in 0..200 {
+        if let Some(s) = child.0.try_wait().unwrap() {
+            status = Some(s);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let status = status.expect("rampart exited after SIGTERM");
+    assert!(status.success(), "{status:?}");
+    // New connections are refused once it has stopped.
+    assert!(tokio::net::TcpStream::connect(addr).await.is_err());
+    let _ = &mut child;
+}
+
+#[tokio::test]
+async fn proxy_command_in_one_line() {
+    let up = TestUpstream::start().await;
+    let port = free_port();
+    let _p = Proc(
+        Command::new(BIN)
+            .args([
+                "proxy",
+                "--listen",
+                &format!("127.0.0.1:{port}"),
+                "--upstream",
+                &format!("http://{}", up.addr),
+                "--admin",
+                "off",
+                "--workers",
+                "1",
+                "--access-log",
+                "off",
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    wait_up(port).await;
+    let (s, h, _) = get(format!("127.0.0.1:{port}").parse().unwrap(), "/hello").await;
+    assert_eq!(s, 200);
+    assert_eq!(h["x-content-type-options"], "nosniff");
+    let out = Command::new(BIN)
+        .args(["proxy", "--listen", "127.0.0.1:1", "--upstream", "ftp://x"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).starts_with("--upstream: "));
+}
