@@ -177,6 +177,11 @@ impl RespBody {
         self
     }
     fn finish(&mut self, complete: bool) {
+        if let Some(mut h) = self._hold.take() {
+            if complete {
+                h.completed();
+            }
+        }
         if let Some(f) = self.on_done.take() {
             f(self.sent, complete);
         }
@@ -209,14 +214,10 @@ impl Body for RespBody {
                     this.sent += d.len() as u64;
                 }
                 if this.is_end_stream() {
-                    this._hold = None;
                     this.finish(true);
                 }
             }
-            Poll::Ready(None) => {
-                this._hold = None;
-                this.finish(true)
-            }
+            Poll::Ready(None) => this.finish(true),
             Poll::Ready(Some(Err(_))) => this.finish(false),
             Poll::Pending => {}
         }

@@ -99,6 +99,8 @@ enum St {
 pub struct Scanner {
     st: St,
     head: Vec<u8>,
+    /// Where the current line of `head` starts.
+    line_start: usize,
     line: Vec<u8>,
     max_head: usize,
     max_request_line: usize,
@@ -122,7 +124,8 @@ impl Scanner {
         Scanner {
             activity: Some(activity),
             st: St::Head,
-            head: Vec::with_capacity(1024),
+            head: Vec::new(),
+            line_start: 0,
             line: Vec::new(),
             max_head,
             max_request_line,
@@ -162,20 +165,28 @@ impl Scanner {
                             a.head_begin();
                         }
                     }
-                    // Look for the end of the head: an empty line.
+                    // Look for the end of the head: an empty line. Work line by line.
                     let mut end = None;
-                    for (i, &b) in buf.iter().enumerate() {
-                        self.head.push(b);
-                        if b == b'\n' {
-                            let h = &self.head;
-                            let n = h.len();
-                            if (n >= 2 && h[n - 2] == b'\n')
-                                || (n >= 3 && h[n - 2] == b'\r' && h[n - 3] == b'\n')
-                            {
-                                end = Some(i + 1);
-                                break;
-                            }
+                    let mut consumed = 0;
+                    while let Some(nl) = buf[consumed..].iter().position(|&b| b == b'\n') {
+                        let line = &buf[consumed..consumed + nl + 1];
+                        self.head.extend_from_slice(line);
+                        consumed += nl + 1;
+                        let line_len = self.head.len() - self.line_start;
+                        let empty =
+                            line_len == 1 || (line_len == 2 && self.head[self.line_start] == b'\r');
+                        self.line_start = self.head.len();
+                        if empty {
+                            end = Some(consumed);
+                            break;
                         }
+                        if self.head.len() > self.max_head {
+                            self.fail(HEAD_TOO_LARGE);
+                            return;
+                        }
+                    }
+                    if end.is_none() {
+                        self.head.extend_from_slice(&buf[consumed..]);
                         if self.head.len() > self.max_head {
                             self.fail(HEAD_TOO_LARGE);
                             return;
@@ -184,15 +195,14 @@ impl Scanner {
                     match end {
                         None => {
                             // Check the request line early so a huge one is cut short.
-                            if !self.head.contains(&b'\n')
-                                && self.head.len() > self.max_request_line
-                            {
+                            if self.line_start == 0 && self.head.len() > self.max_request_line {
                                 self.fail(LONG_REQUEST_LINE);
                             }
                             return;
                         }
                         Some(used) => {
                             buf = &buf[used..];
+                            self.line_start = 0;
                             let head = std::mem::take(&mut self.head);
                             if head.starts_with(b"PRI * HTTP/2.0") {
                                 // HTTP/2 prior knowledge: not ours to scan.
@@ -405,20 +415,14 @@ fn check_head(head: &[u8], max_request_line: usize) -> Result<Framing, Violation
 }
 
 /// A client stream whose inbound bytes pass through a [`Scanner`].
-/// It also records activity for the connection's idle and header-read watchdog.
 pub struct ScanIo<T> {
     inner: T,
     scanner: Option<Scanner>,
-    activity: Arc<ConnActivity>,
 }
 
 impl<T> ScanIo<T> {
-    pub fn new(inner: T, scanner: Option<Scanner>, activity: Arc<ConnActivity>) -> Self {
-        ScanIo {
-            inner,
-            scanner,
-            activity,
-        }
+    pub fn new(inner: T, scanner: Option<Scanner>) -> Self {
+        ScanIo { inner, scanner }
     }
 }
 
@@ -431,9 +435,6 @@ impl<T: AsyncRead + Unpin> AsyncRead for ScanIo<T> {
         let before = buf.filled().len();
         let this = &mut *self;
         let r = Pin::new(&mut this.inner).poll_read(cx, buf);
-        if r.is_ready() {
-            this.activity.touch();
-        }
         if let (Poll::Ready(Ok(())), Some(s)) = (&r, this.scanner.as_mut()) {
             s.feed(&buf.filled()[before..]);
             if matches!(s.st, St::Off) {
@@ -450,11 +451,7 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for ScanIo<T> {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        let r = Pin::new(&mut self.inner).poll_write(cx, buf);
-        if r.is_ready() {
-            self.activity.touch();
-        }
-        r
+        Pin::new(&mut self.inner).poll_write(cx, buf)
     }
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         Pin::new(&mut self.inner).poll_flush(cx)
@@ -467,11 +464,7 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for ScanIo<T> {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        let r = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
-        if r.is_ready() {
-            self.activity.touch();
-        }
-        r
+        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
     }
     fn is_write_vectored(&self) -> bool {
         self.inner.is_write_vectored()

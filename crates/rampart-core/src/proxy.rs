@@ -950,6 +950,8 @@ async fn finish_upstream(
             return finish_answer(done, a);
         }
     };
+    let mut in_flight = in_flight;
+    in_flight.completed();
     drop(in_flight);
     let mut bytes = bytes;
     for g in guards {

@@ -19,7 +19,9 @@ use tokio::sync::watch;
 
 /// Activity of one connection, read by its watchdog.
 pub struct ConnActivity {
-    /// Last time a byte moved (ms, [`now_ms`] clock).
+    /// When the connection opened or its last request finished (ms, [`now_ms`] clock). Bytes
+    /// move outside a request only while a head is being read, which `head_started` times, so
+    /// this is all the idle rule needs (and no clock is read per socket operation).
     last: AtomicU64,
     /// When the request head now being read started; 0 when no head is being read.
     head_started: AtomicU64,
@@ -36,9 +38,6 @@ impl ConnActivity {
             active: AtomicUsize::new(0),
         }
     }
-    pub(crate) fn touch(&self) {
-        self.last.store(now_ms(), Ordering::Relaxed);
-    }
     pub(crate) fn head_begin(&self) {
         self.head_started.store(now_ms(), Ordering::Relaxed);
     }
@@ -51,7 +50,7 @@ impl ConnActivity {
     }
     pub(crate) fn request_done(&self) {
         self.active.fetch_sub(1, Ordering::Relaxed);
-        self.touch();
+        self.last.store(now_ms(), Ordering::Relaxed);
     }
 
     /// When to look again, and whether the connection has overstayed now.
@@ -121,9 +120,7 @@ pub(crate) async fn accept_loop(
             counter: counter.clone(),
         };
         let rx = shutdown.clone();
-        tokio::spawn(async move {
-            serve_connection(stream, peer, index, slot, rx).await;
-        });
+        tokio::spawn(serve_connection(stream, peer, index, slot, rx));
     }
 }
 
@@ -172,21 +169,24 @@ async fn serve_connection(
     match lrt.tls.clone() {
         Some(cfg) => {
             let acceptor = tokio_rustls::TlsAcceptor::from(cfg);
-            let tls = match tokio::time::timeout(header_read, acceptor.accept(stream)).await {
-                Ok(Ok(s)) => s,
-                Ok(Err(e)) => {
-                    tracing::debug!(peer = %peer, error = %e, "TLS handshake failed");
-                    return;
-                }
-                Err(_) => return,
-            };
+            let tls =
+                match tokio::time::timeout(header_read, Box::pin(acceptor.accept(stream))).await {
+                    Ok(Ok(s)) => s,
+                    Ok(Err(e)) => {
+                        tracing::debug!(peer = %peer, error = %e, "TLS handshake failed");
+                        return;
+                    }
+                    Err(_) => return,
+                };
             let info = crate::tls::session_info(tls.get_ref().1);
             let is_h2 = info.alpn.as_deref() == Some("h2");
             conn.tls = Some(Arc::new(info));
             let conn = Arc::new(conn);
             if is_h2 {
-                let io = ScanIo::new(tls, None, activity.clone());
-                serve_h2(
+                let io = ScanIo::new(tls, None);
+                // Each protocol's state machine is boxed so a connection task only holds the one
+                // it uses (an idle HTTP/1.1 connection stays small).
+                Box::pin(serve_h2(
                     io,
                     conn,
                     shared,
@@ -196,10 +196,10 @@ async fn serve_connection(
                     idle,
                     shutdown,
                     slot,
-                )
+                ))
                 .await;
             } else {
-                serve_h1(
+                Box::pin(serve_h1(
                     tls,
                     conn,
                     shared,
@@ -210,13 +210,13 @@ async fn serve_connection(
                     shutdown,
                     slot,
                     false,
-                )
+                ))
                 .await;
             }
         }
         None => {
             let conn = Arc::new(conn);
-            serve_h1(
+            let f = serve_h1(
                 stream,
                 conn,
                 shared,
@@ -227,8 +227,8 @@ async fn serve_connection(
                 shutdown,
                 slot,
                 h2c,
-            )
-            .await;
+            );
+            Box::pin(f).await;
         }
     }
 }
@@ -255,19 +255,20 @@ async fn serve_h1<T>(
         max_head,
         max_head.min(16 * 1024),
     );
-    let io = TokioIo::new(ScanIo::new(stream, Some(scanner), activity.clone()));
+    let io = TokioIo::new(ScanIo::new(stream, Some(scanner)));
     let svc = {
         let shared = shared.clone();
         let conn = conn.clone();
         let activity = activity.clone();
+        // Boxed: an idle keep-alive connection then holds no space for a request in flight.
         service_fn(move |req| {
-            handle(
+            Box::pin(handle(
                 shared.clone(),
                 conn.clone(),
                 Some(scan.clone()),
                 activity.clone(),
                 req,
-            )
+            ))
         })
     };
     if h2c {
@@ -282,7 +283,7 @@ async fn serve_h1<T>(
             .max_concurrent_streams(128)
             .max_header_list_size(max_head as u32);
         let fut = b.serve_connection(io, svc);
-        drive(fut, &activity, header_read, idle, shutdown, &shared).await;
+        Box::pin(drive(fut, &activity, header_read, idle, shutdown, &shared)).await;
     } else {
         let mut b = hyper::server::conn::http1::Builder::new();
         b.timer(TokioTimer::new())
@@ -312,7 +313,15 @@ async fn serve_h2<T>(
     let svc = {
         let shared = shared.clone();
         let activity = activity.clone();
-        service_fn(move |req| handle(shared.clone(), conn.clone(), None, activity.clone(), req))
+        service_fn(move |req| {
+            Box::pin(handle(
+                shared.clone(),
+                conn.clone(),
+                None,
+                activity.clone(),
+                req,
+            ))
+        })
     };
     // HTTP/2 has no request head to time; the watchdog's idle rule applies.
     activity.head_end();

@@ -1,15 +1,20 @@
 //! Upstreams: a keep-alive connection pool per target, round-robin, passive health checks,
-//! a cap on in-flight requests and one retry of idempotent requests on connect failure.
+//! a cap on in-flight requests, and a retry when a request was never sent (connect failure, or
+//! a pooled connection that closed under us).
+//!
+//! The pool is Rampart's own (hyper's connection API underneath): a connection is checked out,
+//! the request is offered with `try_send_request` (which hands the request back if it was not
+//! written), and the connection returns to the pool only once the response body has been read
+//! to the end.
 
 use crate::body::{BodyError, ReqBody};
-use http::uri::{Authority, PathAndQuery, Scheme};
+use http::uri::{Authority, PathAndQuery};
 use http::{HeaderMap, Method, Request, Response, Uri, Version};
 use hyper::body::Incoming;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::{TokioExecutor, TokioTimer};
+use hyper::client::conn::{http1, http2};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 /// Milliseconds since the process started (a cheap monotonic clock for atomics).
@@ -18,10 +23,21 @@ pub fn now_ms() -> u64 {
     START.get_or_init(Instant::now).elapsed().as_millis() as u64 + 1
 }
 
+/// Idle HTTP/1.1 connections of one target.
+struct Idle {
+    conns: Mutex<Vec<(http1::SendRequest<ReqBody>, u64)>>,
+    max: usize,
+}
+
 struct Target {
     authority: Authority,
+    /// `host:port` to connect to.
+    connect_to: String,
+    label: Arc<str>,
     fails: AtomicU32,
     ejected_until: AtomicU64,
+    idle: Arc<Idle>,
+    h2: Mutex<Option<http2::SendRequest<ReqBody>>>,
 }
 
 pub struct Upstream {
@@ -30,10 +46,12 @@ pub struct Upstream {
     next: AtomicUsize,
     in_flight: Arc<AtomicUsize>,
     max_in_flight: usize,
-    client: Client<HttpConnector, ReqBody>,
+    connect_timeout: Duration,
     response_timeout: Duration,
+    idle_timeout_ms: u64,
     fail_threshold: u32,
     eject_for: Duration,
+    http2: bool,
 }
 
 /// Why a request could not be proxied.
@@ -69,11 +87,32 @@ impl UpstreamError {
     }
 }
 
-/// Held while a request is in flight to an upstream.
-pub struct InFlight(Arc<AtomicUsize>);
+/// Held while a request is in flight to an upstream; returns the connection to the pool when
+/// the response completed.
+pub struct InFlight {
+    count: Arc<AtomicUsize>,
+    conn: Option<(http1::SendRequest<ReqBody>, Arc<Idle>)>,
+}
+
+impl InFlight {
+    /// The response body was read to its end: the connection may be reused.
+    pub fn completed(&mut self) {
+        if let Some((sender, idle)) = self.conn.take() {
+            if !sender.is_closed() {
+                if let Ok(mut v) = idle.conns.lock() {
+                    if v.len() < idle.max {
+                        v.push((sender, now_ms()));
+                    }
+                }
+            }
+        }
+    }
+}
+
 impl Drop for InFlight {
     fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::Relaxed);
+        self.count.fetch_sub(1, Ordering::Relaxed);
+        // A connection still held here had its response abandoned: dropping it closes it.
     }
 }
 
@@ -82,13 +121,6 @@ pub struct Proxied {
     pub response: Response<Incoming>,
     pub target: Arc<str>,
     pub in_flight: InFlight,
-}
-
-fn is_idempotent(m: &Method) -> bool {
-    matches!(
-        *m,
-        Method::GET | Method::HEAD | Method::OPTIONS | Method::PUT | Method::DELETE | Method::TRACE
-    )
 }
 
 fn find_cause<'a, T: std::error::Error + 'static>(
@@ -102,6 +134,16 @@ fn find_cause<'a, T: std::error::Error + 'static>(
     }
 }
 
+enum Conn {
+    H1(http1::SendRequest<ReqBody>),
+    H2(http2::SendRequest<ReqBody>),
+}
+
+enum ConnectError {
+    Refused(String),
+    Timeout,
+}
+
 impl Upstream {
     pub fn new(cfg: &rampart_config::Upstream) -> Result<Self, String> {
         let mut targets = Vec::new();
@@ -110,38 +152,35 @@ impl Upstream {
             let authority: Authority = rest
                 .parse()
                 .map_err(|e| format!("invalid upstream target `{}`: {e}", t.value))?;
-            if authority.port_u16().is_none() && !rest.contains(':') {
-                // Default port 80 is implied by the scheme; keep as is.
-            }
+            let connect_to = match authority.port_u16() {
+                Some(_) => authority.as_str().to_string(),
+                None => format!("{}:80", authority.host()),
+            };
             targets.push(Target {
+                label: Arc::from(authority.as_str()),
                 authority,
+                connect_to,
                 fails: AtomicU32::new(0),
                 ejected_until: AtomicU64::new(0),
+                idle: Arc::new(Idle {
+                    conns: Mutex::new(Vec::new()),
+                    max: cfg.pool_max_idle_per_target,
+                }),
+                h2: Mutex::new(None),
             });
         }
-        let mut connector = HttpConnector::new();
-        connector.set_connect_timeout(Some(cfg.connect_timeout.0));
-        connector.set_nodelay(true);
-        connector.enforce_http(true);
-        let mut b = Client::builder(TokioExecutor::new());
-        b.pool_timer(TokioTimer::new())
-            .timer(TokioTimer::new())
-            .pool_idle_timeout(cfg.pool_idle_timeout.0)
-            .pool_max_idle_per_host(cfg.pool_max_idle_per_target)
-            .retry_canceled_requests(true)
-            .set_host(false)
-            .http2_only(cfg.http2);
-        let client = b.build(connector);
         Ok(Upstream {
             name: Arc::from(cfg.name.value.as_str()),
             targets,
             next: AtomicUsize::new(0),
             in_flight: Arc::new(AtomicUsize::new(0)),
             max_in_flight: cfg.max_in_flight,
-            client,
+            connect_timeout: cfg.connect_timeout.0,
             response_timeout: cfg.response_timeout.0,
+            idle_timeout_ms: cfg.pool_idle_timeout.0.as_millis() as u64,
             fail_threshold: cfg.health.failures.max(1),
             eject_for: cfg.health.eject_for.0,
+            http2: cfg.http2,
         })
     }
 
@@ -149,7 +188,11 @@ impl Upstream {
     fn pick(&self, skip: Option<usize>) -> Result<usize, UpstreamError> {
         let n = self.targets.len();
         let now = now_ms();
-        let start = self.next.fetch_add(1, Ordering::Relaxed);
+        let start = if n == 1 {
+            0
+        } else {
+            self.next.fetch_add(1, Ordering::Relaxed)
+        };
         for i in 0..n {
             let idx = (start + i) % n;
             if Some(idx) == skip {
@@ -158,9 +201,6 @@ impl Upstream {
             if self.targets[idx].ejected_until.load(Ordering::Relaxed) <= now {
                 return Ok(idx);
             }
-        }
-        if skip.is_some() && n > 1 {
-            return Err(UpstreamError::AllDown(1));
         }
         let soonest = self
             .targets
@@ -193,6 +233,65 @@ impl Upstream {
         }
     }
 
+    /// A pooled connection, if a live one is idle.
+    fn pooled(&self, idx: usize) -> Option<Conn> {
+        let t = &self.targets[idx];
+        if self.http2 {
+            let g = t.h2.lock().ok()?;
+            return g
+                .as_ref()
+                .filter(|s| !s.is_closed())
+                .map(|s| Conn::H2(s.clone()));
+        }
+        let now = now_ms();
+        let mut v = t.idle.conns.lock().ok()?;
+        while let Some((s, since)) = v.pop() {
+            if !s.is_closed() && now.saturating_sub(since) < self.idle_timeout_ms {
+                return Some(Conn::H1(s));
+            }
+        }
+        None
+    }
+
+    async fn connect(&self, idx: usize) -> Result<Conn, ConnectError> {
+        let t = &self.targets[idx];
+        let tcp = match tokio::time::timeout(
+            self.connect_timeout,
+            tokio::net::TcpStream::connect(t.connect_to.as_str()),
+        )
+        .await
+        {
+            Err(_) => return Err(ConnectError::Timeout),
+            Ok(Err(e)) => return Err(ConnectError::Refused(e.to_string())),
+            Ok(Ok(s)) => s,
+        };
+        let _ = tcp.set_nodelay(true);
+        let io = TokioIo::new(tcp);
+        if self.http2 {
+            let (sender, conn) = http2::Builder::new(TokioExecutor::new())
+                .timer(TokioTimer::new())
+                .handshake(io)
+                .await
+                .map_err(|e| ConnectError::Refused(e.to_string()))?;
+            tokio::spawn(async move {
+                let _ = conn.await;
+            });
+            if let Ok(mut g) = t.h2.lock() {
+                *g = Some(sender.clone());
+            }
+            Ok(Conn::H2(sender))
+        } else {
+            let (sender, conn) = http1::Builder::new()
+                .handshake(io)
+                .await
+                .map_err(|e| ConnectError::Refused(e.to_string()))?;
+            tokio::spawn(async move {
+                let _ = conn.await;
+            });
+            Ok(Conn::H1(sender))
+        }
+    }
+
     /// Send a request to one of the targets. `path` is the normalized path and query.
     pub async fn send(
         &self,
@@ -205,100 +304,117 @@ impl Upstream {
             self.in_flight.fetch_sub(1, Ordering::Relaxed);
             return Err(UpstreamError::Overloaded);
         }
-        let in_flight = InFlight(self.in_flight.clone());
-        let retry = if is_idempotent(&method) {
-            body.replayable().map(|b| (b, headers.clone()))
-        } else {
-            None
+        let mut in_flight = InFlight {
+            count: self.in_flight.clone(),
+            conn: None,
         };
-        let idx = self.pick(None)?;
-        match self.attempt(idx, &method, &path, headers, body).await {
-            Ok(response) => Ok(Proxied {
-                response,
-                target: Arc::from(self.targets[idx].authority.as_str()),
-                in_flight,
-            }),
-            Err(AttemptError::Connect(e)) => {
-                let Some((body, headers)) = retry else {
-                    return Err(e);
-                };
-                // Another target; with a single target, that one once more (the pooled
-                // connection may have raced an upstream restart).
-                let idx2 = match self.pick(Some(idx)) {
-                    Ok(i) => i,
-                    Err(_) if self.targets.len() == 1 => idx,
-                    Err(_) => return Err(e),
-                };
-                match self.attempt(idx2, &method, &path, headers, body).await {
-                    Ok(response) => Ok(Proxied {
+        let mut req = Request::new(body);
+        *req.method_mut() = method;
+        *req.uri_mut() = Uri::from(path);
+        *req.version_mut() = if self.http2 {
+            Version::HTTP_2
+        } else {
+            Version::HTTP_11
+        };
+        *req.headers_mut() = headers;
+
+        let mut idx = self.pick(None)?;
+        // Attempts: pooled connections that turn out closed do not count; a fresh connection
+        // failing to connect moves on to another target once.
+        let mut connect_failures = 0;
+        let mut fresh_sends = 0;
+        loop {
+            let (conn, fresh) = match self.pooled(idx) {
+                Some(c) => (c, false),
+                None => match self.connect(idx).await {
+                    Ok(c) => (c, true),
+                    Err(e) => {
+                        self.failed(idx);
+                        connect_failures += 1;
+                        let err = match e {
+                            ConnectError::Timeout => UpstreamError::Timeout,
+                            ConnectError::Refused(m) => UpstreamError::Connect(m),
+                        };
+                        if connect_failures >= 2 {
+                            return Err(err);
+                        }
+                        // The request was never sent: any method may go to another target.
+                        match self.pick(Some(idx)) {
+                            Ok(i) => {
+                                idx = i;
+                                continue;
+                            }
+                            Err(_) => return Err(err),
+                        }
+                    }
+                },
+            };
+            if fresh {
+                fresh_sends += 1;
+            }
+            if matches!(&conn, Conn::H2(_)) {
+                *req.uri_mut() = self.absolute_uri(idx, req.uri());
+            }
+            let result = match conn {
+                Conn::H1(mut s) => {
+                    let fut = s.try_send_request(req);
+                    match tokio::time::timeout(self.response_timeout, fut).await {
+                        Err(_) => return Err(UpstreamError::Timeout),
+                        Ok(Ok(resp)) => {
+                            in_flight.conn = Some((s, self.targets[idx].idle.clone()));
+                            Ok(resp)
+                        }
+                        Ok(Err(e)) => Err(e),
+                    }
+                }
+                Conn::H2(mut s) => {
+                    let fut = s.try_send_request(req);
+                    match tokio::time::timeout(self.response_timeout, fut).await {
+                        Err(_) => return Err(UpstreamError::Timeout),
+                        Ok(Ok(resp)) => Ok(resp),
+                        Ok(Err(e)) => Err(e),
+                    }
+                }
+            };
+            match result {
+                Ok(response) => {
+                    self.succeeded(idx);
+                    return Ok(Proxied {
                         response,
-                        target: Arc::from(self.targets[idx2].authority.as_str()),
+                        target: self.targets[idx].label.clone(),
                         in_flight,
-                    }),
-                    Err(AttemptError::Connect(e)) | Err(AttemptError::Other(e)) => Err(e),
+                    });
+                }
+                Err(mut e) => {
+                    if let Some(r) = e.take_message() {
+                        // Not written: the connection closed before we used it. Try again on a
+                        // fresh one (bounded: a fresh connection failing this way twice stops).
+                        if fresh_sends >= 2 {
+                            return Err(UpstreamError::Protocol(e.into_error().to_string()));
+                        }
+                        req = r;
+                        continue;
+                    }
+                    return Err(classify(e.into_error()));
                 }
             }
-            Err(AttemptError::Other(e)) => Err(e),
         }
     }
 
-    async fn attempt(
-        &self,
-        idx: usize,
-        method: &Method,
-        path: &PathAndQuery,
-        headers: HeaderMap,
-        body: ReqBody,
-    ) -> Result<Response<Incoming>, AttemptError> {
-        let uri = Uri::builder()
-            .scheme(Scheme::HTTP)
-            .authority(self.targets[idx].authority.clone())
-            .path_and_query(path.clone())
-            .build()
-            .map_err(|e| AttemptError::Other(UpstreamError::Protocol(e.to_string())))?;
-        let mut req = Request::new(body);
-        *req.method_mut() = method.clone();
-        *req.uri_mut() = uri;
-        *req.version_mut() = Version::HTTP_11;
-        *req.headers_mut() = headers;
-        match tokio::time::timeout(self.response_timeout, self.client.request(req)).await {
-            Err(_) => Err(AttemptError::Other(UpstreamError::Timeout)),
-            Ok(Ok(resp)) => {
-                self.succeeded(idx);
-                Ok(resp)
-            }
-            Ok(Err(e)) => {
-                if let Some(b) = find_cause::<BodyError>(&e) {
-                    return Err(AttemptError::Other(match b {
-                        BodyError::TooLarge(n) => UpstreamError::BodyTooLarge(*n),
-                        BodyError::Hyper(h) => UpstreamError::ClientBody(h.to_string()),
-                    }));
-                }
-                if e.is_connect() {
-                    self.failed(idx);
-                    let timed_out = find_cause::<std::io::Error>(&e)
-                        .map(|io| io.kind() == std::io::ErrorKind::TimedOut)
-                        .unwrap_or(false);
-                    if timed_out {
-                        return Err(AttemptError::Other(UpstreamError::Timeout));
-                    }
-                    return Err(AttemptError::Connect(UpstreamError::Connect(
-                        find_cause::<std::io::Error>(&e)
-                            .map(|io| io.to_string())
-                            .unwrap_or_else(|| e.to_string()),
-                    )));
-                }
-                Err(AttemptError::Other(UpstreamError::Protocol(
-                    find_cause::<hyper::Error>(&e)
-                        .map(|h| h.to_string())
-                        .unwrap_or_else(|| e.to_string()),
-                )))
-            }
-        }
+    fn absolute_uri(&self, idx: usize, uri: &Uri) -> Uri {
+        let mut parts = uri.clone().into_parts();
+        parts.scheme = Some(http::uri::Scheme::HTTP);
+        parts.authority = Some(self.targets[idx].authority.clone());
+        Uri::from_parts(parts).unwrap_or_else(|_| uri.clone())
     }
 }
 
-enum AttemptError {
-    Connect(UpstreamError),
-    Other(UpstreamError),
+fn classify(e: hyper::Error) -> UpstreamError {
+    if let Some(b) = find_cause::<BodyError>(&e) {
+        return match b {
+            BodyError::TooLarge(n) => UpstreamError::BodyTooLarge(*n),
+            BodyError::Hyper(h) => UpstreamError::ClientBody(h.to_string()),
+        };
+    }
+    UpstreamError::Protocol(e.to_string())
 }

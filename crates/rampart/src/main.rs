@@ -1,6 +1,9 @@
 //! `rampart`: the command line. See `rampart --help`.
 
 use clap::{Parser, Subcommand};
+
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use rampart::{demo, start};
 use rampart_config::validate::check_target;
 use std::net::SocketAddr;
