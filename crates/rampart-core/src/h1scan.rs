@@ -168,7 +168,7 @@ impl Scanner {
                     // Look for the end of the head: an empty line. Work line by line.
                     let mut end = None;
                     let mut consumed = 0;
-                    while let Some(nl) = buf[consumed..].iter().position(|&b| b == b'\n') {
+                    while let Some(nl) = memchr::memchr(b'\n', &buf[consumed..]) {
                         let line = &buf[consumed..consumed + nl + 1];
                         self.head.extend_from_slice(line);
                         consumed += nl + 1;
@@ -238,7 +238,7 @@ impl Scanner {
                     };
                 }
                 St::ChunkSize | St::Trailers | St::ChunkDataEnd => {
-                    let Some(nl) = buf.iter().position(|&b| b == b'\n') else {
+                    let Some(nl) = memchr::memchr(b'\n', buf) else {
                         self.line.extend_from_slice(buf);
                         if self.line.len() > 4096 {
                             self.fail(BAD_CHUNK);
@@ -318,85 +318,118 @@ fn trim_ows(mut s: &[u8]) -> &[u8] {
     s
 }
 
-fn is_tchar(b: u8) -> bool {
-    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
+/// Byte classes for the head check, one table lookup per byte.
+const TCHAR: u8 = 1;
+const CTL: u8 = 2;
+
+const fn byte_classes() -> [u8; 256] {
+    let mut t = [0u8; 256];
+    let mut i = 0;
+    while i < 256 {
+        let b = i as u8;
+        if b.is_ascii_alphanumeric() {
+            t[i] = TCHAR;
+        }
+        if (b < 0x20 && b != b'\t') || b == 0x7f {
+            t[i] = CTL;
+        }
+        i += 1;
+    }
+    let extra = b"!#$%&'*+-.^_`|~";
+    let mut j = 0;
+    while j < extra.len() {
+        t[extra[j] as usize] = TCHAR;
+        j += 1;
+    }
+    t
 }
 
-/// Check one complete request head (request line + headers + empty line).
+static CLASSES: [u8; 256] = byte_classes();
+
+fn is_tchar(b: u8) -> bool {
+    CLASSES[b as usize] == TCHAR
+}
+
+/// Check one complete request head (request line + headers + empty line), in one pass over
+/// its lines and without allocating.
 fn check_head(head: &[u8], max_request_line: usize) -> Result<Framing, Violation> {
-    let mut lines = Vec::with_capacity(16);
-    let mut start = 0;
-    for (i, &b) in head.iter().enumerate() {
-        match b {
-            b'\n' => {
-                if i == 0 || head[i - 1] != b'\r' {
-                    return Err(BARE_LF);
-                }
-                lines.push(&head[start..i - 1]);
-                start = i + 1;
-            }
-            b'\r' if head.get(i + 1) != Some(&b'\n') => return Err(BARE_CR),
-            b'\r' => {}
-            b'\t' => {}
-            c if c < 0x20 || c == 0x7f => return Err(CTL_CHAR),
-            _ => {}
-        }
-    }
-    let Some((request_line, headers)) = lines.split_first() else {
-        return Err(BAD_REQUEST_LINE);
-    };
-    if request_line.len() > max_request_line {
-        return Err(LONG_REQUEST_LINE);
-    }
-    let mut parts = request_line.split(|&b| b == b' ');
-    let (Some(method), Some(target), Some(version), None) =
-        (parts.next(), parts.next(), parts.next(), parts.next())
-    else {
-        return Err(BAD_REQUEST_LINE);
-    };
-    if method.is_empty() || !method.iter().all(|&b| is_tchar(b)) || target.is_empty() {
-        return Err(BAD_REQUEST_LINE);
-    }
-    let http10 = match version {
-        b"HTTP/1.1" => false,
-        b"HTTP/1.0" => true,
-        _ => return Err(BAD_REQUEST_LINE),
-    };
     let mut content_length: Option<u64> = None;
-    let mut te: Option<Vec<u8>> = None;
-    for line in headers.iter().filter(|l| !l.is_empty()) {
+    let mut te: Option<&[u8]> = None;
+    let mut http10 = false;
+    let mut first = true;
+    let mut rest = head;
+    while !rest.is_empty() {
+        let Some(nl) = memchr::memchr(b'\n', rest) else {
+            return Err(BAD_REQUEST_LINE);
+        };
+        if nl == 0 || rest[nl - 1] != b'\r' {
+            return Err(BARE_LF);
+        }
+        let line = &rest[..nl - 1];
+        rest = &rest[nl + 1..];
+        // Control characters (CR included: a CR inside a line is a bare CR).
+        for &b in line {
+            if CLASSES[b as usize] == CTL {
+                return Err(if b == b'\r' { BARE_CR } else { CTL_CHAR });
+            }
+        }
+        if first {
+            first = false;
+            if line.len() > max_request_line {
+                return Err(LONG_REQUEST_LINE);
+            }
+            let mut parts = line.split(|&b| b == b' ');
+            let (Some(method), Some(target), Some(version), None) =
+                (parts.next(), parts.next(), parts.next(), parts.next())
+            else {
+                return Err(BAD_REQUEST_LINE);
+            };
+            if method.is_empty() || !method.iter().all(|&b| is_tchar(b)) || target.is_empty() {
+                return Err(BAD_REQUEST_LINE);
+            }
+            http10 = match version {
+                b"HTTP/1.1" => false,
+                b"HTTP/1.0" => true,
+                _ => return Err(BAD_REQUEST_LINE),
+            };
+            continue;
+        }
+        if line.is_empty() {
+            break;
+        }
         if line[0] == b' ' || line[0] == b'\t' {
             return Err(OBS_FOLD);
         }
-        let Some(colon) = line.iter().position(|&b| b == b':') else {
+        let Some(colon) = memchr::memchr(b':', line) else {
             return Err(BAD_HEADER_NAME);
         };
         let name = &line[..colon];
         if name.is_empty() || !name.iter().all(|&b| is_tchar(b)) {
             return Err(BAD_HEADER_NAME);
         }
-        let value = trim_ows(&line[colon + 1..]);
-        if name.eq_ignore_ascii_case(b"content-length") {
+        // Only two names matter for framing; compare lengths first.
+        if name.len() == 14 && name.eq_ignore_ascii_case(b"content-length") {
+            let value = trim_ows(&line[colon + 1..]);
             for item in value.split(|&b| b == b',') {
                 let item = trim_ows(item);
                 if item.is_empty() || item.len() > 18 || !item.iter().all(|b| b.is_ascii_digit()) {
                     return Err(CL_CONFLICT);
                 }
-                let n: u64 = std::str::from_utf8(item)
-                    .ok()
-                    .and_then(|s| s.parse().ok())
-                    .ok_or(CL_CONFLICT)?;
+                let n = item.iter().fold(0u64, |n, &d| n * 10 + (d - b'0') as u64);
                 match content_length {
                     Some(prev) if prev != n => return Err(CL_CONFLICT),
                     _ => content_length = Some(n),
                 }
             }
-        } else if name.eq_ignore_ascii_case(b"transfer-encoding") {
+        } else if name.len() == 17 && name.eq_ignore_ascii_case(b"transfer-encoding") {
             if te.is_some() {
                 return Err(TE_NOT_CHUNKED);
             }
-            te = Some(value.to_vec());
+            te = Some(trim_ows(&line[colon + 1..]));
         }
+    }
+    if first {
+        return Err(BAD_REQUEST_LINE);
     }
     match (content_length, te) {
         (Some(_), Some(_)) => Err(CL_AND_TE),
