@@ -1,0 +1,132 @@
+//! HTTP/2 cleartext with prior knowledge, HTTP/2 to upstreams, the connection cap, and
+//! certificates reloaded with the config.
+
+mod common;
+use bytes::Bytes;
+use common::*;
+use http_body_util::{BodyExt, Full};
+
+#[tokio::test]
+async fn h2c_prior_knowledge_when_enabled() {
+    let up = TestUpstream::start().await;
+    let yaml = config(up.addr, "", "").replace(
+        "  - address: 127.0.0.1:0\n",
+        "  - address: 127.0.0.1:0\n    h2c: true\n",
+    );
+    let gw = gateway(&yaml).await;
+    let addr = gw.listen_addrs()[0];
+    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let (mut s, c) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(tcp),
+    )
+    .await
+    .unwrap();
+    tokio::spawn(c);
+    for i in 0..3 {
+        let req = http::Request::post(format!("http://a.test/h2/{i}"))
+            .body(Full::new(Bytes::from_static(b"hello")))
+            .unwrap();
+        let resp = s.send_request(req).await.unwrap();
+        assert_eq!(resp.status(), 200);
+        assert_eq!(resp.version(), http::Version::HTTP_2);
+        let _ = resp.into_body().collect().await.unwrap();
+        let seen = up.last();
+        assert_eq!(seen.uri, format!("/h2/{i}"));
+        assert_eq!(seen.body_len, 5);
+        assert_eq!(
+            seen.headers["host"], "a.test",
+            "authority becomes Host for the HTTP/1.1 upstream"
+        );
+    }
+    // HTTP/1.1 still works on the same listener.
+    assert_eq!(get(addr, "/h1").await.0, 200);
+}
+
+#[tokio::test]
+async fn h2c_refused_when_not_enabled() {
+    let up = TestUpstream::start().await;
+    let gw = gateway(&config(up.addr, "", "")).await;
+    let resp = raw(gw.listen_addrs()[0], b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n").await;
+    assert!(!resp.contains(" 200 "), "{resp:?}");
+    assert_eq!(up.count(), 0);
+}
+
+/// An HTTP/2 (prior knowledge) upstream.
+async fn h2_upstream() -> std::net::SocketAddr {
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let Ok((s, _)) = l.accept().await else {
+                continue;
+            };
+            tokio::spawn(async move {
+                let svc = hyper::service::service_fn(
+                    |req: http::Request<hyper::body::Incoming>| async move {
+                        let v = format!("{:?} {}", req.version(), req.uri().path());
+                        Ok::<_, std::convert::Infallible>(http::Response::new(Full::new(
+                            Bytes::from(v),
+                        )))
+                    },
+                );
+                let _ =
+                    hyper::server::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new())
+                        .serve_connection(hyper_util::rt::TokioIo::new(s), svc)
+                        .await;
+            });
+        }
+    });
+    addr
+}
+
+#[tokio::test]
+async fn http2_to_upstream() {
+    let up = h2_upstream().await;
+    let yaml = config(up, "", "").replace(
+        "    connect_timeout: 1s\n",
+        "    connect_timeout: 1s\n    http2: true\n",
+    );
+    let gw = gateway(&yaml).await;
+    let addr = gw.listen_addrs()[0];
+    let c = client();
+    for i in 0..5 {
+        let (s, _, body) = send(&c, addr, "GET", &format!("/x/{i}"), &[], b"").await;
+        assert_eq!(s, 200);
+        assert_eq!(body, format!("HTTP/2.0 /x/{i}"));
+    }
+}
+
+#[tokio::test]
+async fn connections_over_the_cap_are_closed_at_once() {
+    let up = TestUpstream::start().await;
+    let gw = gateway(&config(up.addr, "", "server:\n  max_connections: 2\n")).await;
+    let addr = gw.listen_addrs()[0];
+    let _a = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let _b = tokio::net::TcpStream::connect(addr).await.unwrap();
+    // Give the accept loop a moment to count both.
+    for _ in 0..100 {
+        if gw.open_connections() == 2 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    assert_eq!(gw.open_connections(), 2);
+    let resp = raw(addr, b"GET / HTTP/1.1\r\nHost: a\r\n\r\n").await;
+    assert_eq!(resp, "", "third connection refused");
+    drop(_a);
+    drop(_b);
+    for _ in 0..100 {
+        if gw.open_connections() == 0 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    assert_eq!(
+        get(addr, "/").await.0,
+        200,
+        "capacity is back once connections close"
+    );
+    let (_, _, m) = get(gw.admin_addr().unwrap(), "/metrics").await;
+    assert!(String::from_utf8_lossy(&m).contains("rampart_refused_connections_total 1"));
+}
