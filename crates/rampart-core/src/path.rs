@@ -61,10 +61,15 @@ const HEX: &[u8; 16] = b"0123456789ABCDEF";
 
 /// Normalize a raw request path (no query). Returns the canonical path.
 pub fn normalize(raw: &str, policy: &PathPolicy) -> Result<String, PathError> {
-    let raw = raw.as_bytes();
-    if raw.first() != Some(&b'/') {
+    let bytes = raw.as_bytes();
+    if bytes.first() != Some(&b'/') {
         return Err(PathError::NotAbsolute);
     }
+    // Fast path: nothing to decode or resolve, and every byte already canonical.
+    if bytes.iter().all(|&b| b == b'/' || is_pchar(b)) && !has_dot_segment(bytes) {
+        return Ok(raw.to_string());
+    }
+    let raw = bytes;
     // Split into segments on '/', decoding each segment.
     let mut segments: Vec<Vec<u16>> = Vec::with_capacity(8);
     let mut cur: Vec<u16> = Vec::with_capacity(raw.len());
@@ -145,6 +150,12 @@ pub fn normalize(raw: &str, policy: &PathPolicy) -> Result<String, PathError> {
         out.push('/');
     }
     Ok(out)
+}
+
+/// True if some segment is `.` or `..`.
+fn has_dot_segment(p: &[u8]) -> bool {
+    p.split(|&b| b == b'/')
+        .any(|seg| seg == b"." || seg == b"..")
 }
 
 fn push_segment(segments: &mut Vec<Vec<u16>>, seg: Vec<u16>) {

@@ -29,8 +29,14 @@ pub struct ConnActivity {
     active: AtomicUsize,
 }
 
+impl Default for ConnActivity {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 impl ConnActivity {
-    pub(crate) fn new() -> Self {
+    pub fn new() -> Self {
         let now = now_ms();
         ConnActivity {
             last: AtomicU64::new(now),
