@@ -216,7 +216,7 @@ impl Default for Log {
 #[serde(deny_unknown_fields)]
 pub struct Upstream {
     pub name: Spanned<String>,
-    /// `http://host:port` URLs; requests are spread round-robin.
+    /// `http://host:port` or `https://host:port` URLs; requests are spread round-robin.
     pub targets: Vec<Spanned<String>>,
     #[serde(default = "d_connect")]
     pub connect_timeout: Duration,
@@ -234,9 +234,22 @@ pub struct Upstream {
     /// A target that refuses `failures` connections in a row is skipped for `eject_for`.
     #[serde(default)]
     pub health: PassiveHealth,
-    /// Speak HTTP/2 (prior knowledge) to the targets.
+    /// Speak HTTP/2 to the targets (prior knowledge on http://, ALPN on https://).
     #[serde(default)]
     pub http2: bool,
+    /// TLS to `https://` targets.
+    #[serde(default)]
+    pub tls: Option<Spanned<UpstreamTls>>,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpstreamTls {
+    /// PEM bundle of the CAs the targets' certificates must chain to.
+    pub ca: Spanned<String>,
+    /// Name to verify in the targets' certificates (and send as SNI); default: the target host.
+    #[serde(default)]
+    pub server_name: Option<Spanned<String>>,
 }
 
 fn d_connect() -> Duration {

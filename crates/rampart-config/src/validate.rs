@@ -114,10 +114,24 @@ impl Validator<'_> {
                     format!("upstream `{}` has no targets", u.name.value),
                 );
             }
+            let mut https = false;
             for t in &u.targets {
                 if let Err(m) = check_target(&t.value) {
                     self.err(t, m);
                 }
+                https |= t.value.starts_with("https://");
+            }
+            match (&u.tls, https) {
+                (Some(tls), true) => self.file(&tls.value.ca, "upstream CA bundle"),
+                (Some(tls), false) => self.err(tls, "upstream `tls` is set but no target is https://"),
+                (None, true) => self.err(&u.name, format!("upstream `{}` has https:// targets: add `tls: {{ ca: FILE }}` with the CA that signs their certificates", u.name.value)),
+                (None, false) => {}
+            }
+            if https && u.targets.iter().any(|t| t.value.starts_with("http://")) {
+                self.err(
+                    &u.name,
+                    "mixing http:// and https:// targets in one upstream is not allowed",
+                );
             }
             if u.max_in_flight == 0 {
                 self.err(&u.name, "max_in_flight must be at least 1");
@@ -297,17 +311,17 @@ fn http_token(s: &str) -> Result<(), ()> {
     }
 }
 
-/// An upstream target must be `http://host:port` (no path, query or credentials).
+/// An upstream target must be `http://host:port` or `https://host:port` (no path, query or
+/// credentials).
 pub fn check_target(t: &str) -> Result<(), String> {
-    let rest = t.strip_prefix("http://").ok_or_else(|| {
-        format!(
-            "upstream target `{t}` must start with http:// (TLS to upstreams is not supported yet)"
-        )
-    })?;
+    let rest = t
+        .strip_prefix("http://")
+        .or_else(|| t.strip_prefix("https://"))
+        .ok_or_else(|| format!("upstream target `{t}` must start with http:// or https://"))?;
     let rest = rest.strip_suffix('/').unwrap_or(rest);
     if rest.is_empty() || rest.contains(['/', '?', '#', '@']) {
         return Err(format!(
-            "upstream target `{t}` must be http://host:port with no path, query or credentials"
+            "upstream target `{t}` must be http(s)://host:port with no path, query or credentials"
         ));
     }
     Ok(())

@@ -115,9 +115,9 @@ impl Snapshot {
         };
         let mut upstreams = Vec::new();
         for u in &c.upstreams {
-            match Upstream::new(&u.value) {
+            match Upstream::new(lc, &u.value) {
                 Ok(up) => upstreams.push(Arc::new(up)),
-                Err(m) => errors.push(lc.error_at(&u.value.name, m)),
+                Err(e) => errors.push(e),
             }
         }
         let mut listeners = Vec::new();

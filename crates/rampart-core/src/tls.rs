@@ -193,6 +193,45 @@ pub fn server_config(
     Ok(Arc::new(cfg))
 }
 
+/// The client side of TLS to an upstream: its CA bundle and the name to verify.
+#[allow(clippy::type_complexity)]
+pub fn upstream_connector(
+    lc: &LoadedConfig,
+    tls: &Spanned<rampart_config::UpstreamTls>,
+    http2: bool,
+) -> Result<
+    (
+        tokio_rustls::TlsConnector,
+        Option<rustls::pki_types::ServerName<'static>>,
+    ),
+    ConfigError,
+> {
+    let mut roots = rustls::RootCertStore::empty();
+    for c in load_certs(lc, &tls.value.ca)? {
+        roots
+            .add(c)
+            .map_err(|e| lc.error_at(&tls.value.ca, format!("invalid CA certificate: {e}")))?;
+    }
+    let mut cfg = rustls::ClientConfig::builder_with_provider(provider())
+        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
+        .map_err(|e| lc.error_at(tls, format!("TLS setup failed: {e}")))?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    cfg.alpn_protocols = if http2 {
+        vec![b"h2".to_vec()]
+    } else {
+        vec![b"http/1.1".to_vec()]
+    };
+    let name = match &tls.value.server_name {
+        Some(n) => Some(
+            rustls::pki_types::ServerName::try_from(n.value.clone())
+                .map_err(|e| lc.error_at(n, format!("invalid server_name `{}`: {e}", n.value)))?,
+        ),
+        None => None,
+    };
+    Ok((tokio_rustls::TlsConnector::from(Arc::new(cfg)), name))
+}
+
 /// What the handshake established, for the request context.
 pub fn session_info(conn: &rustls::ServerConnection) -> TlsInfo {
     let version = match conn.protocol_version() {

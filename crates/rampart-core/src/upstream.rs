@@ -31,6 +31,11 @@ struct Idle {
 
 struct Target {
     authority: Authority,
+    /// TLS to this target: the connector and the name to verify.
+    tls: Option<(
+        tokio_rustls::TlsConnector,
+        rustls::pki_types::ServerName<'static>,
+    )>,
     /// `host:port` to connect to.
     connect_to: String,
     label: Arc<str>,
@@ -145,18 +150,47 @@ enum ConnectError {
 }
 
 impl Upstream {
-    pub fn new(cfg: &rampart_config::Upstream) -> Result<Self, String> {
+    pub fn new(
+        lc: &rampart_config::LoadedConfig,
+        cfg: &rampart_config::Upstream,
+    ) -> Result<Self, rampart_config::ConfigError> {
+        let connector = match &cfg.tls {
+            Some(t) => Some(crate::tls::upstream_connector(lc, t, cfg.http2)?),
+            None => None,
+        };
         let mut targets = Vec::new();
         for t in &cfg.targets {
-            let rest = t.value.trim_start_matches("http://").trim_end_matches('/');
-            let authority: Authority = rest
-                .parse()
-                .map_err(|e| format!("invalid upstream target `{}`: {e}", t.value))?;
+            let https = t.value.starts_with("https://");
+            let rest = t
+                .value
+                .trim_start_matches("https://")
+                .trim_start_matches("http://")
+                .trim_end_matches('/');
+            let authority: Authority = rest.parse().map_err(|e| {
+                lc.error_at(t, format!("invalid upstream target `{}`: {e}", t.value))
+            })?;
             let connect_to = match authority.port_u16() {
                 Some(_) => authority.as_str().to_string(),
-                None => format!("{}:80", authority.host()),
+                None => format!("{}:{}", authority.host(), if https { 443 } else { 80 }),
+            };
+            let tls = match (&connector, https) {
+                (Some((c, name)), true) => {
+                    let name =
+                        match name {
+                            Some(n) => n.clone(),
+                            None => rustls::pki_types::ServerName::try_from(
+                                authority.host().to_string(),
+                            )
+                            .map_err(|e| {
+                                lc.error_at(t, format!("target host is not a valid TLS name: {e}"))
+                            })?,
+                        };
+                    Some((c.clone(), name))
+                }
+                _ => None,
             };
             targets.push(Target {
+                tls,
                 label: Arc::from(authority.as_str()),
                 authority,
                 connect_to,
@@ -266,7 +300,28 @@ impl Upstream {
             Ok(Ok(s)) => s,
         };
         let _ = tcp.set_nodelay(true);
-        let io = TokioIo::new(tcp);
+        match &t.tls {
+            None => self.handshake(t, TokioIo::new(tcp)).await,
+            Some((connector, name)) => {
+                let tls = match tokio::time::timeout(
+                    self.connect_timeout,
+                    connector.connect(name.clone(), tcp),
+                )
+                .await
+                {
+                    Err(_) => return Err(ConnectError::Timeout),
+                    Ok(Err(e)) => return Err(ConnectError::Refused(format!("TLS: {e}"))),
+                    Ok(Ok(s)) => s,
+                };
+                self.handshake(t, TokioIo::new(tls)).await
+            }
+        }
+    }
+
+    async fn handshake<I>(&self, t: &Target, io: I) -> Result<Conn, ConnectError>
+    where
+        I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+    {
         if self.http2 {
             let (sender, conn) = http2::Builder::new(TokioExecutor::new())
                 .timer(TokioTimer::new())
@@ -403,7 +458,11 @@ impl Upstream {
 
     fn absolute_uri(&self, idx: usize, uri: &Uri) -> Uri {
         let mut parts = uri.clone().into_parts();
-        parts.scheme = Some(http::uri::Scheme::HTTP);
+        parts.scheme = Some(if self.targets[idx].tls.is_some() {
+            http::uri::Scheme::HTTPS
+        } else {
+            http::uri::Scheme::HTTP
+        });
         parts.authority = Some(self.targets[idx].authority.clone());
         Uri::from_parts(parts).unwrap_or_else(|_| uri.clone())
     }

@@ -388,3 +388,72 @@ async fn certificates_reload_with_the_config() {
     let broken = yaml.replace("srv.pem", "missing.pem");
     assert!(rampart::load_text(&broken, "tls.yaml", &p.dir).is_err());
 }
+
+/// An HTTPS upstream (rustls + hyper) with a certificate from the test CA.
+async fn https_upstream(p: &Pki) -> std::net::SocketAddr {
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(p.dir.join("srv.pem"))
+        .unwrap()
+        .map(|c| c.unwrap())
+        .collect();
+    let key = PrivateKeyDer::from_pem_file(p.dir.join("srv.key")).unwrap();
+    let cfg = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_no_client_auth()
+    .with_single_cert(certs, key)
+    .unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(cfg));
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let Ok((s, _)) = l.accept().await else {
+                continue;
+            };
+            let acceptor = acceptor.clone();
+            tokio::spawn(async move {
+                let Ok(tls) = acceptor.accept(s).await else {
+                    return;
+                };
+                let svc = hyper::service::service_fn(
+                    |req: http::Request<hyper::body::Incoming>| async move {
+                        Ok::<_, std::convert::Infallible>(http::Response::new(Full::new(
+                            Bytes::from(format!("tls upstream {}", req.uri().path())),
+                        )))
+                    },
+                );
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(hyper_util::rt::TokioIo::new(tls), svc)
+                    .await;
+            });
+        }
+    });
+    addr
+}
+
+#[tokio::test]
+async fn tls_to_upstream_verifies_its_certificate() {
+    let p = pki("upstream");
+    let up = https_upstream(&p).await;
+    let d = p.dir.display();
+    let yaml = format!(
+        "listeners:\n  - address: 127.0.0.1:0\nadmin:\n  address: \"off\"\nlog:\n  access: off\nupstreams:\n  - name: api\n    targets: [\"https://localhost:{port}\"]\n    tls:\n      ca: {d}/ca.pem\nroutes:\n  - name: api\n    path_prefix: /\n    upstream: api\n",
+        port = up.port()
+    );
+    let gw = gateway(&yaml).await;
+    let (s, _, body) = get(gw.listen_addrs()[0], "/secure").await;
+    assert_eq!(s, 200);
+    assert_eq!(body, "tls upstream /secure");
+    // Verifying against the wrong name fails closed: 502, never plaintext.
+    let wrong = yaml.replace("      ca:", "      server_name: other.test\n      ca:");
+    let gw2 = gateway(&wrong).await;
+    assert_eq!(get(gw2.listen_addrs()[0], "/secure").await.0, 502);
+    // https:// targets without a CA bundle are a config error.
+    let no_ca = yaml.replace(&format!("    tls:\n      ca: {d}/ca.pem\n"), "");
+    let err = rampart::load_text(&no_ca, "u.yaml", &p.dir)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("https:// targets"), "{err}");
+}
