@@ -84,8 +84,9 @@ impl Gateway {
         guards: Arc<GuardBuilder>,
         log: LogSink,
     ) -> Result<Arc<Gateway>, StartError> {
-        let snap = Snapshot::build(&lc, guards.as_ref(), 1).map_err(StartError::Config)?;
         let metrics = Metrics::new();
+        let snap =
+            Snapshot::build(&lc, guards.as_ref(), 1, &metrics).map_err(StartError::Config)?;
         let shared = Arc::new(Shared::new(snap, metrics, log));
         let (shutdown_tx, shutdown_rx) = watch::channel(false);
         let counter = Arc::new(ConnCounter {
@@ -215,7 +216,7 @@ impl Gateway {
             }]));
         }
         let generation = self.generation.fetch_add(1, Ordering::Relaxed) + 1;
-        let snap = Snapshot::build(lc, self.guards.as_ref(), generation)?;
+        let snap = Snapshot::build(lc, self.guards.as_ref(), generation, &self.shared.metrics)?;
         self.shared.snapshot.store(Arc::new(snap));
         Ok(generation)
     }

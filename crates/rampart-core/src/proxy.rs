@@ -16,9 +16,7 @@ use http_body::Body as _;
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use rampart_telemetry::log::{now_rfc3339, AccessRecord, EventRecord};
-use rampart_telemetry::metrics::{
-    GuardAction, Name, RouteLabel, RouteStatus, UpstreamError as UpErrLabel,
-};
+use rampart_telemetry::metrics::{GuardAction, Name, RouteStatus, UpstreamError as UpErrLabel};
 use rampart_telemetry::{Action, LogSink, Metrics, SecurityEvent};
 use std::convert::Infallible;
 use std::net::IpAddr;
@@ -98,7 +96,15 @@ const HOP_BY_HOP: [HeaderName; 8] = [
     header::PROXY_AUTHORIZATION,
 ];
 
+fn is_hop_by_hop(n: &HeaderName) -> bool {
+    HOP_BY_HOP.iter().any(|h| h == n)
+}
+
 fn strip_hop_by_hop(h: &mut HeaderMap) {
+    // Common case: none present; one pass over the names instead of a lookup per name.
+    if !h.keys().any(is_hop_by_hop) {
+        return;
+    }
     // Headers named in Connection are hop-by-hop too.
     let named: Vec<HeaderName> = h
         .get_all(header::CONNECTION)
@@ -272,6 +278,8 @@ fn violation_answer(ctx: &mut RequestContext, metrics: &Metrics, v: Violation) -
 
 /// Per-request facts the log phase needs besides the context.
 struct Done {
+    /// The request id as a header value, made once for the upstream and the client.
+    rid_value: Option<HeaderValue>,
     shared: Arc<Shared>,
     snap: Arc<Snapshot>,
     route_idx: Option<usize>,
@@ -386,7 +394,9 @@ pub(crate) async fn handle(
     let mut ctx = RequestContext::new(request_id, client, conn.clone(), parts.method.clone());
     ctx.path = parts.uri.path().to_string();
     let bytes_in = Arc::new(AtomicU64::new(0));
+    let rid_value = HeaderValue::from_str(&ctx.request_id).ok();
     let mut done = Done {
+        rid_value,
         shared: shared.clone(),
         snap: snap.clone(),
         route_idx: None,
@@ -495,12 +505,7 @@ pub(crate) async fn handle(
         }
     };
     let elapsed = start.elapsed().as_secs_f64();
-    metrics
-        .request_duration
-        .get_or_create(&RouteLabel {
-            route: Name(route.name.clone()),
-        })
-        .observe(elapsed);
+    route.duration.observe(elapsed);
     match result {
         Ok((proxied, body_phase)) => Ok(finish_upstream(done, proxied, body_phase).await),
         Err(a) => Ok(finish_answer(done, a)),
@@ -583,7 +588,7 @@ fn finish_answer(mut done: Done, a: Answer) -> Response<RespBody> {
 }
 
 fn seal(mut done: Done, mut parts: http::response::Parts, body: RespBody) -> Response<RespBody> {
-    if let Ok(v) = HeaderValue::from_str(&done.ctx.request_id) {
+    if let Some(v) = done.rid_value.clone() {
         parts.headers.insert(done.snap.request_id_header.clone(), v);
     }
     done.status = parts.status.as_u16();
@@ -603,6 +608,7 @@ async fn forward(
 ) -> Result<(Proxied, BodyPhase), Answer> {
     let metrics = done.shared.metrics.clone();
     let snap = done.snap.clone();
+    let rid_value = done.rid_value.clone();
     let ctx = &mut done.ctx;
 
     // Request-header phase.
@@ -769,7 +775,7 @@ async fn forward(
             headers.insert(header::HOST, v);
         }
     }
-    if let Ok(v) = HeaderValue::from_str(&ctx.request_id) {
+    if let Some(v) = rid_value {
         headers.insert(snap.request_id_header.clone(), v);
     }
 
@@ -806,12 +812,7 @@ async fn forward(
     let up_secs = t0.elapsed().as_secs_f64();
     done.upstream_ms = Some(up_secs * 1000.0);
     let ctx = &mut done.ctx;
-    metrics
-        .upstream_duration
-        .get_or_create(&RouteLabel {
-            route: Name(route.name.clone()),
-        })
-        .observe(up_secs);
+    route.upstream_duration.observe(up_secs);
     match sent {
         Ok(p) => {
             done.upstream = Some(p.target.clone());
@@ -825,11 +826,14 @@ async fn forward(
                     kind: e.kind(),
                 })
                 .inc();
+            // Client-side failures are the client's; the rest is logged at most once a second
+            // per upstream (an outage must not turn into a log flood; the metric counts all).
             if !matches!(
                 e,
                 UpstreamError::BodyTooLarge(_) | UpstreamError::ClientBody(_)
-            ) {
-                tracing::warn!(upstream = %route.upstream.name, request_id = %ctx.request_id, error = ?e, "upstream request failed");
+            ) && route.upstream.should_log_failure()
+            {
+                tracing::warn!(upstream = %route.upstream.name, request_id = %ctx.request_id, error = ?e, "upstream request failed (further failures this second are only counted)");
             }
             Err(match e {
                 UpstreamError::Connect(m) => {

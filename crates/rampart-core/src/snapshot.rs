@@ -34,8 +34,11 @@ pub struct Route {
     pub upstream: Arc<Upstream>,
     pub strip_prefix: bool,
     pub guards: Vec<Arc<dyn Guard>>,
-    /// Whether any guard wants to see bodies (checked per request by the guard itself).
+    /// Length of the prefix without a trailing slash (for `strip_prefix`).
     pub prefix_len: usize,
+    /// Request and upstream latency histograms of this route.
+    pub duration: rampart_telemetry::metrics::Histogram,
+    pub upstream_duration: rampart_telemetry::metrics::Histogram,
 }
 
 enum HostMatch {
@@ -103,6 +106,7 @@ impl Snapshot {
         lc: &LoadedConfig,
         guards: &GuardBuilder,
         generation: u64,
+        metrics: &rampart_telemetry::Metrics,
     ) -> Result<Snapshot, ConfigErrors> {
         let c = &lc.config;
         let mut errors = Vec::new();
@@ -162,7 +166,10 @@ impl Snapshot {
                         .collect::<Vec<_>>()
                 });
                 let prefix = r.path_prefix.value.clone();
+                let (duration, upstream_duration) = metrics.route_histograms(&r.name.value);
                 routes.push(Route {
+                    duration,
+                    upstream_duration,
                     name: Arc::from(r.name.value.as_str()),
                     host,
                     prefix_len: prefix.trim_end_matches('/').len(),

@@ -57,6 +57,8 @@ pub struct Upstream {
     fail_threshold: u32,
     eject_for: Duration,
     http2: bool,
+    /// When a failure was last logged (ms), to log at most one per second.
+    last_failure_log: AtomicU64,
 }
 
 /// Why a request could not be proxied.
@@ -215,7 +217,19 @@ impl Upstream {
             fail_threshold: cfg.health.failures.max(1),
             eject_for: cfg.health.eject_for.0,
             http2: cfg.http2,
+            last_failure_log: AtomicU64::new(0),
         })
+    }
+
+    /// True at most once a second: whether to log this failure.
+    pub fn should_log_failure(&self) -> bool {
+        let now = now_ms();
+        let last = self.last_failure_log.load(Ordering::Relaxed);
+        now.saturating_sub(last) >= 1000
+            && self
+                .last_failure_log
+                .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
     }
 
     /// Pick the next healthy target, skipping `skip`.
@@ -256,7 +270,9 @@ impl Upstream {
                 Ordering::Relaxed,
             );
             t.fails.store(0, Ordering::Relaxed);
-            tracing::warn!(upstream = %self.name, target = %t.authority, "target ejected after connect failures");
+            if self.should_log_failure() {
+                tracing::warn!(upstream = %self.name, target = %t.authority, "target ejected after connect failures");
+            }
         }
     }
 

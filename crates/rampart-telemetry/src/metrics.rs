@@ -4,7 +4,7 @@ use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
-use prometheus_client::metrics::histogram::Histogram;
+pub use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 use std::sync::Arc;
 
@@ -169,6 +169,17 @@ impl Metrics {
             out.clear();
         }
         out
+    }
+
+    /// The latency histograms of one route, resolved once per config snapshot so the request
+    /// path does not look them up.
+    pub fn route_histograms(&self, route: &str) -> (Histogram, Histogram) {
+        let label = RouteLabel {
+            route: Name::from(route),
+        };
+        let d = self.request_duration.get_or_create(&label).clone();
+        let u = self.upstream_duration.get_or_create(&label).clone();
+        (d, u)
     }
 
     pub fn reject(&self, reason: &'static str) {

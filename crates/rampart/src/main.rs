@@ -91,7 +91,12 @@ fn main() -> ExitCode {
         Cmd::Check { config } => match rampart_config::load_file(&config) {
             Ok(lc) => {
                 // Compile too: certificates and keys are parsed, guards are built.
-                match rampart_core::Snapshot::build(&lc, rampart::guards().as_ref(), 0) {
+                match rampart_core::Snapshot::build(
+                    &lc,
+                    rampart::guards().as_ref(),
+                    0,
+                    &rampart_telemetry::Metrics::new(),
+                ) {
                     Ok(_) => {
                         println!("{}: ok", config.display());
                         ExitCode::SUCCESS
