@@ -22,6 +22,9 @@ pub struct Config {
     /// Global guard settings; routes may override each one.
     #[serde(default)]
     pub guards: Guards,
+    /// Where rate-limit state lives.
+    #[serde(default)]
+    pub ratelimit: RateLimitStore,
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -309,6 +312,8 @@ pub struct Route {
     pub security_headers: Option<Spanned<SecurityHeaders>>,
     #[serde(default)]
     pub ip_filter: Option<Spanned<IpFilter>>,
+    #[serde(default)]
+    pub rate_limits: Option<Spanned<Vec<Spanned<RateLimit>>>>,
 }
 
 #[derive(Clone, Debug, Deserialize, Default)]
@@ -322,6 +327,8 @@ pub struct Guards {
     pub security_headers: Option<Spanned<SecurityHeaders>>,
     #[serde(default)]
     pub ip_filter: Option<Spanned<IpFilter>>,
+    #[serde(default)]
+    pub rate_limits: Option<Spanned<Vec<Spanned<RateLimit>>>>,
 }
 
 /// `block` enforces; `monitor` logs what would have been done and lets the request through.
@@ -442,4 +449,69 @@ pub struct IpFilter {
     pub allow: Vec<Spanned<String>>,
     /// These CIDRs are refused (deny wins over allow).
     pub deny: Vec<Spanned<String>>,
+}
+
+/// `memory` (one instance) or `redis` (shared by every instance pointing at it).
+#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum StoreKind {
+    #[default]
+    Memory,
+    Redis,
+}
+
+/// What to do when Redis cannot answer in time.
+#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum OnStoreFailure {
+    /// Fall back to this instance's in-memory limiter (and count the failure).
+    #[default]
+    FailOpen,
+    /// Answer 503 with Retry-After.
+    FailClosed,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RateLimitStore {
+    pub store: StoreKind,
+    /// `redis://host:port[/db]`.
+    pub redis_url: Option<Spanned<String>>,
+    /// Longest a request waits for Redis.
+    pub redis_timeout: Duration,
+    pub on_failure: OnStoreFailure,
+}
+
+impl Default for RateLimitStore {
+    fn default() -> Self {
+        RateLimitStore {
+            store: StoreKind::Memory,
+            redis_url: None,
+            redis_timeout: Duration::millis(50),
+            on_failure: OnStoreFailure::FailOpen,
+        }
+    }
+}
+
+/// One limit: `rate` requests per `period` per key, with bursts up to `burst` (GCRA).
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RateLimit {
+    pub name: Spanned<String>,
+    /// Parts of the key: `client_ip`, `route`, `method`, `header:NAME`, `subject`.
+    pub key: Vec<Spanned<String>>,
+    pub rate: Spanned<u64>,
+    pub period: Duration,
+    /// Requests allowed at once (default: `rate`).
+    #[serde(default)]
+    pub burst: Option<u64>,
+    /// IPv6 clients are grouped by this prefix length.
+    #[serde(default = "d_v6_prefix")]
+    pub ipv6_prefix: u8,
+    #[serde(default)]
+    pub mode: Mode,
+}
+
+fn d_v6_prefix() -> u8 {
+    64
 }

@@ -178,9 +178,73 @@ impl Validator<'_> {
                 );
             }
             self.guard_blocks(&r.limits, &r.cors, &r.ip_filter);
+            self.rate_limits(&r.rate_limits);
         }
         let g = &c.guards;
         self.guard_blocks(&g.limits, &g.cors, &g.ip_filter);
+        self.rate_limits(&g.rate_limits);
+        let rl = &c.ratelimit;
+        match (&rl.store, &rl.redis_url) {
+            (StoreKind::Redis, None) => self.errors.push(ConfigError {
+                loc: crate::Loc {
+                    file: self.lc.source.clone(),
+                    line: 1,
+                    col: 1,
+                },
+                message: "ratelimit.store is redis but ratelimit.redis_url is not set".into(),
+            }),
+            (_, Some(u))
+                if !(u.value.starts_with("redis://") || u.value.starts_with("rediss://")) =>
+            {
+                self.err(
+                    u,
+                    format!("redis_url `{}` must start with redis://", u.value),
+                )
+            }
+            _ => {}
+        }
+    }
+
+    fn rate_limits(&mut self, limits: &Option<Spanned<Vec<Spanned<RateLimit>>>>) {
+        let Some(limits) = limits else { return };
+        let mut names = HashSet::new();
+        for l in &limits.value {
+            let l = &l.value;
+            if !names.insert(l.name.value.clone()) {
+                self.err(
+                    &l.name,
+                    format!("duplicate rate limit name `{}`", l.name.value),
+                );
+            }
+            if l.rate.value == 0 {
+                self.err(&l.rate, "rate must be at least 1");
+            }
+            if l.period.0.is_zero() {
+                self.err(&l.name, "period must be greater than zero");
+            }
+            if l.burst == Some(0) {
+                self.err(&l.name, "burst must be at least 1");
+            }
+            if l.ipv6_prefix > 128 {
+                self.err(&l.name, "ipv6_prefix must be between 0 and 128");
+            }
+            if l.key.is_empty() {
+                self.err(
+                    &l.name,
+                    "key needs at least one part (client_ip, route, method, header:NAME, subject)",
+                );
+            }
+            for k in &l.key {
+                let ok = match k.value.split_once(':') {
+                    Some(("header", h)) => http_token(h).is_ok(),
+                    Some(_) => false,
+                    None => ["client_ip", "route", "method", "subject"].contains(&k.value.as_str()),
+                };
+                if !ok {
+                    self.err(k, format!("unknown key part `{}` (client_ip, route, method, header:NAME, subject)", k.value));
+                }
+            }
+        }
     }
 
     fn server(&mut self, s: &Server) {

@@ -84,7 +84,16 @@ impl Gateway {
         guards: Arc<GuardBuilder>,
         log: LogSink,
     ) -> Result<Arc<Gateway>, StartError> {
-        let metrics = Metrics::new();
+        Self::start_with_metrics(lc, guards, log, Metrics::new()).await
+    }
+
+    /// Like [`Gateway::start`], with a metrics registry the caller also hands to its guards.
+    pub async fn start_with_metrics(
+        lc: LoadedConfig,
+        guards: Arc<GuardBuilder>,
+        log: LogSink,
+        metrics: Arc<Metrics>,
+    ) -> Result<Arc<Gateway>, StartError> {
         let snap =
             Snapshot::build(&lc, guards.as_ref(), 1, &metrics).map_err(StartError::Config)?;
         let shared = Arc::new(Shared::new(snap, metrics, log));

@@ -57,6 +57,12 @@ pub struct ReloadResult {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct LimitResult {
+    pub limit: Name,
+    pub result: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RejectReason {
     pub reason: &'static str,
 }
@@ -79,6 +85,8 @@ pub struct Metrics {
     pub refused_connections: Counter,
     pub config_reloads: Family<ReloadResult, Counter>,
     pub protocol_rejects: Family<RejectReason, Counter>,
+    pub ratelimit_decisions: Family<LimitResult, Counter>,
+    pub ratelimit_store_errors: Counter,
 }
 
 impl Metrics {
@@ -148,7 +156,21 @@ impl Metrics {
             "Requests refused by the core's protocol hardening, by reason",
             protocol_rejects.clone(),
         );
+        let ratelimit_decisions = Family::<LimitResult, Counter>::default();
+        registry.register(
+            "ratelimit_decisions",
+            "Rate-limit checks by limit and result (allowed, limited, store_error)",
+            ratelimit_decisions.clone(),
+        );
+        let ratelimit_store_errors = Counter::default();
+        registry.register(
+            "ratelimit_store_errors",
+            "Rate-limit checks the shared store (Redis) could not answer in time",
+            ratelimit_store_errors.clone(),
+        );
         Arc::new(Metrics {
+            ratelimit_decisions,
+            ratelimit_store_errors,
             registry,
             requests,
             request_duration,

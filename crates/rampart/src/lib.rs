@@ -5,12 +5,29 @@ pub mod demo;
 
 use rampart_config::LoadedConfig;
 use rampart_core::{Gateway, GuardBuilder, StartError};
-use rampart_telemetry::LogSink;
+use rampart_telemetry::{LogSink, Metrics};
 use std::sync::Arc;
 
-/// The guard builder for this build of Rampart: every built-in guard.
-pub fn guards() -> Arc<GuardBuilder> {
-    Arc::new(rampart_guards::build)
+/// The guard builder for this build of Rampart: every built-in guard plus rate limits, in
+/// this order per route: ip_filter, limits, rate limits, cors, security_headers.
+/// Rate-limit counters live in state that survives reloads.
+pub fn guards(metrics: Arc<Metrics>) -> Arc<GuardBuilder> {
+    let rl = rampart_ratelimit::State::new(metrics);
+    Arc::new(move |lc: &LoadedConfig| {
+        let mut built = rampart_guards::build(lc)?;
+        let limits = rampart_ratelimit::build(lc, &rl)?;
+        for (chain, extra) in built.routes.iter_mut().zip(limits) {
+            let at = chain
+                .iter()
+                .position(|g| g.name() == "limits")
+                .map(|i| i + 1)
+                .unwrap_or(0);
+            for (i, g) in extra.into_iter().enumerate() {
+                chain.insert(at + i, g);
+            }
+        }
+        Ok(built)
+    })
 }
 
 /// Start a gateway for a loaded config on the current tokio runtime.
@@ -25,7 +42,8 @@ pub async fn start(lc: LoadedConfig) -> Result<Arc<Gateway>, StartError> {
             message: format!("cannot open access log `{}`: {e}", lc.config.log.access),
         })
     })?;
-    Gateway::start(lc, guards(), log).await
+    let metrics = Metrics::new();
+    Gateway::start_with_metrics(lc, guards(metrics.clone()), log, metrics).await
 }
 
 /// Load a config from text (tests and generated configs), resolving relative paths against `dir`.

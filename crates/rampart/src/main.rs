@@ -93,7 +93,7 @@ fn main() -> ExitCode {
                 // Compile too: certificates and keys are parsed, guards are built.
                 match rampart_core::Snapshot::build(
                     &lc,
-                    rampart::guards().as_ref(),
+                    rampart::guards(rampart_telemetry::Metrics::new()).as_ref(),
                     0,
                     &rampart_telemetry::Metrics::new(),
                 ) {

@@ -1,0 +1,365 @@
+//! `rate_limit`: GCRA limits per key (client IP, route, method, a header, the authenticated
+//! subject, or a combination), answered with 429, `Retry-After` and the IETF `RateLimit` /
+//! `RateLimit-Policy` headers. State lives in memory or in Redis (shared by every instance);
+//! when Redis cannot answer in time the limiter fails open to memory or closed with 503.
+//!
+//! Each configured limit is one guard, so each has its own `block`/`monitor` mode. Global limits
+//! and a route's own limits all apply; all must pass.
+
+pub mod gcra;
+pub mod redis_store;
+
+use gcra::{Decision, MemoryStore, Params};
+use http::header::{HeaderName, HeaderValue};
+use http::StatusCode;
+use rampart_config::{
+    ConfigError, LoadedConfig, Mode, OnStoreFailure, RateLimit, Spanned, StoreKind,
+};
+use rampart_core::guard::{Guard, RequestContext, RequestHead, Step, Verdict};
+use rampart_core::upstream::now_ms;
+use rampart_core::Block;
+use rampart_telemetry::metrics::{LimitResult, Name};
+use rampart_telemetry::{Action, Metrics, SecurityEvent};
+use redis_store::RedisStore;
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex};
+
+/// State that outlives config reloads: counters must not reset when the config changes.
+pub struct State {
+    memory: Arc<MemoryStore>,
+    redis: Mutex<Option<Arc<RedisStore>>>,
+    metrics: Arc<Metrics>,
+}
+
+impl State {
+    pub fn new(metrics: Arc<Metrics>) -> Arc<Self> {
+        Arc::new(State {
+            memory: Arc::new(MemoryStore::new()),
+            redis: Mutex::new(None),
+            metrics,
+        })
+    }
+
+    fn redis(&self, url: &str, timeout: std::time::Duration) -> Result<Arc<RedisStore>, String> {
+        let mut g = self
+            .redis
+            .lock()
+            .map_err(|_| "rate-limit state poisoned".to_string())?;
+        if let Some(r) = g.as_ref() {
+            if r.url() == url {
+                return Ok(r.clone());
+            }
+        }
+        let r = Arc::new(RedisStore::new(url, timeout)?);
+        *g = Some(r.clone());
+        Ok(r)
+    }
+}
+
+#[derive(Clone)]
+enum KeyPart {
+    ClientIp,
+    Route,
+    Method,
+    Header(HeaderName),
+    Subject,
+}
+
+#[derive(Clone)]
+enum Store {
+    Memory,
+    Redis(Arc<RedisStore>, OnStoreFailure),
+}
+
+/// One limit, as a guard.
+pub struct RateLimitGuard {
+    name: Arc<str>,
+    label: Name,
+    parts: Vec<KeyPart>,
+    params: Params,
+    v6_prefix: u8,
+    mode: Mode,
+    policy: HeaderValue,
+    store: Store,
+    memory: Arc<MemoryStore>,
+    metrics: Arc<Metrics>,
+}
+
+/// The tightest limit seen for this request, for the response headers.
+#[derive(Clone)]
+struct Tightest {
+    name: Arc<str>,
+    remaining: u64,
+    reset_s: u64,
+    policy: HeaderValue,
+}
+
+fn mask_ip(ip: IpAddr, v6_prefix: u8) -> String {
+    match ip {
+        IpAddr::V4(v4) => v4.to_string(),
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => v4.to_string(),
+            None => ipnet::Ipv6Net::new(v6, v6_prefix)
+                .map(|n| n.trunc().to_string())
+                .unwrap_or_else(|_| v6.to_string()),
+        },
+    }
+}
+
+impl RateLimitGuard {
+    /// The key for this request, or `None` when a part is absent (e.g. the header is missing,
+    /// or no identity): the limit then does not apply.
+    fn key(&self, req: &RequestHead, ctx: &RequestContext) -> Option<String> {
+        let mut k = String::with_capacity(64);
+        k.push_str("rampart:rl:");
+        k.push_str(&self.name);
+        for p in &self.parts {
+            k.push('|');
+            match p {
+                KeyPart::ClientIp => k.push_str(&mask_ip(ctx.client_ip, self.v6_prefix)),
+                KeyPart::Route => k.push_str(ctx.route.as_deref().unwrap_or("-")),
+                KeyPart::Method => k.push_str(req.method.as_str()),
+                KeyPart::Header(h) => {
+                    let v = req.headers.get(h)?;
+                    k.push_str(&String::from_utf8_lossy(v.as_bytes()));
+                }
+                KeyPart::Subject => k.push_str(&ctx.identity.as_ref()?.subject),
+            }
+        }
+        Some(k)
+    }
+
+    fn count(&self, result: &'static str) {
+        self.metrics
+            .ratelimit_decisions
+            .get_or_create(&LimitResult {
+                limit: self.label.clone(),
+                result,
+            })
+            .inc();
+    }
+
+    fn verdict(&self, d: Decision, ctx: &mut RequestContext) -> Verdict {
+        if d.allowed {
+            self.count("allowed");
+            let reset_s = d.reset_ms.div_ceil(1000);
+            let tighter = match ctx.extensions.get::<Tightest>() {
+                Some(t) => d.remaining < t.remaining,
+                None => true,
+            };
+            if tighter {
+                ctx.extensions.insert(Tightest {
+                    name: self.name.clone(),
+                    remaining: d.remaining,
+                    reset_s,
+                    policy: self.policy.clone(),
+                });
+            }
+            return Verdict::Continue;
+        }
+        self.count("limited");
+        let retry_s = d.retry_after_ms.div_ceil(1000).max(1);
+        let rl = format!("\"{}\";r=0;t={retry_s}", self.name);
+        Verdict::Block(
+            Block::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                format!("rate_limit:{}", self.name),
+                format!("rate limit `{}` exceeded; retry in {retry_s}s", self.name),
+            )
+            .header(http::header::RETRY_AFTER, HeaderValue::from(retry_s))
+            .header(
+                HeaderName::from_static("ratelimit-policy"),
+                self.policy.clone(),
+            )
+            .header(
+                HeaderName::from_static("ratelimit"),
+                HeaderValue::from_str(&rl).unwrap_or(HeaderValue::from_static("")),
+            )
+            .detail(
+                serde_json::json!({ "limit": &*self.name, "retry_after_ms": d.retry_after_ms }),
+            ),
+        )
+    }
+}
+
+impl Guard for RateLimitGuard {
+    fn name(&self) -> &'static str {
+        "rate_limit"
+    }
+    fn mode(&self) -> Mode {
+        self.mode
+    }
+
+    fn on_request_headers<'a>(
+        &'a self,
+        req: &'a mut RequestHead,
+        ctx: &'a mut RequestContext,
+    ) -> Step<'a> {
+        let Some(key) = self.key(req, ctx) else {
+            return Verdict::Continue.into();
+        };
+        match &self.store {
+            Store::Memory => {
+                let d = self.memory.check(&key, now_ms() as f64, &self.params);
+                self.verdict(d, ctx).into()
+            }
+            Store::Redis(redis, on_failure) => {
+                let on_failure = *on_failure;
+                Step::Pending(Box::pin(async move {
+                    match redis.check(&key, &self.params).await {
+                        Ok(d) => self.verdict(d, ctx),
+                        Err(e) => {
+                            self.metrics.ratelimit_store_errors.inc();
+                            self.count("store_error");
+                            let fail_open = on_failure == OnStoreFailure::FailOpen;
+                            ctx.event(SecurityEvent {
+                                guard: "rate_limit",
+                                rule: "store_unavailable".into(),
+                                message: format!(
+                                    "rate-limit store unavailable ({e}); {}",
+                                    if fail_open {
+                                        "limiting locally"
+                                    } else {
+                                        "refusing"
+                                    }
+                                ),
+                                action: if fail_open {
+                                    Action::Logged
+                                } else {
+                                    Action::Blocked
+                                },
+                                status: (!fail_open).then_some(503),
+                                detail: serde_json::json!({ "limit": &*self.name }),
+                            });
+                            if fail_open {
+                                let d = self.memory.check(&key, now_ms() as f64, &self.params);
+                                self.verdict(d, ctx)
+                            } else {
+                                Verdict::Block(
+                                    Block::new(StatusCode::SERVICE_UNAVAILABLE, "ratelimit_store_unavailable", "rate-limit store unavailable and on_failure is fail_closed")
+                                        .header(http::header::RETRY_AFTER, HeaderValue::from_static("1")),
+                                )
+                            }
+                        }
+                    }
+                }))
+            }
+        }
+    }
+
+    fn on_response_headers(
+        &self,
+        resp: &mut http::response::Parts,
+        ctx: &mut RequestContext,
+    ) -> Verdict {
+        if resp.headers.contains_key("ratelimit") {
+            return Verdict::Continue;
+        }
+        if let Some(t) = ctx.extensions.get::<Tightest>() {
+            let v = format!("\"{}\";r={};t={}", t.name, t.remaining, t.reset_s);
+            if let Ok(v) = HeaderValue::from_str(&v) {
+                resp.headers.insert(HeaderName::from_static("ratelimit"), v);
+                resp.headers.insert(
+                    HeaderName::from_static("ratelimit-policy"),
+                    t.policy.clone(),
+                );
+            }
+        }
+        Verdict::Continue
+    }
+}
+
+fn compile(
+    lc: &LoadedConfig,
+    l: &Spanned<RateLimit>,
+    store: &Store,
+    state: &State,
+) -> Result<RateLimitGuard, ConfigError> {
+    let l = &l.value;
+    let mut parts = Vec::new();
+    for k in &l.key {
+        parts.push(match k.value.split_once(':') {
+            Some(("header", h)) => KeyPart::Header(
+                HeaderName::from_bytes(h.to_ascii_lowercase().as_bytes())
+                    .map_err(|_| lc.error_at(k, format!("invalid header name `{h}`")))?,
+            ),
+            _ => match k.value.as_str() {
+                "client_ip" => KeyPart::ClientIp,
+                "route" => KeyPart::Route,
+                "method" => KeyPart::Method,
+                "subject" => KeyPart::Subject,
+                other => return Err(lc.error_at(k, format!("unknown key part `{other}`"))),
+            },
+        });
+    }
+    let rate = l.rate.value;
+    let burst = l.burst.unwrap_or(rate);
+    let period_ms = l.period.0.as_millis() as u64;
+    let policy = format!(
+        "\"{}\";q={};w={}",
+        l.name.value,
+        burst,
+        period_ms.div_ceil(1000).max(1)
+    );
+    Ok(RateLimitGuard {
+        name: Arc::from(l.name.value.as_str()),
+        label: Name::from(l.name.value.as_str()),
+        parts,
+        params: Params::new(rate, period_ms, burst),
+        v6_prefix: l.ipv6_prefix,
+        mode: l.mode,
+        policy: HeaderValue::from_str(&policy)
+            .map_err(|_| lc.error_at(&l.name, "limit name must be printable ASCII"))?,
+        store: store.clone(),
+        memory: state.memory.clone(),
+        metrics: state.metrics.clone(),
+    })
+}
+
+/// The rate-limit guards of each route (global limits first, then the route's own), in config
+/// route order.
+pub fn build(
+    lc: &LoadedConfig,
+    state: &Arc<State>,
+) -> Result<Vec<Vec<Arc<dyn Guard>>>, Vec<ConfigError>> {
+    let c = &lc.config;
+    let mut errors = Vec::new();
+    let store = match (c.ratelimit.store, &c.ratelimit.redis_url) {
+        (StoreKind::Redis, Some(url)) => match state.redis(&url.value, c.ratelimit.redis_timeout.0)
+        {
+            Ok(r) => Store::Redis(r, c.ratelimit.on_failure),
+            Err(m) => {
+                errors.push(lc.error_at(url, m));
+                Store::Memory
+            }
+        },
+        _ => Store::Memory,
+    };
+    let mut global: Vec<Arc<dyn Guard>> = Vec::new();
+    if let Some(ls) = &c.guards.rate_limits {
+        for l in &ls.value {
+            match compile(lc, l, &store, state) {
+                Ok(g) => global.push(Arc::new(g)),
+                Err(e) => errors.push(e),
+            }
+        }
+    }
+    let mut routes = Vec::new();
+    for r in &c.routes {
+        let mut chain = global.clone();
+        if let Some(ls) = &r.value.rate_limits {
+            for l in &ls.value {
+                match compile(lc, l, &store, state) {
+                    Ok(g) => chain.push(Arc::new(g)),
+                    Err(e) => errors.push(e),
+                }
+            }
+        }
+        routes.push(chain);
+    }
+    if errors.is_empty() {
+        Ok(routes)
+    } else {
+        Err(errors)
+    }
+}

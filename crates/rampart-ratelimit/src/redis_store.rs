@@ -1,0 +1,89 @@
+//! GCRA shared through Redis: one round trip per check, an atomic Lua script that reads and
+//! writes the key's TAT using Redis' own clock (so instances with skewed clocks agree), with a
+//! TTL so idle keys disappear.
+
+use crate::gcra::{Decision, Params};
+use redis::aio::ConnectionManager;
+use std::sync::OnceLock;
+use std::time::Duration;
+
+/// KEYS[1] = key; ARGV = interval_ms, tau_ms. Returns {allowed, remaining, retry_after_ms, reset_ms}.
+const SCRIPT: &str = r#"
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + tonumber(t[2]) / 1000
+local interval = tonumber(ARGV[1])
+local tau = tonumber(ARGV[2])
+local tat = tonumber(redis.call('GET', KEYS[1]) or now)
+if tat < now then tat = now end
+local new_tat = tat + interval
+local allow_at = new_tat - tau - interval
+if now < allow_at then
+  return {0, 0, math.ceil(allow_at - now), math.ceil(tat - now)}
+end
+local used = new_tat - now
+redis.call('SET', KEYS[1], tostring(new_tat), 'PX', math.max(1, math.ceil(used)))
+local remaining = math.floor((tau + interval - used) / interval)
+if remaining < 0 then remaining = 0 end
+return {1, remaining, 0, math.ceil(used)}
+"#;
+
+pub struct RedisStore {
+    url: String,
+    timeout: Duration,
+    /// Created on first use (it needs the runtime), then reconnects by itself.
+    conn: OnceLock<Result<ConnectionManager, String>>,
+    script: redis::Script,
+}
+
+impl RedisStore {
+    pub fn new(url: &str, timeout: Duration) -> Result<Self, String> {
+        // Validate the URL now so a bad one is a config error, not a runtime surprise.
+        redis::Client::open(url).map_err(|e| format!("invalid redis_url `{url}`: {e}"))?;
+        Ok(RedisStore {
+            url: url.to_string(),
+            timeout,
+            conn: OnceLock::new(),
+            script: redis::Script::new(SCRIPT),
+        })
+    }
+
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    fn manager(&self) -> Result<ConnectionManager, String> {
+        self.conn
+            .get_or_init(|| {
+                let client = redis::Client::open(self.url.as_str()).map_err(|e| e.to_string())?;
+                let cfg = redis::aio::ConnectionManagerConfig::new()
+                    .set_connection_timeout(Some(self.timeout))
+                    .set_response_timeout(Some(self.timeout))
+                    .set_number_of_retries(1)
+                    .set_max_delay(Duration::from_millis(500));
+                ConnectionManager::new_lazy_with_config(client, cfg).map_err(|e| e.to_string())
+            })
+            .clone()
+    }
+
+    /// One GCRA check. An error means the store could not answer within the timeout.
+    pub async fn check(&self, key: &str, p: &Params) -> Result<Decision, String> {
+        let mut conn = self.manager()?;
+        let mut inv = self.script.key(key);
+        inv.arg(p.interval_ms).arg(p.tau_ms);
+        let fut = inv.invoke_async::<Vec<i64>>(&mut conn);
+        let v = match tokio::time::timeout(self.timeout, fut).await {
+            Err(_) => return Err(format!("redis did not answer within {:?}", self.timeout)),
+            Ok(Err(e)) => return Err(e.to_string()),
+            Ok(Ok(v)) => v,
+        };
+        if v.len() != 4 {
+            return Err(format!("unexpected script reply {v:?}"));
+        }
+        Ok(Decision {
+            allowed: v[0] == 1,
+            remaining: v[1].max(0) as u64,
+            retry_after_ms: v[2].max(0) as u64,
+            reset_ms: v[3].max(0) as u64,
+        })
+    }
+}
