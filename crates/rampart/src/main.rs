@@ -205,6 +205,7 @@ fn main() -> ExitCode {
                  \x20 curl -i http://{listen}/admin                            # 404: no route\n\
                  \x20 curl -i -X POST http://{listen}/api/orders -H 'content-type: application/json' --data-binary @<(head -c 8000 /dev/zero | tr '\\0' a)   # 413\n\
                  \x20 curl -i -X OPTIONS http://{listen}/api/users -H 'Origin: https://app.example.com' -H 'Access-Control-Request-Method: POST'   # CORS preflight\n\
+                 \x20 for i in 1 2 3 4 5 6; do curl -s -o /dev/null -w '%{{http_code}} ' -X POST http://{listen}/api/orders -H 'content-type: application/json' -d '{{}}'; done   # 429 after 5 POSTs a minute\n\
                  \x20 curl -s http://{admin}/metrics | grep rampart_         # metrics\n\
                  Access log and security events are JSON lines on stdout. Ctrl-C stops.\n"
             );

@@ -238,3 +238,57 @@ async fn proxy_command_in_one_line() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).starts_with("--upstream: "));
 }
+
+#[tokio::test]
+async fn demo_serves_the_sample_api_with_its_policy() {
+    let (port, admin) = (free_port(), free_port());
+    let _p = Proc(
+        Command::new(BIN)
+            .args([
+                "demo",
+                "--listen",
+                &format!("127.0.0.1:{port}"),
+                "--admin",
+                &format!("127.0.0.1:{admin}"),
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    wait_up(port).await;
+    let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let (s, h, body) = get(addr, "/api/users").await;
+    assert_eq!(s, 200);
+    assert!(String::from_utf8_lossy(&body).contains("alice@example.com"));
+    assert!(
+        h.get("x-powered-by").is_none(),
+        "the sample API's X-Powered-By is stripped"
+    );
+    let c = client();
+    assert_eq!(send(&c, addr, "TRACE", "/api/users", &[], b"").await.0, 405);
+    assert_eq!(
+        send(&c, addr, "GET", "/api/users/a%2Fb", &[], b"").await.0,
+        400
+    );
+    assert_eq!(send(&c, addr, "GET", "/admin", &[], b"").await.0, 404);
+    let mut codes = Vec::new();
+    for _ in 0..6 {
+        codes.push(
+            send(
+                &c,
+                addr,
+                "POST",
+                "/api/orders",
+                &[("content-type", "application/json")],
+                b"{\"item\":\"pen\"}",
+            )
+            .await
+            .0,
+        );
+    }
+    assert_eq!(codes, vec![201, 201, 201, 201, 201, 429]);
+    let (s, _, m) = get(format!("127.0.0.1:{admin}").parse().unwrap(), "/metrics").await;
+    assert_eq!(s, 200);
+    assert!(String::from_utf8_lossy(&m).contains("rampart_requests_total"));
+}
