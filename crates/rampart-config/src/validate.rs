@@ -231,17 +231,20 @@ impl Validator<'_> {
             if l.key.is_empty() {
                 self.err(
                     &l.name,
-                    "key needs at least one part (client_ip, route, method, header:NAME, subject)",
+                    "key needs at least one part (client_ip, route, method, header:NAME, json:FIELD, subject)",
                 );
             }
             for k in &l.key {
                 let ok = match k.value.split_once(':') {
                     Some(("header", h)) => http_token(h).is_ok(),
+                    Some(("json", path)) => {
+                        !path.is_empty() && path.split('.').all(|s| !s.is_empty())
+                    }
                     Some(_) => false,
                     None => ["client_ip", "route", "method", "subject"].contains(&k.value.as_str()),
                 };
                 if !ok {
-                    self.err(k, format!("unknown key part `{}` (client_ip, route, method, header:NAME, subject)", k.value));
+                    self.err(k, format!("unknown key part `{}` (client_ip, route, method, header:NAME, json:FIELD, subject)", k.value));
                 }
             }
         }

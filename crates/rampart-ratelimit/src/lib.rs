@@ -63,7 +63,12 @@ enum KeyPart {
     Method,
     Header(HeaderName),
     Subject,
+    /// A field of a JSON request body (`json:username`, `json:user.email`).
+    Json(Vec<String>),
 }
+
+/// Largest body a JSON-keyed limit reads.
+const JSON_KEY_BODY_LIMIT: usize = 64 * 1024;
 
 #[derive(Clone)]
 enum Store {
@@ -107,9 +112,18 @@ fn mask_ip(ip: IpAddr, v6_prefix: u8) -> String {
 }
 
 impl RateLimitGuard {
+    fn needs_body(&self) -> bool {
+        self.parts.iter().any(|p| matches!(p, KeyPart::Json(_)))
+    }
+
     /// The key for this request, or `None` when a part is absent (e.g. the header is missing,
-    /// or no identity): the limit then does not apply.
-    fn key(&self, req: &RequestHead, ctx: &RequestContext) -> Option<String> {
+    /// no identity, no such JSON field): the limit then does not apply.
+    fn key(
+        &self,
+        req: &RequestHead,
+        ctx: &RequestContext,
+        body: Option<&serde_json::Value>,
+    ) -> Option<String> {
         let mut k = String::with_capacity(64);
         k.push_str("rampart:rl:");
         k.push_str(&self.name);
@@ -124,6 +138,17 @@ impl RateLimitGuard {
                     k.push_str(&String::from_utf8_lossy(v.as_bytes()));
                 }
                 KeyPart::Subject => k.push_str(&ctx.identity.as_ref()?.subject),
+                KeyPart::Json(path) => {
+                    let mut v = body?;
+                    for seg in path {
+                        v = v.get(seg)?;
+                    }
+                    match v {
+                        serde_json::Value::String(s) => k.push_str(&s.to_lowercase()),
+                        serde_json::Value::Number(n) => k.push_str(&n.to_string()),
+                        _ => return None,
+                    }
+                }
             }
         }
         Some(k)
@@ -195,9 +220,48 @@ impl Guard for RateLimitGuard {
         req: &'a mut RequestHead,
         ctx: &'a mut RequestContext,
     ) -> Step<'a> {
-        let Some(key) = self.key(req, ctx) else {
+        if self.needs_body() {
+            return Verdict::Continue.into();
+        }
+        match self.key(req, ctx, None) {
+            Some(key) => self.check(key, ctx),
+            None => Verdict::Continue.into(),
+        }
+    }
+
+    fn request_body_limit(&self, _req: &RequestHead, _ctx: &RequestContext) -> Option<usize> {
+        self.needs_body().then_some(JSON_KEY_BODY_LIMIT)
+    }
+
+    fn on_request_body<'a>(
+        &'a self,
+        req: &'a RequestHead,
+        body: &'a bytes::Bytes,
+        ctx: &'a mut RequestContext,
+    ) -> Step<'a> {
+        if !self.needs_body() {
+            return Verdict::Continue.into();
+        }
+        let Ok(json) = serde_json::from_slice::<serde_json::Value>(body) else {
             return Verdict::Continue.into();
         };
+        match self.key(req, ctx, Some(&json)) {
+            Some(key) => self.check(key, ctx),
+            None => Verdict::Continue.into(),
+        }
+    }
+
+    fn on_response_headers(
+        &self,
+        resp: &mut http::response::Parts,
+        ctx: &mut RequestContext,
+    ) -> Verdict {
+        self.response_headers(resp, ctx)
+    }
+}
+
+impl RateLimitGuard {
+    fn check<'a>(&'a self, key: String, ctx: &'a mut RequestContext) -> Step<'a> {
         match &self.store {
             Store::Memory => {
                 let d = self.memory.check(&key, now_ms() as f64, &self.params);
@@ -247,7 +311,7 @@ impl Guard for RateLimitGuard {
         }
     }
 
-    fn on_response_headers(
+    fn response_headers(
         &self,
         resp: &mut http::response::Parts,
         ctx: &mut RequestContext,
@@ -283,6 +347,9 @@ fn compile(
                 HeaderName::from_bytes(h.to_ascii_lowercase().as_bytes())
                     .map_err(|_| lc.error_at(k, format!("invalid header name `{h}`")))?,
             ),
+            Some(("json", path)) if !path.is_empty() => {
+                KeyPart::Json(path.split('.').map(str::to_string).collect())
+            }
             _ => match k.value.as_str() {
                 "client_ip" => KeyPart::ClientIp,
                 "route" => KeyPart::Route,

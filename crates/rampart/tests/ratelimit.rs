@@ -230,3 +230,78 @@ async fn redis_down_fails_open_or_closed_and_recovers() {
         String::from_utf8_lossy(&buf[..n])
     );
 }
+
+#[tokio::test]
+async fn credential_stuffing_per_username_and_per_ip() {
+    let up = TestUpstream::start().await;
+    // Requests arrive through a trusted proxy, so X-Forwarded-For gives the client address.
+    let top = "server:\n  trusted_proxies: [\"127.0.0.1\"]\n";
+    let route = limits("      - name: login-user\n        key: [json:username]\n        rate: 3\n        period: 10m\n      - name: login-ip\n        key: [client_ip]\n        rate: 5\n        period: 10m\n");
+    let gw = gateway(&config(up.addr, &route, top)).await;
+    let addr = gw.listen_addrs()[0];
+    let c = client();
+    let login = |user: &str| format!("{{\"username\":\"{user}\",\"password\":\"x\"}}");
+    // One username from many IPs: the per-username limit stops the 4th attempt.
+    let mut codes = Vec::new();
+    for i in 0..5 {
+        let ip = format!("198.51.100.{i}");
+        codes.push(
+            send(
+                &c,
+                addr,
+                "POST",
+                "/login",
+                &[("x-forwarded-for", &ip)],
+                login("Victim").as_bytes(),
+            )
+            .await
+            .0,
+        );
+    }
+    assert_eq!(codes, vec![200, 200, 200, 429, 429]);
+    // Usernames are compared case-insensitively.
+    assert_eq!(
+        send(
+            &c,
+            addr,
+            "POST",
+            "/login",
+            &[("x-forwarded-for", "198.51.100.99")],
+            login("victim").as_bytes()
+        )
+        .await
+        .0,
+        429
+    );
+    // Many usernames from one IP: the per-IP limit stops the 6th.
+    let mut codes = Vec::new();
+    for i in 0..7 {
+        codes.push(
+            send(
+                &c,
+                addr,
+                "POST",
+                "/login",
+                &[("x-forwarded-for", "203.0.113.7")],
+                login(&format!("user{i}")).as_bytes(),
+            )
+            .await
+            .0,
+        );
+    }
+    assert_eq!(codes, vec![200, 200, 200, 200, 200, 429, 429]);
+    // Bodies without the field are not counted by the username limit.
+    assert_eq!(
+        send(
+            &c,
+            addr,
+            "POST",
+            "/login",
+            &[("x-forwarded-for", "192.0.2.1")],
+            b"{}"
+        )
+        .await
+        .0,
+        200
+    );
+}
