@@ -11,7 +11,7 @@
 //! into immutable snapshots.
 
 mod model;
-mod units;
+pub mod units;
 pub mod validate;
 
 pub use model::*;

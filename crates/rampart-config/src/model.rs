@@ -480,6 +480,8 @@ pub struct RateLimitStore {
     /// Longest a request waits for Redis.
     pub redis_timeout: Duration,
     pub on_failure: OnStoreFailure,
+    /// Enforce the temporary ban list (also on when any limit has `ban_after`).
+    pub bans: bool,
 }
 
 impl Default for RateLimitStore {
@@ -489,6 +491,7 @@ impl Default for RateLimitStore {
             redis_url: None,
             redis_timeout: Duration::millis(50),
             on_failure: OnStoreFailure::FailOpen,
+            bans: false,
         }
     }
 }
@@ -510,6 +513,16 @@ pub struct RateLimit {
     pub ipv6_prefix: u8,
     #[serde(default)]
     pub mode: Mode,
+    /// Ban the client address after this many refusals by this limit within its period.
+    #[serde(default)]
+    pub ban_after: Option<u32>,
+    /// How long such a ban lasts.
+    #[serde(default = "d_ban_for")]
+    pub ban_for: Duration,
+}
+
+fn d_ban_for() -> Duration {
+    Duration::secs(600)
 }
 
 fn d_v6_prefix() -> u8 {

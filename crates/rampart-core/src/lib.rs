@@ -5,7 +5,7 @@
 //! Start here: [`Gateway::start`] binds listeners for a loaded config; [`proxy`] is the request
 //! path; [`guard`] is the contract every protection implements.
 
-mod admin;
+pub mod admin;
 pub mod body;
 pub mod guard;
 pub mod h1scan;
@@ -84,7 +84,7 @@ impl Gateway {
         guards: Arc<GuardBuilder>,
         log: LogSink,
     ) -> Result<Arc<Gateway>, StartError> {
-        Self::start_with_metrics(lc, guards, log, Metrics::new()).await
+        Self::start_with_metrics(lc, guards, log, Metrics::new(), Vec::new()).await
     }
 
     /// Like [`Gateway::start`], with a metrics registry the caller also hands to its guards.
@@ -93,6 +93,7 @@ impl Gateway {
         guards: Arc<GuardBuilder>,
         log: LogSink,
         metrics: Arc<Metrics>,
+        admin_extensions: Vec<Arc<dyn admin::AdminExtension>>,
     ) -> Result<Arc<Gateway>, StartError> {
         let snap =
             Snapshot::build(&lc, guards.as_ref(), 1, &metrics).map_err(StartError::Config)?;
@@ -129,7 +130,12 @@ impl Gateway {
             let addr = lst
                 .local_addr()
                 .map_err(|e| StartError::Bind(lc.error_at(a, e.to_string())))?;
-            tokio::spawn(admin::serve(lst, shared.clone(), shutdown_rx.clone()));
+            tokio::spawn(admin::serve(
+                lst,
+                shared.clone(),
+                shutdown_rx.clone(),
+                Arc::new(admin_extensions),
+            ));
             Some(addr)
         };
         for (i, lst) in bound.into_iter().enumerate() {

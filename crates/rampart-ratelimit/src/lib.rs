@@ -6,8 +6,11 @@
 //! Each configured limit is one guard, so each has its own `block`/`monitor` mode. Global limits
 //! and a route's own limits all apply; all must pass.
 
+pub mod bans;
 pub mod gcra;
 pub mod redis_store;
+
+pub use bans::{BanGuard, Bans, BansAdmin};
 
 use gcra::{Decision, MemoryStore, Params};
 use http::header::{HeaderName, HeaderValue};
@@ -24,11 +27,18 @@ use redis_store::RedisStore;
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 
+/// Refusals per (limit, client) toward `ban_after`: (count, window start ms).
+type Strikes = Arc<Mutex<std::collections::HashMap<(Arc<str>, IpAddr), (u32, u64)>>>;
+
 /// State that outlives config reloads: counters must not reset when the config changes.
 pub struct State {
     memory: Arc<MemoryStore>,
     redis: Mutex<Option<Arc<RedisStore>>>,
     metrics: Arc<Metrics>,
+    /// The temporary ban list (its admin endpoint is [`State::admin`]).
+    pub bans: Bans,
+    /// Refusals per (limit, client) toward `ban_after`: (count, window start ms).
+    strikes: Strikes,
 }
 
 impl State {
@@ -37,6 +47,15 @@ impl State {
             memory: Arc::new(MemoryStore::new()),
             redis: Mutex::new(None),
             metrics,
+            bans: Bans::default(),
+            strikes: Arc::default(),
+        })
+    }
+
+    /// The `/bans` admin endpoint.
+    pub fn admin(&self) -> Arc<dyn rampart_core::admin::AdminExtension> {
+        Arc::new(BansAdmin {
+            bans: self.bans.clone(),
         })
     }
 
@@ -88,6 +107,10 @@ pub struct RateLimitGuard {
     store: Store,
     memory: Arc<MemoryStore>,
     metrics: Arc<Metrics>,
+    /// `(ban_after, ban_for_ms, period_ms)` when refusals lead to a ban.
+    ban: Option<(u32, u64, u64)>,
+    bans: Bans,
+    strikes: Strikes,
 }
 
 /// The tightest limit seen for this request, for the response headers.
@@ -164,6 +187,56 @@ impl RateLimitGuard {
             .inc();
     }
 
+    /// Count a refusal toward `ban_after`; at the threshold, ban the client.
+    fn strike(&self, ctx: &mut RequestContext) {
+        let Some((after, ban_ms, period_ms)) = self.ban else {
+            return;
+        };
+        let ip = ctx.client_ip;
+        let now = now_ms();
+        let reached = {
+            let Ok(mut m) = self.strikes.lock() else {
+                return;
+            };
+            if m.len() > 100_000 {
+                m.retain(|_, (_, start)| now.saturating_sub(*start) < period_ms);
+            }
+            let e = m.entry((self.name.clone(), ip)).or_insert((0, now));
+            if now.saturating_sub(e.1) >= period_ms {
+                *e = (0, now);
+            }
+            e.0 += 1;
+            if e.0 >= after {
+                m.remove(&(self.name.clone(), ip));
+                true
+            } else {
+                false
+            }
+        };
+        if reached {
+            // Enforced here at once; shared with other instances in the background.
+            self.bans.ban_local(ip, ban_ms);
+            let bans = self.bans.clone();
+            tokio::spawn(async move {
+                if let Err(e) = bans.ban_shared(ip, ban_ms).await {
+                    tracing::warn!(ip = %ip, error = %e, "could not record ban in the shared store");
+                }
+            });
+            ctx.event(SecurityEvent {
+                guard: "rate_limit",
+                rule: format!("ban:{}", self.name),
+                message: format!(
+                    "{ip} banned for {}s after {after} refusals by `{}`",
+                    ban_ms / 1000,
+                    self.name
+                ),
+                action: Action::Logged,
+                status: None,
+                detail: serde_json::json!({ "ip": ip.to_string(), "ban_s": ban_ms / 1000 }),
+            });
+        }
+    }
+
     fn verdict(&self, d: Decision, ctx: &mut RequestContext) -> Verdict {
         if d.allowed {
             self.count("allowed");
@@ -183,6 +256,9 @@ impl RateLimitGuard {
             return Verdict::Continue;
         }
         self.count("limited");
+        if self.mode == Mode::Block {
+            self.strike(ctx);
+        }
         let retry_s = d.retry_after_ms.div_ceil(1000).max(1);
         let rl = format!("\"{}\";r=0;t={retry_s}", self.name);
         Verdict::Block(
@@ -380,6 +456,11 @@ fn compile(
         store: store.clone(),
         memory: state.memory.clone(),
         metrics: state.metrics.clone(),
+        ban: l
+            .ban_after
+            .map(|n| (n.max(1), l.ban_for.0.as_millis() as u64, period_ms)),
+        bans: state.bans.clone(),
+        strikes: state.strikes.clone(),
     })
 }
 
@@ -402,7 +483,27 @@ pub fn build(
         },
         _ => Store::Memory,
     };
+    // Bans: on when configured, or when any limit bans; shared through Redis with that store.
+    let any_ban = c
+        .guards
+        .rate_limits
+        .iter()
+        .chain(c.routes.iter().filter_map(|r| r.value.rate_limits.as_ref()))
+        .any(|ls| ls.value.iter().any(|l| l.value.ban_after.is_some()));
+    let bans_on = c.ratelimit.bans || any_ban;
+    state.bans.configure(
+        match &store {
+            Store::Redis(r, _) => Some(r.clone()),
+            Store::Memory => None,
+        },
+        bans_on,
+    );
     let mut global: Vec<Arc<dyn Guard>> = Vec::new();
+    if bans_on {
+        global.push(Arc::new(BanGuard {
+            bans: state.bans.clone(),
+        }));
+    }
     if let Some(ls) = &c.guards.rate_limits {
         for l in &ls.value {
             match compile(lc, l, &store, state) {

@@ -65,6 +65,58 @@ impl RedisStore {
             .clone()
     }
 
+    async fn query<T: redis::FromRedisValue>(&self, cmd: redis::Cmd) -> Result<T, String> {
+        let mut conn = self.manager()?;
+        match tokio::time::timeout(self.timeout, cmd.query_async::<T>(&mut conn)).await {
+            Err(_) => Err(format!("redis did not answer within {:?}", self.timeout)),
+            Ok(r) => r.map_err(|e| e.to_string()),
+        }
+    }
+
+    pub async fn set_px(&self, key: &str, ttl_ms: u64) -> Result<(), String> {
+        let mut c = redis::cmd("SET");
+        c.arg(key).arg(1).arg("PX").arg(ttl_ms.max(1));
+        self.query::<()>(c).await
+    }
+
+    pub async fn del(&self, key: &str) -> Result<bool, String> {
+        let mut c = redis::cmd("DEL");
+        c.arg(key);
+        Ok(self.query::<i64>(c).await? > 0)
+    }
+
+    /// Milliseconds left on a key, `None` if it does not exist.
+    pub async fn pttl(&self, key: &str) -> Result<Option<u64>, String> {
+        let mut c = redis::cmd("PTTL");
+        c.arg(key);
+        let v: i64 = self.query(c).await?;
+        Ok((v > 0).then_some(v as u64))
+    }
+
+    /// Keys matching `pattern` with their TTLs (bounded: at most 10,000 keys).
+    pub async fn scan_ttl(&self, pattern: &str) -> Result<Vec<(String, u64)>, String> {
+        let mut out = Vec::new();
+        let mut cursor: u64 = 0;
+        loop {
+            let mut c = redis::cmd("SCAN");
+            c.arg(cursor)
+                .arg("MATCH")
+                .arg(pattern)
+                .arg("COUNT")
+                .arg(500);
+            let (next, keys): (u64, Vec<String>) = self.query(c).await?;
+            for k in keys {
+                if let Some(ttl) = self.pttl(&k).await? {
+                    out.push((k, ttl));
+                }
+            }
+            cursor = next;
+            if cursor == 0 || out.len() >= 10_000 {
+                return Ok(out);
+            }
+        }
+    }
+
     /// One GCRA check. An error means the store could not answer within the timeout.
     pub async fn check(&self, key: &str, p: &Params) -> Result<Decision, String> {
         let mut conn = self.manager()?;

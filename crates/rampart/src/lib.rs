@@ -12,7 +12,10 @@ use std::sync::Arc;
 /// this order per route: ip_filter, limits, rate limits, cors, security_headers.
 /// Rate-limit counters live in state that survives reloads.
 pub fn guards(metrics: Arc<Metrics>) -> Arc<GuardBuilder> {
-    let rl = rampart_ratelimit::State::new(metrics);
+    guards_with(rampart_ratelimit::State::new(metrics))
+}
+
+fn guards_with(rl: Arc<rampart_ratelimit::State>) -> Arc<GuardBuilder> {
     Arc::new(move |lc: &LoadedConfig| {
         let mut built = rampart_guards::build(lc)?;
         let limits = rampart_ratelimit::build(lc, &rl)?;
@@ -43,7 +46,9 @@ pub async fn start(lc: LoadedConfig) -> Result<Arc<Gateway>, StartError> {
         })
     })?;
     let metrics = Metrics::new();
-    Gateway::start_with_metrics(lc, guards(metrics.clone()), log, metrics).await
+    let rl = rampart_ratelimit::State::new(metrics.clone());
+    let admin = vec![rl.admin()];
+    Gateway::start_with_metrics(lc, guards_with(rl), log, metrics, admin).await
 }
 
 /// Load a config from text (tests and generated configs), resolving relative paths against `dir`.

@@ -49,6 +49,14 @@ enum Cmd {
         #[arg(long, default_value = "stdout")]
         access_log: String,
     },
+    /// List, add or remove temporary bans on a running Rampart (through its admin listener).
+    Bans {
+        #[command(subcommand)]
+        action: BanCmd,
+        /// The admin listener of the running Rampart.
+        #[arg(long, default_value = "127.0.0.1:9901", global = true)]
+        admin: SocketAddr,
+    },
     /// Start a sample API with Rampart in front of it, using the demo policy (examples/demo.yaml).
     Demo {
         /// Where Rampart listens.
@@ -58,6 +66,92 @@ enum Cmd {
         #[arg(long, default_value = "127.0.0.1:9901")]
         admin: SocketAddr,
     },
+}
+
+#[derive(Subcommand)]
+enum BanCmd {
+    /// Show current bans.
+    List,
+    /// Ban an address, e.g. `rampart bans add 203.0.113.9 --ttl 30m`.
+    Add {
+        ip: std::net::IpAddr,
+        #[arg(long, default_value = "10m")]
+        ttl: String,
+    },
+    /// Lift a ban.
+    Remove { ip: std::net::IpAddr },
+}
+
+/// One request to the admin API; prints the JSON answer, exit 0 on 2xx.
+fn admin_call(admin: SocketAddr, method: &str, path: &str, body: Option<String>) -> ExitCode {
+    let rt = match runtime(1) {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("cannot start runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    rt.block_on(async move {
+        let stream = match tokio::time::timeout(
+            std::time::Duration::from_secs(5),
+            tokio::net::TcpStream::connect(admin),
+        )
+        .await
+        {
+            Ok(Ok(s)) => s,
+            _ => {
+                eprintln!(
+                    "cannot reach the admin listener at {admin} (is Rampart running? see --admin)"
+                );
+                return ExitCode::from(1);
+            }
+        };
+        let (mut sender, conn) =
+            match hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream)).await
+            {
+                Ok(x) => x,
+                Err(e) => {
+                    eprintln!("admin connection failed: {e}");
+                    return ExitCode::from(1);
+                }
+            };
+        tokio::spawn(conn);
+        let req = http::Request::builder()
+            .method(method)
+            .uri(path)
+            .header("host", admin.to_string())
+            .header("content-type", "application/json")
+            .body(http_body_util::Full::new(bytes::Bytes::from(
+                body.unwrap_or_default(),
+            )));
+        let Ok(req) = req else {
+            eprintln!("invalid admin request");
+            return ExitCode::from(2);
+        };
+        match tokio::time::timeout(std::time::Duration::from_secs(10), sender.send_request(req))
+            .await
+        {
+            Ok(Ok(resp)) => {
+                let ok = resp.status().is_success();
+                let body = http_body_util::BodyExt::collect(resp.into_body())
+                    .await
+                    .map(|b| b.to_bytes())
+                    .unwrap_or_default();
+                let text = String::from_utf8_lossy(&body);
+                if ok {
+                    println!("{text}");
+                    ExitCode::SUCCESS
+                } else {
+                    eprintln!("{text}");
+                    ExitCode::from(1)
+                }
+            }
+            _ => {
+                eprintln!("the admin listener did not answer");
+                ExitCode::from(1)
+            }
+        }
+    })
 }
 
 fn init_tracing(level: &str) {
@@ -158,6 +252,16 @@ fn main() -> ExitCode {
             init_tracing("info");
             serve(lc, None, false, None)
         }
+        Cmd::Bans { action, admin } => match action {
+            BanCmd::List => admin_call(admin, "GET", "/bans", None),
+            BanCmd::Add { ip, ttl } => admin_call(
+                admin,
+                "POST",
+                "/bans",
+                Some(serde_json::json!({ "ip": ip.to_string(), "ttl": ttl }).to_string()),
+            ),
+            BanCmd::Remove { ip } => admin_call(admin, "DELETE", &format!("/bans?ip={ip}"), None),
+        },
         Cmd::Demo { listen, admin } => {
             init_tracing("info");
             let rt = match runtime(2) {

@@ -305,3 +305,78 @@ async fn credential_stuffing_per_username_and_per_ip() {
         200
     );
 }
+
+#[tokio::test]
+async fn repeated_refusals_ban_the_client_everywhere() {
+    let up = TestUpstream::start().await;
+    let route = limits("      - name: strict\n        key: [client_ip]\n        rate: 2\n        period: 1m\n        ban_after: 3\n        ban_for: 1m\n");
+    let gw = gateway(&config(up.addr, &route, "")).await;
+    let addr = gw.listen_addrs()[0];
+    let c = client();
+    let mut codes = Vec::new();
+    for _ in 0..7 {
+        codes.push(send(&c, addr, "GET", "/b", &[], b"").await.0);
+    }
+    // 2 allowed, 3 refused by the limit, then banned.
+    assert_eq!(codes, vec![200, 200, 429, 429, 429, 403, 403]);
+    let (s, h, _) = send(&c, addr, "GET", "/b", &[], b"").await;
+    assert_eq!(s, 403);
+    let secs: u64 = h["retry-after"].to_str().unwrap().parse().unwrap();
+    assert!((1..=60).contains(&secs));
+}
+
+const BIN: &str = env!("CARGO_BIN_EXE_rampart");
+
+fn cli(admin: std::net::SocketAddr, args: &[&str]) -> (bool, String) {
+    let out = std::process::Command::new(BIN)
+        .arg("bans")
+        .args(args)
+        .arg("--admin")
+        .arg(admin.to_string())
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn operators_ban_through_the_cli_and_bans_are_shared_through_redis() {
+    let redis = RedisServer::start().await;
+    let up = TestUpstream::start().await;
+    let top = format!(
+        "ratelimit:\n  store: redis\n  redis_url: \"{}\"\n  redis_timeout: 500ms\n  bans: true\n",
+        redis.url()
+    );
+    let a = gateway(&config(up.addr, "", &top)).await;
+    let b = gateway(&config(up.addr, "", &top)).await;
+    let c = client();
+    assert_eq!(
+        send(&c, b.listen_addrs()[0], "GET", "/", &[], b"").await.0,
+        200
+    );
+
+    let admin = a.admin_addr().unwrap();
+    let (ok, out) = cli(admin, &["add", "127.0.0.1", "--ttl", "5m"]);
+    assert!(ok, "{out}");
+    // Instance b has never seen this ban locally: it reads it from Redis.
+    let (s, h, _) = send(&c, b.listen_addrs()[0], "GET", "/", &[], b"").await;
+    assert_eq!(s, 403);
+    assert!(h.contains_key("retry-after"));
+    let (ok, out) = cli(b.admin_addr().unwrap(), &["list"]);
+    assert!(ok && out.contains("\"ip\":\"127.0.0.1\""), "{out}");
+    let (ok, out) = cli(admin, &["remove", "127.0.0.1"]);
+    assert!(ok, "{out}");
+    assert_eq!(
+        send(&c, b.listen_addrs()[0], "GET", "/", &[], b"").await.0,
+        200
+    );
+    // Bad input is refused with a message.
+    let (ok, out) = cli(admin, &["add", "127.0.0.1", "--ttl", "soon"]);
+    assert!(!ok && out.contains("ttl"), "{out}");
+}
