@@ -835,79 +835,56 @@ async fn forward(
             {
                 tracing::warn!(upstream = %route.upstream.name, request_id = %ctx.request_id, error = ?e, "upstream request failed (further failures this second are only counted)");
             }
-            Err(match e {
-                UpstreamError::Connect(m) => {
-                    ctx.verdict = "error";
-                    ctx.deciding_guard = Some("core");
-                    let _ = m;
-                    problem(StatusCode::BAD_GATEWAY, "Bad Gateway", &ctx.request_id)
-                }
-                UpstreamError::Protocol(_) => {
-                    ctx.verdict = "error";
-                    ctx.deciding_guard = Some("core");
-                    problem(StatusCode::BAD_GATEWAY, "Bad Gateway", &ctx.request_id)
-                }
-                UpstreamError::Timeout => {
-                    ctx.verdict = "error";
-                    ctx.deciding_guard = Some("core");
-                    problem(
-                        StatusCode::GATEWAY_TIMEOUT,
-                        "Gateway Timeout",
-                        &ctx.request_id,
-                    )
-                }
-                UpstreamError::AllDown(secs) => {
-                    ctx.verdict = "error";
-                    ctx.deciding_guard = Some("core");
-                    let mut a = problem(
-                        StatusCode::SERVICE_UNAVAILABLE,
-                        "Service Unavailable",
-                        &ctx.request_id,
-                    );
-                    a.headers
-                        .push((header::RETRY_AFTER, HeaderValue::from(secs)));
-                    a
-                }
-                UpstreamError::Overloaded => {
-                    ctx.verdict = "error";
-                    ctx.deciding_guard = Some("core");
-                    let mut a = problem(
-                        StatusCode::SERVICE_UNAVAILABLE,
-                        "Service Unavailable",
-                        &ctx.request_id,
-                    );
-                    a.headers
-                        .push((header::RETRY_AFTER, HeaderValue::from_static("1")));
-                    a
-                }
-                UpstreamError::BodyTooLarge(n) => {
-                    // The rest of the body was not read: the connection cannot be reused.
-                    let mut a = core_refusal(
-                        ctx,
-                        &metrics,
-                        StatusCode::PAYLOAD_TOO_LARGE,
-                        "body_too_large",
-                        format!("request body exceeds {n} bytes"),
-                    );
-                    a.headers
-                        .push((header::CONNECTION, HeaderValue::from_static("close")));
-                    a
-                }
-                UpstreamError::ClientBody(m) => {
-                    let mut a = core_refusal(
-                        ctx,
-                        &metrics,
-                        StatusCode::BAD_REQUEST,
-                        "bad_body",
-                        format!("request body failed: {m}"),
-                    );
-                    a.headers
-                        .push((header::CONNECTION, HeaderValue::from_static("close")));
-                    a
-                }
-            })
+            Err(upstream_failure(e, ctx, &metrics))
         }
     }
+}
+
+/// The answer for a failed upstream call. Failures on the client's side (its body) are
+/// refusals with a security event; the rest are gateway errors.
+fn upstream_failure(e: UpstreamError, ctx: &mut RequestContext, metrics: &Metrics) -> Answer {
+    let close = (header::CONNECTION, HeaderValue::from_static("close"));
+    let (status, retry_after) = match e {
+        UpstreamError::BodyTooLarge(n) => {
+            // The rest of the body was not read: the connection cannot be reused.
+            let mut a = core_refusal(
+                ctx,
+                metrics,
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "body_too_large",
+                format!("request body exceeds {n} bytes"),
+            );
+            a.headers.push(close);
+            return a;
+        }
+        UpstreamError::ClientBody(m) => {
+            let mut a = core_refusal(
+                ctx,
+                metrics,
+                StatusCode::BAD_REQUEST,
+                "bad_body",
+                format!("request body failed: {m}"),
+            );
+            a.headers.push(close);
+            return a;
+        }
+        UpstreamError::Connect(_) | UpstreamError::Protocol(_) => (StatusCode::BAD_GATEWAY, None),
+        UpstreamError::Timeout => (StatusCode::GATEWAY_TIMEOUT, None),
+        UpstreamError::AllDown(secs) => (StatusCode::SERVICE_UNAVAILABLE, Some(secs)),
+        UpstreamError::Overloaded => (StatusCode::SERVICE_UNAVAILABLE, Some(1)),
+    };
+    ctx.verdict = "error";
+    ctx.deciding_guard = Some("core");
+    let mut a = problem(
+        status,
+        status.canonical_reason().unwrap_or("Error"),
+        &ctx.request_id,
+    );
+    if let Some(secs) = retry_after {
+        a.headers
+            .push((header::RETRY_AFTER, HeaderValue::from(secs)));
+    }
+    a
 }
 
 async fn finish_upstream(
