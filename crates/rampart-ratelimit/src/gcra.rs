@@ -81,9 +81,30 @@ pub struct MemoryStore {
     hasher: std::collections::hash_map::RandomState,
 }
 
+/// Keys are stored as their 64-bit keyed hash (SipHash with a per-process random key): a
+/// collision needs 2^64 work without the key, and the map keeps no attacker-chosen strings.
+#[derive(Default)]
+struct IdHasher(u64);
+
+impl std::hash::Hasher for IdHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0 << 8) | b as u64;
+        }
+    }
+    fn write_u64(&mut self, n: u64) {
+        self.0 = n;
+    }
+}
+
+type IdMap = HashMap<u64, f64, std::hash::BuildHasherDefault<IdHasher>>;
+
 #[derive(Default)]
 struct Shard {
-    tats: HashMap<String, f64>,
+    tats: IdMap,
     /// Size at which the next sweep of expired entries runs.
     sweep_at: usize,
 }
@@ -100,7 +121,7 @@ impl MemoryStore {
             shards: (0..SHARDS)
                 .map(|_| {
                     Mutex::new(Shard {
-                        tats: HashMap::new(),
+                        tats: IdMap::default(),
                         sweep_at: 1024,
                     })
                 })
@@ -111,19 +132,16 @@ impl MemoryStore {
 
     /// Check and (if allowed) count one request for `key` at `now_ms`.
     pub fn check(&self, key: &str, now_ms: f64, p: &Params) -> Decision {
-        let shard = &self.shards[(self.hasher.hash_one(key) as usize) % SHARDS];
+        let h = self.hasher.hash_one(key);
+        let shard = &self.shards[(h as usize) % SHARDS];
         let mut s = match shard.lock() {
             Ok(s) => s,
             Err(poisoned) => poisoned.into_inner(),
         };
-        let tat = s.tats.get(key).copied().unwrap_or(now_ms);
+        let tat = s.tats.get(&h).copied().unwrap_or(now_ms);
         let (d, new_tat) = decide(tat, now_ms, p);
         if d.allowed {
-            if let Some(t) = s.tats.get_mut(key) {
-                *t = new_tat;
-            } else {
-                s.tats.insert(key.to_string(), new_tat);
-            }
+            s.tats.insert(h, new_tat);
             if s.tats.len() >= s.sweep_at {
                 // A TAT in the past means the key is back to full burst: forget it.
                 s.tats.retain(|_, t| *t > now_ms);

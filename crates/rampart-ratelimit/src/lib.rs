@@ -21,7 +21,7 @@ use rampart_config::{
 use rampart_core::guard::{Guard, RequestContext, RequestHead, Step, Verdict};
 use rampart_core::upstream::now_ms;
 use rampart_core::Block;
-use rampart_telemetry::metrics::{LimitResult, Name};
+use rampart_telemetry::metrics::{Counter, LimitResult, Name};
 use rampart_telemetry::{Action, Metrics, SecurityEvent};
 use redis_store::RedisStore;
 use std::net::IpAddr;
@@ -98,7 +98,8 @@ enum Store {
 /// One limit, as a guard.
 pub struct RateLimitGuard {
     name: Arc<str>,
-    label: Name,
+    /// Decision counters, resolved once: allowed, limited, store_error.
+    counters: [Counter; 3],
     parts: Vec<KeyPart>,
     params: Params,
     v6_prefix: u8,
@@ -122,16 +123,19 @@ struct Tightest {
     policy: HeaderValue,
 }
 
-fn mask_ip(ip: IpAddr, v6_prefix: u8) -> String {
-    match ip {
-        IpAddr::V4(v4) => v4.to_string(),
+/// The client address as a key part; IPv6 grouped by its prefix.
+fn push_ip(k: &mut String, ip: IpAddr, v6_prefix: u8) {
+    use std::fmt::Write;
+    let _ = match ip {
+        IpAddr::V4(v4) => write!(k, "{v4}"),
         IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
-            Some(v4) => v4.to_string(),
-            None => ipnet::Ipv6Net::new(v6, v6_prefix)
-                .map(|n| n.trunc().to_string())
-                .unwrap_or_else(|_| v6.to_string()),
+            Some(v4) => write!(k, "{v4}"),
+            None => match ipnet::Ipv6Net::new(v6, v6_prefix) {
+                Ok(n) => write!(k, "{}", n.trunc()),
+                Err(_) => write!(k, "{v6}"),
+            },
         },
-    }
+    };
 }
 
 impl RateLimitGuard {
@@ -153,7 +157,7 @@ impl RateLimitGuard {
         for p in &self.parts {
             k.push('|');
             match p {
-                KeyPart::ClientIp => k.push_str(&mask_ip(ctx.client_ip, self.v6_prefix)),
+                KeyPart::ClientIp => push_ip(&mut k, ctx.client_ip, self.v6_prefix),
                 KeyPart::Route => k.push_str(ctx.route.as_deref().unwrap_or("-")),
                 KeyPart::Method => k.push_str(req.method.as_str()),
                 KeyPart::Header(h) => {
@@ -178,13 +182,11 @@ impl RateLimitGuard {
     }
 
     fn count(&self, result: &'static str) {
-        self.metrics
-            .ratelimit_decisions
-            .get_or_create(&LimitResult {
-                limit: self.label.clone(),
-                result,
-            })
-            .inc();
+        match result {
+            "allowed" => self.counters[0].inc(),
+            "limited" => self.counters[1].inc(),
+            _ => self.counters[2].inc(),
+        };
     }
 
     /// Count a refusal toward `ban_after`; at the threshold, ban the client.
@@ -446,7 +448,16 @@ fn compile(
     );
     Ok(RateLimitGuard {
         name: Arc::from(l.name.value.as_str()),
-        label: Name::from(l.name.value.as_str()),
+        counters: ["allowed", "limited", "store_error"].map(|result| {
+            state
+                .metrics
+                .ratelimit_decisions
+                .get_or_create(&LimitResult {
+                    limit: Name::from(l.name.value.as_str()),
+                    result,
+                })
+                .clone()
+        }),
         parts,
         params: Params::new(rate, period_ms, burst),
         v6_prefix: l.ipv6_prefix,
