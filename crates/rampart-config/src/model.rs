@@ -314,6 +314,8 @@ pub struct Route {
     pub ip_filter: Option<Spanned<IpFilter>>,
     #[serde(default)]
     pub rate_limits: Option<Spanned<Vec<Spanned<RateLimit>>>>,
+    #[serde(default)]
+    pub concurrency_limits: Option<Spanned<Vec<Spanned<ConcurrencyLimit>>>>,
 }
 
 #[derive(Clone, Debug, Deserialize, Default)]
@@ -329,6 +331,8 @@ pub struct Guards {
     pub ip_filter: Option<Spanned<IpFilter>>,
     #[serde(default)]
     pub rate_limits: Option<Spanned<Vec<Spanned<RateLimit>>>>,
+    #[serde(default)]
+    pub concurrency_limits: Option<Spanned<Vec<Spanned<ConcurrencyLimit>>>>,
 }
 
 /// `block` enforces; `monitor` logs what would have been done and lets the request through.
@@ -527,4 +531,18 @@ fn d_ban_for() -> Duration {
 
 fn d_v6_prefix() -> u8 {
     64
+}
+
+/// At most `max` requests in flight at once per key (until their response ends).
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConcurrencyLimit {
+    pub name: Spanned<String>,
+    /// Same key parts as rate limits, except `json:`.
+    pub key: Vec<Spanned<String>>,
+    pub max: Spanned<u64>,
+    #[serde(default = "d_v6_prefix")]
+    pub ipv6_prefix: u8,
+    #[serde(default)]
+    pub mode: Mode,
 }

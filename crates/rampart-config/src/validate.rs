@@ -179,10 +179,12 @@ impl Validator<'_> {
             }
             self.guard_blocks(&r.limits, &r.cors, &r.ip_filter);
             self.rate_limits(&r.rate_limits);
+            self.concurrency_limits(&r.concurrency_limits);
         }
         let g = &c.guards;
         self.guard_blocks(&g.limits, &g.cors, &g.ip_filter);
         self.rate_limits(&g.rate_limits);
+        self.concurrency_limits(&g.concurrency_limits);
         let rl = &c.ratelimit;
         match (&rl.store, &rl.redis_url) {
             (StoreKind::Redis, None) => self.errors.push(ConfigError {
@@ -245,6 +247,39 @@ impl Validator<'_> {
                 };
                 if !ok {
                     self.err(k, format!("unknown key part `{}` (client_ip, route, method, header:NAME, json:FIELD, subject)", k.value));
+                }
+            }
+        }
+    }
+
+    fn concurrency_limits(&mut self, limits: &Option<Spanned<Vec<Spanned<ConcurrencyLimit>>>>) {
+        let Some(limits) = limits else { return };
+        let mut names = HashSet::new();
+        for l in &limits.value {
+            let l = &l.value;
+            if !names.insert(l.name.value.clone()) {
+                self.err(
+                    &l.name,
+                    format!("duplicate concurrency limit name `{}`", l.name.value),
+                );
+            }
+            if l.max.value == 0 {
+                self.err(&l.max, "max must be at least 1");
+            }
+            if l.key.is_empty() {
+                self.err(
+                    &l.name,
+                    "key needs at least one part (client_ip, route, method, header:NAME, subject)",
+                );
+            }
+            for k in &l.key {
+                let ok = match k.value.split_once(':') {
+                    Some(("header", h)) => http_token(h).is_ok(),
+                    Some(_) => false,
+                    None => ["client_ip", "route", "method", "subject"].contains(&k.value.as_str()),
+                };
+                if !ok {
+                    self.err(k, format!("unknown key part `{}` (client_ip, route, method, header:NAME, subject)", k.value));
                 }
             }
         }

@@ -7,6 +7,7 @@
 //! and a route's own limits all apply; all must pass.
 
 pub mod bans;
+pub mod concurrency;
 pub mod gcra;
 pub mod redis_store;
 
@@ -39,6 +40,7 @@ pub struct State {
     pub bans: Bans,
     /// Refusals per (limit, client) toward `ban_after`: (count, window start ms).
     strikes: Strikes,
+    in_flight: concurrency::InFlightCounts,
 }
 
 impl State {
@@ -49,6 +51,7 @@ impl State {
             metrics,
             bans: Bans::default(),
             strikes: Arc::default(),
+            in_flight: Arc::default(),
         })
     }
 
@@ -76,7 +79,7 @@ impl State {
 }
 
 #[derive(Clone)]
-enum KeyPart {
+pub(crate) enum KeyPart {
     ClientIp,
     Route,
     Method,
@@ -123,6 +126,70 @@ struct Tightest {
     policy: HeaderValue,
 }
 
+/// The key of a request for a limit named `name`, or `None` when a part is absent (no such
+/// header, field or identity): the limit then does not apply.
+pub(crate) fn build_key(
+    name: &str,
+    parts: &[KeyPart],
+    v6_prefix: u8,
+    req: &RequestHead,
+    ctx: &RequestContext,
+    body: Option<&serde_json::Value>,
+) -> Option<String> {
+    let mut k = String::with_capacity(64);
+    k.push_str("rampart:rl:");
+    k.push_str(name);
+    for p in parts {
+        k.push('|');
+        match p {
+            KeyPart::ClientIp => push_ip(&mut k, ctx.client_ip, v6_prefix),
+            KeyPart::Route => k.push_str(ctx.route.as_deref().unwrap_or("-")),
+            KeyPart::Method => k.push_str(req.method.as_str()),
+            KeyPart::Header(h) => {
+                let v = req.headers.get(h)?;
+                k.push_str(&String::from_utf8_lossy(v.as_bytes()));
+            }
+            KeyPart::Subject => k.push_str(&ctx.identity.as_ref()?.subject),
+            KeyPart::Json(path) => {
+                let mut v = body?;
+                for seg in path {
+                    v = v.get(seg)?;
+                }
+                match v {
+                    serde_json::Value::String(s) => k.push_str(&s.to_lowercase()),
+                    serde_json::Value::Number(n) => k.push_str(&n.to_string()),
+                    _ => return None,
+                }
+            }
+        }
+    }
+    Some(k)
+}
+
+/// Compile key parts from config.
+fn compile_parts(lc: &LoadedConfig, keys: &[Spanned<String>]) -> Result<Vec<KeyPart>, ConfigError> {
+    let mut parts = Vec::new();
+    for k in keys {
+        parts.push(match k.value.split_once(':') {
+            Some(("header", h)) => KeyPart::Header(
+                HeaderName::from_bytes(h.to_ascii_lowercase().as_bytes())
+                    .map_err(|_| lc.error_at(k, format!("invalid header name `{h}`")))?,
+            ),
+            Some(("json", path)) if !path.is_empty() => {
+                KeyPart::Json(path.split('.').map(str::to_string).collect())
+            }
+            _ => match k.value.as_str() {
+                "client_ip" => KeyPart::ClientIp,
+                "route" => KeyPart::Route,
+                "method" => KeyPart::Method,
+                "subject" => KeyPart::Subject,
+                other => return Err(lc.error_at(k, format!("unknown key part `{other}`"))),
+            },
+        });
+    }
+    Ok(parts)
+}
+
 /// The client address as a key part; IPv6 grouped by its prefix.
 fn push_ip(k: &mut String, ip: IpAddr, v6_prefix: u8) {
     use std::fmt::Write;
@@ -151,34 +218,7 @@ impl RateLimitGuard {
         ctx: &RequestContext,
         body: Option<&serde_json::Value>,
     ) -> Option<String> {
-        let mut k = String::with_capacity(64);
-        k.push_str("rampart:rl:");
-        k.push_str(&self.name);
-        for p in &self.parts {
-            k.push('|');
-            match p {
-                KeyPart::ClientIp => push_ip(&mut k, ctx.client_ip, self.v6_prefix),
-                KeyPart::Route => k.push_str(ctx.route.as_deref().unwrap_or("-")),
-                KeyPart::Method => k.push_str(req.method.as_str()),
-                KeyPart::Header(h) => {
-                    let v = req.headers.get(h)?;
-                    k.push_str(&String::from_utf8_lossy(v.as_bytes()));
-                }
-                KeyPart::Subject => k.push_str(&ctx.identity.as_ref()?.subject),
-                KeyPart::Json(path) => {
-                    let mut v = body?;
-                    for seg in path {
-                        v = v.get(seg)?;
-                    }
-                    match v {
-                        serde_json::Value::String(s) => k.push_str(&s.to_lowercase()),
-                        serde_json::Value::Number(n) => k.push_str(&n.to_string()),
-                        _ => return None,
-                    }
-                }
-            }
-        }
-        Some(k)
+        build_key(&self.name, &self.parts, self.v6_prefix, req, ctx, body)
     }
 
     fn count(&self, result: &'static str) {
@@ -418,25 +458,7 @@ fn compile(
     state: &State,
 ) -> Result<RateLimitGuard, ConfigError> {
     let l = &l.value;
-    let mut parts = Vec::new();
-    for k in &l.key {
-        parts.push(match k.value.split_once(':') {
-            Some(("header", h)) => KeyPart::Header(
-                HeaderName::from_bytes(h.to_ascii_lowercase().as_bytes())
-                    .map_err(|_| lc.error_at(k, format!("invalid header name `{h}`")))?,
-            ),
-            Some(("json", path)) if !path.is_empty() => {
-                KeyPart::Json(path.split('.').map(str::to_string).collect())
-            }
-            _ => match k.value.as_str() {
-                "client_ip" => KeyPart::ClientIp,
-                "route" => KeyPart::Route,
-                "method" => KeyPart::Method,
-                "subject" => KeyPart::Subject,
-                other => return Err(lc.error_at(k, format!("unknown key part `{other}`"))),
-            },
-        });
-    }
+    let parts = compile_parts(lc, &l.key)?;
     let rate = l.rate.value;
     let burst = l.burst.unwrap_or(rate);
     let period_ms = l.period.0.as_millis() as u64;
@@ -523,9 +545,30 @@ pub fn build(
             }
         }
     }
+    let concurrency = |ls: &Option<Spanned<Vec<Spanned<rampart_config::ConcurrencyLimit>>>>,
+                       out: &mut Vec<Arc<dyn Guard>>,
+                       errors: &mut Vec<ConfigError>| {
+        let Some(ls) = ls else { return };
+        for l in &ls.value {
+            let l = &l.value;
+            match compile_parts(lc, &l.key) {
+                Ok(parts) => out.push(Arc::new(concurrency::ConcurrencyGuard {
+                    name: Arc::from(l.name.value.as_str()),
+                    parts,
+                    v6_prefix: l.ipv6_prefix,
+                    max: l.max.value,
+                    mode: l.mode,
+                    counts: state.in_flight.clone(),
+                })),
+                Err(e) => errors.push(e),
+            }
+        }
+    };
+    concurrency(&c.guards.concurrency_limits, &mut global, &mut errors);
     let mut routes = Vec::new();
     for r in &c.routes {
         let mut chain = global.clone();
+        concurrency(&r.value.concurrency_limits, &mut chain, &mut errors);
         if let Some(ls) = &r.value.rate_limits {
             for l in &ls.value {
                 match compile(lc, l, &store, state) {

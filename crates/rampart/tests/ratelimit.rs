@@ -380,3 +380,26 @@ async fn operators_ban_through_the_cli_and_bans_are_shared_through_redis() {
     let (ok, out) = cli(admin, &["add", "127.0.0.1", "--ttl", "soon"]);
     assert!(!ok && out.contains("ttl"), "{out}");
 }
+
+#[tokio::test]
+async fn concurrency_limit_holds_slots_until_the_response_ends() {
+    let up = TestUpstream::start().await;
+    let route = "    concurrency_limits:\n      - name: one-at-a-time\n        key: [client_ip]\n        max: 1\n";
+    let yaml = config(up.addr, route, "").replace("response_timeout: 1s", "response_timeout: 10s");
+    let gw = gateway(&yaml).await;
+    let addr = gw.listen_addrs()[0];
+    let slow = tokio::spawn(async move { get(addr, "/slow").await.0 });
+    for _ in 0..200 {
+        if up.count() > 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let (s, h, _) = get(addr, "/fast").await;
+    assert_eq!(s, 429);
+    assert_eq!(h["retry-after"], "1");
+    assert_eq!(slow.await.unwrap(), 200);
+    // The slot is free again once the slow response has ended.
+    assert_eq!(get(addr, "/fast").await.0, 200);
+    assert_eq!(get(addr, "/fast").await.0, 200);
+}
