@@ -316,6 +316,8 @@ pub struct Route {
     pub rate_limits: Option<Spanned<Vec<Spanned<RateLimit>>>>,
     #[serde(default)]
     pub concurrency_limits: Option<Spanned<Vec<Spanned<ConcurrencyLimit>>>>,
+    #[serde(default)]
+    pub quotas: Option<Spanned<Vec<Spanned<Quota>>>>,
 }
 
 #[derive(Clone, Debug, Deserialize, Default)]
@@ -333,6 +335,8 @@ pub struct Guards {
     pub rate_limits: Option<Spanned<Vec<Spanned<RateLimit>>>>,
     #[serde(default)]
     pub concurrency_limits: Option<Spanned<Vec<Spanned<ConcurrencyLimit>>>>,
+    #[serde(default)]
+    pub quotas: Option<Spanned<Vec<Spanned<Quota>>>>,
 }
 
 /// `block` enforces; `monitor` logs what would have been done and lets the request through.
@@ -486,6 +490,8 @@ pub struct RateLimitStore {
     pub on_failure: OnStoreFailure,
     /// Enforce the temporary ban list (also on when any limit has `ban_after`).
     pub bans: bool,
+    /// With `store: memory`, where quota counters are saved so a restart does not reset them.
+    pub quota_file: Option<Spanned<String>>,
 }
 
 impl Default for RateLimitStore {
@@ -496,6 +502,7 @@ impl Default for RateLimitStore {
             redis_timeout: Duration::millis(50),
             on_failure: OnStoreFailure::FailOpen,
             bans: false,
+            quota_file: None,
         }
     }
 }
@@ -541,6 +548,29 @@ pub struct ConcurrencyLimit {
     /// Same key parts as rate limits, except `json:`.
     pub key: Vec<Spanned<String>>,
     pub max: Spanned<u64>,
+    #[serde(default = "d_v6_prefix")]
+    pub ipv6_prefix: u8,
+    #[serde(default)]
+    pub mode: Mode,
+}
+
+/// A calendar window for quotas (UTC).
+#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum QuotaWindow {
+    Day,
+    Month,
+}
+
+/// At most `limit` requests per key per calendar day or month (UTC).
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Quota {
+    pub name: Spanned<String>,
+    /// Same key parts as rate limits.
+    pub key: Vec<Spanned<String>>,
+    pub limit: Spanned<u64>,
+    pub per: QuotaWindow,
     #[serde(default = "d_v6_prefix")]
     pub ipv6_prefix: u8,
     #[serde(default)]

@@ -139,6 +139,7 @@ impl Validator<'_> {
         }
 
         let mut route_names = HashSet::new();
+        let mut any_quota = c.guards.quotas.is_some();
         for r in &c.routes {
             let r = &r.value;
             if !route_names.insert(r.name.value.as_str()) {
@@ -180,11 +181,21 @@ impl Validator<'_> {
             self.guard_blocks(&r.limits, &r.cors, &r.ip_filter);
             self.rate_limits(&r.rate_limits);
             self.concurrency_limits(&r.concurrency_limits);
+            self.quotas(&r.quotas);
+            any_quota |= r.quotas.is_some();
         }
         let g = &c.guards;
         self.guard_blocks(&g.limits, &g.cors, &g.ip_filter);
         self.rate_limits(&g.rate_limits);
         self.concurrency_limits(&g.concurrency_limits);
+        self.quotas(&g.quotas);
+        if any_quota && c.ratelimit.store == StoreKind::Memory && c.ratelimit.quota_file.is_none() {
+            let at = c.guards.quotas.as_ref().map(|q| self.lc.loc(q));
+            self.errors.push(ConfigError {
+                loc: at.unwrap_or(crate::Loc { file: self.lc.source.clone(), line: 1, col: 1 }),
+                message: "quotas with ratelimit.store: memory need ratelimit.quota_file, so a restart does not reset them".into(),
+            });
+        }
         let rl = &c.ratelimit;
         match (&rl.store, &rl.redis_url) {
             (StoreKind::Redis, None) => self.errors.push(ConfigError {
@@ -281,6 +292,23 @@ impl Validator<'_> {
                 if !ok {
                     self.err(k, format!("unknown key part `{}` (client_ip, route, method, header:NAME, subject)", k.value));
                 }
+            }
+        }
+    }
+
+    fn quotas(&mut self, limits: &Option<Spanned<Vec<Spanned<Quota>>>>) {
+        let Some(limits) = limits else { return };
+        let mut names = HashSet::new();
+        for l in &limits.value {
+            let l = &l.value;
+            if !names.insert(l.name.value.clone()) {
+                self.err(&l.name, format!("duplicate quota name `{}`", l.name.value));
+            }
+            if l.limit.value == 0 {
+                self.err(&l.limit, "limit must be at least 1");
+            }
+            if l.key.is_empty() {
+                self.err(&l.name, "key needs at least one part");
             }
         }
     }

@@ -9,6 +9,7 @@
 pub mod bans;
 pub mod concurrency;
 pub mod gcra;
+pub mod quota;
 pub mod redis_store;
 
 pub use bans::{BanGuard, Bans, BansAdmin};
@@ -41,6 +42,7 @@ pub struct State {
     /// Refusals per (limit, client) toward `ban_after`: (count, window start ms).
     strikes: Strikes,
     in_flight: concurrency::InFlightCounts,
+    quotas: Arc<quota::QuotaStore>,
 }
 
 impl State {
@@ -52,6 +54,7 @@ impl State {
             bans: Bans::default(),
             strikes: Arc::default(),
             in_flight: Arc::default(),
+            quotas: Arc::default(),
         })
     }
 
@@ -565,10 +568,42 @@ pub fn build(
         }
     };
     concurrency(&c.guards.concurrency_limits, &mut global, &mut errors);
+    if let Some(f) = &c.ratelimit.quota_file {
+        if let Err(m) = state.quotas.configure(Some(lc.resolve_path(&f.value))) {
+            errors.push(lc.error_at(f, m));
+        }
+    }
+    let quotas = |ls: &Option<Spanned<Vec<Spanned<rampart_config::Quota>>>>,
+                  out: &mut Vec<Arc<dyn Guard>>,
+                  errors: &mut Vec<ConfigError>| {
+        let Some(ls) = ls else { return };
+        for l in &ls.value {
+            let l = &l.value;
+            match compile_parts(lc, &l.key) {
+                Ok(parts) => out.push(Arc::new(quota::QuotaGuard {
+                    name: Arc::from(l.name.value.as_str()),
+                    parts,
+                    v6_prefix: l.ipv6_prefix,
+                    limit: l.limit.value,
+                    per: l.per,
+                    mode: l.mode,
+                    backend: match &store {
+                        Store::Redis(r, f) => {
+                            quota::Backend::Redis(r.clone(), *f, state.quotas.clone())
+                        }
+                        Store::Memory => quota::Backend::Memory(state.quotas.clone()),
+                    },
+                })),
+                Err(e) => errors.push(e),
+            }
+        }
+    };
+    quotas(&c.guards.quotas, &mut global, &mut errors);
     let mut routes = Vec::new();
     for r in &c.routes {
         let mut chain = global.clone();
         concurrency(&r.value.concurrency_limits, &mut chain, &mut errors);
+        quotas(&r.value.quotas, &mut chain, &mut errors);
         if let Some(ls) = &r.value.rate_limits {
             for l in &ls.value {
                 match compile(lc, l, &store, state) {

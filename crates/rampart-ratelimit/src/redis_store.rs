@@ -27,12 +27,22 @@ if remaining < 0 then remaining = 0 end
 return {1, remaining, 0, math.ceil(used)}
 "#;
 
+/// KEYS[1] = counter; ARGV = limit, expire-at (ms). Returns 1 if counted, 0 if the quota is used up.
+const QUOTA_SCRIPT: &str = r#"
+local n = tonumber(redis.call('GET', KEYS[1]) or '0')
+if n >= tonumber(ARGV[1]) then return 0 end
+redis.call('INCR', KEYS[1])
+if n == 0 then redis.call('PEXPIREAT', KEYS[1], ARGV[2]) end
+return 1
+"#;
+
 pub struct RedisStore {
     url: String,
     timeout: Duration,
     /// Created on first use (it needs the runtime), then reconnects by itself.
     conn: OnceLock<Result<ConnectionManager, String>>,
     script: redis::Script,
+    quota_script: redis::Script,
 }
 
 impl RedisStore {
@@ -44,6 +54,7 @@ impl RedisStore {
             timeout,
             conn: OnceLock::new(),
             script: redis::Script::new(SCRIPT),
+            quota_script: redis::Script::new(QUOTA_SCRIPT),
         })
     }
 
@@ -114,6 +125,22 @@ impl RedisStore {
             if cursor == 0 || out.len() >= 10_000 {
                 return Ok(out);
             }
+        }
+    }
+
+    /// Count one request against a quota counter; `false` when it is used up.
+    pub async fn quota_take(
+        &self,
+        key: &str,
+        limit: u64,
+        expire_at_ms: u64,
+    ) -> Result<bool, String> {
+        let mut conn = self.manager()?;
+        let mut inv = self.quota_script.key(key);
+        inv.arg(limit).arg(expire_at_ms);
+        match tokio::time::timeout(self.timeout, inv.invoke_async::<i64>(&mut conn)).await {
+            Err(_) => Err(format!("redis did not answer within {:?}", self.timeout)),
+            Ok(r) => r.map(|v| v == 1).map_err(|e| e.to_string()),
         }
     }
 

@@ -292,3 +292,80 @@ async fn demo_serves_the_sample_api_with_its_policy() {
     assert_eq!(s, 200);
     assert!(String::from_utf8_lossy(&m).contains("rampart_requests_total"));
 }
+
+#[tokio::test]
+async fn quotas_survive_a_restart() {
+    let up = TestUpstream::start().await;
+    let d = tmpdir("quota");
+    let f = d.join("rampart.yaml");
+    let qf = d.join("quotas.json");
+    let _ = std::fs::remove_file(&qf);
+    let port = free_port();
+    std::fs::write(
+        &f,
+        format!(
+            "server:\n  worker_threads: 1\nlisteners:\n  - address: 127.0.0.1:{port}\nadmin:\n  address: \"off\"\nlog:\n  access: off\nratelimit:\n  quota_file: {}\nupstreams:\n  - name: api\n    targets: [\"http://{}\"]\nroutes:\n  - name: r\n    path_prefix: /\n    upstream: api\n    quotas:\n      - name: daily\n        key: [client_ip]\n        limit: 3\n        per: day\n",
+            qf.display(),
+            up.addr
+        ),
+    )
+    .unwrap();
+    let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let child = Proc(
+        Command::new(BIN)
+            .args(["run", "-c"])
+            .arg(&f)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    wait_up(port).await;
+    let mut codes = Vec::new();
+    for _ in 0..4 {
+        codes.push(get(addr, "/q").await.0);
+    }
+    assert_eq!(codes, vec![200, 200, 200, 429]);
+    // Wait for the counters to reach the file, then restart.
+    for _ in 0..100 {
+        if std::fs::read_to_string(&qf)
+            .map(|t| t.contains(",3]"))
+            .unwrap_or(false)
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    drop(child);
+    let _child = Proc(
+        Command::new(BIN)
+            .args(["run", "-c"])
+            .arg(&f)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    wait_up(port).await;
+    let (s, h, _) = get(addr, "/q").await;
+    assert_eq!(s, 429, "the restart did not reset the daily quota");
+    assert!(h["ratelimit-policy"]
+        .to_str()
+        .unwrap()
+        .contains("q=3;w=86400"));
+    // Without a quota file the memory store refuses quotas at load.
+    let bad = std::fs::read_to_string(&f)
+        .unwrap()
+        .replace(&format!("ratelimit:\n  quota_file: {}\n", qf.display()), "");
+    std::fs::write(&f, bad).unwrap();
+    let out = Command::new(BIN)
+        .args(["check", "-c"])
+        .arg(&f)
+        .output()
+        .unwrap();
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("quota_file"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

@@ -403,3 +403,27 @@ async fn concurrency_limit_holds_slots_until_the_response_ends() {
     assert_eq!(get(addr, "/fast").await.0, 200);
     assert_eq!(get(addr, "/fast").await.0, 200);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn quotas_are_shared_through_redis() {
+    let redis = RedisServer::start().await;
+    let up = TestUpstream::start().await;
+    let top = format!(
+        "ratelimit:\n  store: redis\n  redis_url: \"{}\"\n  redis_timeout: 500ms\n",
+        redis.url()
+    );
+    let route = "    quotas:\n      - name: monthly\n        key: [route]\n        limit: 4\n        per: month\n";
+    let a = gateway(&config(up.addr, route, &top)).await;
+    let b = gateway(&config(up.addr, route, &top)).await;
+    let c = client();
+    let mut codes = Vec::new();
+    for i in 0..6 {
+        let gw = if i % 2 == 0 { &a } else { &b };
+        codes.push(
+            send(&c, gw.listen_addrs()[0], "GET", "/m", &[], b"")
+                .await
+                .0,
+        );
+    }
+    assert_eq!(codes, vec![200, 200, 200, 200, 429, 429]);
+}
