@@ -52,7 +52,10 @@ echo "rampart idle RSS: $(( $(rss) / 1024 )) MiB" | tee "$WORK/rss.txt" >&2
 EXTRA_TARGET="rampart=http://127.0.0.1:$PORT" "$SHARED/run.sh"
 
 # 10,000 idle keep-alive connections: each sends one request, reads the answer, stays open.
-"$SHARED/servers.sh" start upstream >&2 || true
+started_upstream=0
+if ! "$SHARED/servers.sh" status upstream | grep -q running; then
+  "$SHARED/servers.sh" start upstream >&2 && started_upstream=1
+fi
 python3 - "$PORT" "$RPID" <<'PY' | tee -a "$WORK/rss.txt"
 import resource, socket, sys, time
 port, pid = int(sys.argv[1]), sys.argv[2]
@@ -76,5 +79,5 @@ print(f"rampart RSS with {len(socks)} idle keep-alive connections: {rss()} MiB (
 for s in socks:
     s.close()
 PY
-"$SHARED/servers.sh" stop upstream >&2 || true
+[[ "$started_upstream" == 1 ]] && "$SHARED/servers.sh" stop upstream >&2
 echo "rss: $WORK/rss.txt" >&2
