@@ -241,25 +241,7 @@ impl Validator<'_> {
             if l.ipv6_prefix > 128 {
                 self.err(&l.name, "ipv6_prefix must be between 0 and 128");
             }
-            if l.key.is_empty() {
-                self.err(
-                    &l.name,
-                    "key needs at least one part (client_ip, route, method, header:NAME, json:FIELD, subject)",
-                );
-            }
-            for k in &l.key {
-                let ok = match k.value.split_once(':') {
-                    Some(("header", h)) => http_token(h).is_ok(),
-                    Some(("json", path)) => {
-                        !path.is_empty() && path.split('.').all(|s| !s.is_empty())
-                    }
-                    Some(_) => false,
-                    None => ["client_ip", "route", "method", "subject"].contains(&k.value.as_str()),
-                };
-                if !ok {
-                    self.err(k, format!("unknown key part `{}` (client_ip, route, method, header:NAME, json:FIELD, subject)", k.value));
-                }
-            }
+            self.key_parts(&l.name, &l.key, true);
         }
     }
 
@@ -277,22 +259,7 @@ impl Validator<'_> {
             if l.max.value == 0 {
                 self.err(&l.max, "max must be at least 1");
             }
-            if l.key.is_empty() {
-                self.err(
-                    &l.name,
-                    "key needs at least one part (client_ip, route, method, header:NAME, subject)",
-                );
-            }
-            for k in &l.key {
-                let ok = match k.value.split_once(':') {
-                    Some(("header", h)) => http_token(h).is_ok(),
-                    Some(_) => false,
-                    None => ["client_ip", "route", "method", "subject"].contains(&k.value.as_str()),
-                };
-                if !ok {
-                    self.err(k, format!("unknown key part `{}` (client_ip, route, method, header:NAME, subject)", k.value));
-                }
-            }
+            self.key_parts(&l.name, &l.key, false);
         }
     }
 
@@ -307,8 +274,32 @@ impl Validator<'_> {
             if l.limit.value == 0 {
                 self.err(&l.limit, "limit must be at least 1");
             }
-            if l.key.is_empty() {
-                self.err(&l.name, "key needs at least one part");
+            self.key_parts(&l.name, &l.key, false);
+        }
+    }
+
+    /// Key parts of a rate limit, concurrency limit or quota. `json:` needs the request body,
+    /// which only rate limits read.
+    fn key_parts(&mut self, name: &Spanned<String>, keys: &[Spanned<String>], allow_json: bool) {
+        let parts = if allow_json {
+            "client_ip, route, method, header:NAME, json:FIELD, subject"
+        } else {
+            "client_ip, route, method, header:NAME, subject"
+        };
+        if keys.is_empty() {
+            self.err(name, format!("key needs at least one part ({parts})"));
+        }
+        for k in keys {
+            let ok = match k.value.split_once(':') {
+                Some(("header", h)) => http_token(h).is_ok(),
+                Some(("json", path)) => {
+                    allow_json && !path.is_empty() && path.split('.').all(|s| !s.is_empty())
+                }
+                Some(_) => false,
+                None => ["client_ip", "route", "method", "subject"].contains(&k.value.as_str()),
+            };
+            if !ok {
+                self.err(k, format!("unknown key part `{}` ({parts})", k.value));
             }
         }
     }
