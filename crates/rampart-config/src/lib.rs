@@ -313,6 +313,16 @@ mod tests {
     }
 
     #[test]
+    fn route_limits_may_not_reuse_global_names() {
+        let text = format!(
+            "{MINIMAL}    rate_limits:\n      - {{ name: per-ip, key: [client_ip], rate: 5, period: 1m, ipv6_prefix: 200 }}\nguards:\n  rate_limits:\n    - {{ name: per-ip, key: [client_ip], rate: 50, period: 1m }}\n"
+        );
+        let e = load(&text).unwrap_err().to_string();
+        assert!(e.contains("t.yaml:11:17: rate limit `per-ip` has the name of a global rate limit"), "{e}");
+        assert!(e.contains("ipv6_prefix must be between 0 and 128"), "{e}");
+    }
+
+    #[test]
     fn env_interpolation_and_missing_var() {
         let out = interpolate("a: ${SECRET}\nb: $${X}\n", &Arc::from("f"), &|k| {
             (k == "SECRET").then(|| "v".to_string())

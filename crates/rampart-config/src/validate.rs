@@ -138,6 +138,30 @@ impl Validator<'_> {
             }
         }
 
+        // Global limit names, which route limits may not reuse (the name is part of the
+        // counter key: a route limit with a global limit's name would share its counters).
+        let names_of = |ls: Option<Vec<&Spanned<String>>>| -> HashSet<String> {
+            ls.unwrap_or_default()
+                .into_iter()
+                .map(|n| n.value.clone())
+                .collect()
+        };
+        let g = &c.guards;
+        let global_rl = names_of(
+            g.rate_limits
+                .as_ref()
+                .map(|l| l.value.iter().map(|x| &x.value.name).collect()),
+        );
+        let global_cc = names_of(
+            g.concurrency_limits
+                .as_ref()
+                .map(|l| l.value.iter().map(|x| &x.value.name).collect()),
+        );
+        let global_q = names_of(
+            g.quotas
+                .as_ref()
+                .map(|l| l.value.iter().map(|x| &x.value.name).collect()),
+        );
         let mut route_names = HashSet::new();
         let mut any_quota = c.guards.quotas.is_some();
         for r in &c.routes {
@@ -179,16 +203,16 @@ impl Validator<'_> {
                 );
             }
             self.guard_blocks(&r.limits, &r.cors, &r.ip_filter);
-            self.rate_limits(&r.rate_limits);
-            self.concurrency_limits(&r.concurrency_limits);
-            self.quotas(&r.quotas);
+            self.rate_limits(&r.rate_limits, &global_rl);
+            self.concurrency_limits(&r.concurrency_limits, &global_cc);
+            self.quotas(&r.quotas, &global_q);
             any_quota |= r.quotas.is_some();
         }
         let g = &c.guards;
         self.guard_blocks(&g.limits, &g.cors, &g.ip_filter);
-        self.rate_limits(&g.rate_limits);
-        self.concurrency_limits(&g.concurrency_limits);
-        self.quotas(&g.quotas);
+        self.rate_limits(&g.rate_limits, &HashSet::new());
+        self.concurrency_limits(&g.concurrency_limits, &HashSet::new());
+        self.quotas(&g.quotas, &HashSet::new());
         if any_quota && c.ratelimit.store == StoreKind::Memory && c.ratelimit.quota_file.is_none() {
             let at = c.guards.quotas.as_ref().map(|q| self.lc.loc(q));
             self.errors.push(ConfigError {
@@ -218,17 +242,16 @@ impl Validator<'_> {
         }
     }
 
-    fn rate_limits(&mut self, limits: &Option<Spanned<Vec<Spanned<RateLimit>>>>) {
+    fn rate_limits(
+        &mut self,
+        limits: &Option<Spanned<Vec<Spanned<RateLimit>>>>,
+        global: &HashSet<String>,
+    ) {
         let Some(limits) = limits else { return };
         let mut names = HashSet::new();
         for l in &limits.value {
             let l = &l.value;
-            if !names.insert(l.name.value.clone()) {
-                self.err(
-                    &l.name,
-                    format!("duplicate rate limit name `{}`", l.name.value),
-                );
-            }
+            self.limit_name("rate limit", &l.name, &mut names, global);
             if l.rate.value == 0 {
                 self.err(&l.rate, "rate must be at least 1");
             }
@@ -238,49 +261,67 @@ impl Validator<'_> {
             if l.burst == Some(0) {
                 self.err(&l.name, "burst must be at least 1");
             }
-            if l.ipv6_prefix > 128 {
-                self.err(&l.name, "ipv6_prefix must be between 0 and 128");
-            }
-            self.key_parts(&l.name, &l.key, true);
+            self.key_parts(&l.name, &l.key, l.ipv6_prefix, true);
         }
     }
 
-    fn concurrency_limits(&mut self, limits: &Option<Spanned<Vec<Spanned<ConcurrencyLimit>>>>) {
+    fn concurrency_limits(
+        &mut self,
+        limits: &Option<Spanned<Vec<Spanned<ConcurrencyLimit>>>>,
+        global: &HashSet<String>,
+    ) {
         let Some(limits) = limits else { return };
         let mut names = HashSet::new();
         for l in &limits.value {
             let l = &l.value;
-            if !names.insert(l.name.value.clone()) {
-                self.err(
-                    &l.name,
-                    format!("duplicate concurrency limit name `{}`", l.name.value),
-                );
-            }
+            self.limit_name("concurrency limit", &l.name, &mut names, global);
             if l.max.value == 0 {
                 self.err(&l.max, "max must be at least 1");
             }
-            self.key_parts(&l.name, &l.key, false);
+            self.key_parts(&l.name, &l.key, l.ipv6_prefix, false);
         }
     }
 
-    fn quotas(&mut self, limits: &Option<Spanned<Vec<Spanned<Quota>>>>) {
+    fn quotas(&mut self, limits: &Option<Spanned<Vec<Spanned<Quota>>>>, global: &HashSet<String>) {
         let Some(limits) = limits else { return };
         let mut names = HashSet::new();
         for l in &limits.value {
             let l = &l.value;
-            if !names.insert(l.name.value.clone()) {
-                self.err(&l.name, format!("duplicate quota name `{}`", l.name.value));
-            }
+            self.limit_name("quota", &l.name, &mut names, global);
             if l.limit.value == 0 {
                 self.err(&l.limit, "limit must be at least 1");
             }
-            self.key_parts(&l.name, &l.key, false);
+            self.key_parts(&l.name, &l.key, l.ipv6_prefix, false);
+        }
+    }
+
+    /// A limit's name: unique in its list, and not a global limit's name when in a route.
+    fn limit_name(
+        &mut self,
+        kind: &str,
+        name: &Spanned<String>,
+        seen: &mut HashSet<String>,
+        global: &HashSet<String>,
+    ) {
+        if !seen.insert(name.value.clone()) {
+            self.err(name, format!("duplicate {kind} name `{}`", name.value));
+        } else if global.contains(&name.value) {
+            self.err(name, format!("{kind} `{}` has the name of a global {kind}; the name keys its counters, so pick another", name.value));
         }
     }
 
     /// Key parts of a rate limit, concurrency limit or quota. `json:` needs the request body,
     /// which only rate limits read.
-    fn key_parts(&mut self, name: &Spanned<String>, keys: &[Spanned<String>], allow_json: bool) {
+    fn key_parts(
+        &mut self,
+        name: &Spanned<String>,
+        keys: &[Spanned<String>],
+        ipv6_prefix: u8,
+        allow_json: bool,
+    ) {
+        if ipv6_prefix > 128 {
+            self.err(name, "ipv6_prefix must be between 0 and 128");
+        }
         let parts = if allow_json {
             "client_ip, route, method, header:NAME, json:FIELD, subject"
         } else {
