@@ -318,7 +318,10 @@ mod tests {
             "{MINIMAL}    rate_limits:\n      - {{ name: per-ip, key: [client_ip], rate: 5, period: 1m, ipv6_prefix: 200 }}\nguards:\n  rate_limits:\n    - {{ name: per-ip, key: [client_ip], rate: 50, period: 1m }}\n"
         );
         let e = load(&text).unwrap_err().to_string();
-        assert!(e.contains("t.yaml:11:17: rate limit `per-ip` has the name of a global rate limit"), "{e}");
+        assert!(
+            e.contains("t.yaml:11:17: rate limit `per-ip` has the name of a global rate limit"),
+            "{e}"
+        );
         assert!(e.contains("ipv6_prefix must be between 0 and 128"), "{e}");
     }
 

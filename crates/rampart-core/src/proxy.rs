@@ -391,8 +391,7 @@ pub(crate) async fn handle(
         .flatten()
         .unwrap_or_else(|| shared.ids.next());
     let client = client_ip(&snap, peer_ip, &parts.headers, peer_trusted);
-    let mut ctx = RequestContext::new(request_id, client, conn.clone(), parts.method.clone());
-    ctx.path = parts.uri.path().to_string();
+    let ctx = RequestContext::new(request_id, client, conn.clone(), parts.method.clone());
     let bytes_in = Arc::new(AtomicU64::new(0));
     let rid_value = HeaderValue::from_str(&ctx.request_id).ok();
     let mut done = Done {
@@ -412,13 +411,17 @@ pub(crate) async fn handle(
     let metrics = &shared.metrics;
 
     // 1. Protocol hardening: the raw-head scan, then request-target and path checks.
+    // Until the path is normalized, refusals log the raw one (set only on those paths, so an
+    // accepted request allocates its path once).
     if let Some(v) = scan.as_ref().and_then(|s| s.take()) {
+        done.ctx.path = parts.uri.path().to_string();
         let a = violation_answer(&mut done.ctx, metrics, v);
         return Ok(finish_answer(done, a));
     }
     let host = match request_host(&parts) {
         Ok(h) => h,
         Err((rule, msg)) => {
+            done.ctx.path = parts.uri.path().to_string();
             let mut a = core_refusal(
                 &mut done.ctx,
                 metrics,
@@ -434,6 +437,7 @@ pub(crate) async fn handle(
     let path = match crate::path::normalize(parts.uri.path(), &snap.path_policy) {
         Ok(p) => p,
         Err(e) => {
+            done.ctx.path = parts.uri.path().to_string();
             let a = core_refusal(
                 &mut done.ctx,
                 metrics,
