@@ -52,6 +52,15 @@ async fn wait_up(port: u16) {
     panic!("rampart did not start listening on {port}");
 }
 
+/// `rampart check -c FILE`.
+fn check(f: &std::path::Path) -> std::process::Output {
+    Command::new(BIN)
+        .args(["check", "-c"])
+        .arg(f)
+        .output()
+        .unwrap()
+}
+
 #[test]
 fn check_reports_every_error_with_file_line_col() {
     let d = tmpdir("check");
@@ -61,11 +70,7 @@ fn check_reports_every_error_with_file_line_col() {
         "listeners:\n  - address: 127.0.0.1:8080\n    tls:\n      certificates:\n        - cert: missing.pem\n          key: missing.key\nupstreams:\n  - name: api\n    targets: [\"http://127.0.0.1:9000\"]\nroutes:\n  - name: a\n    path_prefix: /\n    upstream: api\n    cors:\n      allow_origins: [\"*\"]\n      allow_credentials: true\n  - name: a\n    path_prefix: /x\n    upstream: nope\n    ip_filter:\n      allow: [\"10.0.0.0/99\"]\n",
     )
     .unwrap();
-    let out = Command::new(BIN)
-        .args(["check", "-c"])
-        .arg(&f)
-        .output()
-        .unwrap();
+    let out = check(&f);
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     let p = f.display().to_string();
@@ -85,31 +90,19 @@ fn check_reports_every_error_with_file_line_col() {
         "listeners:\n  - address: 127.0.0.1:8080\n    colour: blue\n",
     )
     .unwrap();
-    let out = Command::new(BIN)
-        .args(["check", "-c"])
-        .arg(&f)
-        .output()
-        .unwrap();
+    let out = check(&f);
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
         err.starts_with(&format!("{p}:3:5: ")) && err.contains("colour"),
         "{err}"
     );
     std::fs::write(&f, "server:\n  max_connections: lots\nlisteners: []\n").unwrap();
-    let out = Command::new(BIN)
-        .args(["check", "-c"])
-        .arg(&f)
-        .output()
-        .unwrap();
+    let out = check(&f);
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.starts_with(&format!("{p}:2:20: ")), "{err}");
     // A valid file passes.
     std::fs::write(&f, "listeners:\n  - address: 127.0.0.1:8080\nupstreams:\n  - name: api\n    targets: [\"http://127.0.0.1:9000\"]\nroutes:\n  - name: a\n    path_prefix: /\n    upstream: api\n").unwrap();
-    let out = Command::new(BIN)
-        .args(["check", "-c"])
-        .arg(&f)
-        .output()
-        .unwrap();
+    let out = check(&f);
     assert!(
         out.status.success(),
         "{}",
@@ -358,11 +351,7 @@ async fn quotas_survive_a_restart() {
         .unwrap()
         .replace(&format!("ratelimit:\n  quota_file: {}\n", qf.display()), "");
     std::fs::write(&f, bad).unwrap();
-    let out = Command::new(BIN)
-        .args(["check", "-c"])
-        .arg(&f)
-        .output()
-        .unwrap();
+    let out = check(&f);
     assert!(
         String::from_utf8_lossy(&out.stderr).contains("quota_file"),
         "{}",

@@ -389,12 +389,7 @@ async fn concurrency_limit_holds_slots_until_the_response_ends() {
     let gw = gateway(&yaml).await;
     let addr = gw.listen_addrs()[0];
     let slow = tokio::spawn(async move { get(addr, "/slow").await.0 });
-    for _ in 0..200 {
-        if up.count() > 0 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    up.wait_for(1).await;
     let (s, h, _) = get(addr, "/fast").await;
     assert_eq!(s, 429);
     assert_eq!(h["retry-after"], "1");

@@ -3,7 +3,6 @@
 
 mod common;
 use common::*;
-use std::time::Duration;
 
 async fn dead_port() -> std::net::SocketAddr {
     let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -70,12 +69,7 @@ async fn in_flight_cap_gives_503() {
     let addr = gw.listen_addrs()[0];
     let slow = tokio::spawn(async move { get(addr, "/slow").await.0 });
     // Wait until the slow request is in flight at the upstream.
-    for _ in 0..200 {
-        if up.count() > 0 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    up.wait_for(1).await;
     let (s, h, _) = get(addr, "/fast").await;
     assert_eq!(s, 503);
     assert_eq!(h["retry-after"], "1");

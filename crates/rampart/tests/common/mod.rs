@@ -59,6 +59,17 @@ impl TestUpstream {
         self.seen.lock().unwrap().len()
     }
 
+    /// Wait (at most 2 s) until the upstream has seen `n` requests.
+    pub async fn wait_for(&self, n: usize) {
+        for _ in 0..200 {
+            if self.count() >= n {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        panic!("the upstream saw {} requests, expected {n}", self.count());
+    }
+
     pub fn last(&self) -> Seen {
         self.seen
             .lock()
