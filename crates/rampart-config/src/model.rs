@@ -25,6 +25,9 @@ pub struct Config {
     /// Where rate-limit state lives.
     #[serde(default)]
     pub ratelimit: RateLimitStore,
+    /// Identity providers (referenced by name from `auth` blocks) and brute-force lockout.
+    #[serde(default)]
+    pub identity: IdentityConfig,
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -318,6 +321,11 @@ pub struct Route {
     pub concurrency_limits: Option<Spanned<Vec<Spanned<ConcurrencyLimit>>>>,
     #[serde(default)]
     pub quotas: Option<Spanned<Vec<Spanned<Quota>>>>,
+    #[serde(default)]
+    pub auth: Option<Spanned<Auth>>,
+    /// A login endpoint whose failed answers count toward brute-force lockout.
+    #[serde(default)]
+    pub login: Option<Spanned<Login>>,
 }
 
 #[derive(Clone, Debug, Deserialize, Default)]
@@ -337,6 +345,8 @@ pub struct Guards {
     pub concurrency_limits: Option<Spanned<Vec<Spanned<ConcurrencyLimit>>>>,
     #[serde(default)]
     pub quotas: Option<Spanned<Vec<Spanned<Quota>>>>,
+    #[serde(default)]
+    pub auth: Option<Spanned<Auth>>,
 }
 
 /// `block` enforces; `monitor` logs what would have been done and lets the request through.
@@ -575,4 +585,401 @@ pub struct Quota {
     pub ipv6_prefix: u8,
     #[serde(default)]
     pub mode: Mode,
+}
+
+/// `identity:`: the providers routes authenticate with, and brute-force lockout settings.
+#[derive(Clone, Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct IdentityConfig {
+    #[serde(default)]
+    pub providers: Vec<Spanned<Provider>>,
+    #[serde(default)]
+    pub brute_force: BruteForce,
+}
+
+/// One identity provider: exactly one of `jwt`, `introspection`, `api_key`, `mtls`.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Provider {
+    pub name: Spanned<String>,
+    #[serde(default)]
+    pub jwt: Option<Spanned<JwtProvider>>,
+    #[serde(default)]
+    pub introspection: Option<Spanned<IntrospectionProvider>>,
+    #[serde(default)]
+    pub api_key: Option<Spanned<ApiKeyProvider>>,
+    #[serde(default)]
+    pub mtls: Option<Spanned<MtlsProvider>>,
+}
+
+/// Where a bearer token is read from. The `Authorization: Bearer` header always works unless
+/// `header: false`; a cookie and a query parameter are opt-in.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TokenSource {
+    pub header: bool,
+    pub cookie: Option<Spanned<String>>,
+    pub query: Option<Spanned<String>>,
+}
+
+impl Default for TokenSource {
+    fn default() -> Self {
+        TokenSource {
+            header: true,
+            cookie: None,
+            query: None,
+        }
+    }
+}
+
+/// Which claims carry the subject, scopes and roles.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ClaimNames {
+    pub subject: String,
+    /// A space-separated string or an array (`scope`; `scp` is read as well).
+    pub scopes: String,
+    /// An array or a space-separated string.
+    pub roles: String,
+}
+
+impl Default for ClaimNames {
+    fn default() -> Self {
+        ClaimNames {
+            subject: "sub".into(),
+            scopes: "scope".into(),
+            roles: "roles".into(),
+        }
+    }
+}
+
+/// JWT validation. Keys come from exactly one of `jwks_url`, `jwks_file`, `public_key_file`
+/// (PEM) or `hmac_secret`.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JwtProvider {
+    /// Accepted `alg` values, e.g. `[ES256, RS256]`. HS* only with `hmac_secret`.
+    pub algorithms: Vec<Spanned<String>>,
+    /// Required `iss`.
+    #[serde(default)]
+    pub issuer: Option<Spanned<String>>,
+    /// Accepted `aud` values (one must match).
+    #[serde(default)]
+    pub audiences: Vec<Spanned<String>>,
+    #[serde(default)]
+    pub jwks_url: Option<Spanned<String>>,
+    #[serde(default)]
+    pub jwks_file: Option<Spanned<String>>,
+    #[serde(default)]
+    pub public_key_file: Option<Spanned<String>>,
+    #[serde(default)]
+    pub hmac_secret: Option<Spanned<String>>,
+    /// CA bundle (PEM) for an https `jwks_url`; default: the system bundle.
+    #[serde(default)]
+    pub jwks_ca: Option<Spanned<String>>,
+    #[serde(default = "d_fetch_timeout")]
+    pub jwks_timeout: Duration,
+    #[serde(default = "d_jwks_max_bytes")]
+    pub jwks_max_bytes: ByteSize,
+    /// Cache lifetime when the JWKS response has no `max-age`.
+    #[serde(default = "d_jwks_max_age")]
+    pub jwks_max_age: Duration,
+    /// A token with an unknown `kid` triggers a refetch at most this often.
+    #[serde(default = "d_jwks_refetch")]
+    pub jwks_refetch_interval: Duration,
+    /// Clock skew allowed on `exp`/`nbf`.
+    #[serde(default = "d_leeway")]
+    pub leeway: Duration,
+    /// Claims that must be present (`exp` is always required).
+    #[serde(default)]
+    pub required_claims: Vec<Spanned<String>>,
+    #[serde(default = "d_max_token")]
+    pub max_token_bytes: ByteSize,
+    #[serde(default)]
+    pub token: TokenSource,
+    #[serde(default)]
+    pub claims: ClaimNames,
+}
+
+fn d_fetch_timeout() -> Duration {
+    Duration::secs(2)
+}
+fn d_jwks_max_bytes() -> ByteSize {
+    ByteSize(256 * 1024)
+}
+fn d_jwks_max_age() -> Duration {
+    Duration::secs(300)
+}
+fn d_jwks_refetch() -> Duration {
+    Duration::secs(30)
+}
+fn d_leeway() -> Duration {
+    Duration::secs(30)
+}
+fn d_max_token() -> ByteSize {
+    ByteSize(8 * 1024)
+}
+
+/// OAuth 2.0 token introspection (RFC 7662) with client credentials (HTTP Basic).
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IntrospectionProvider {
+    pub url: Spanned<String>,
+    pub client_id: Spanned<String>,
+    pub client_secret: Spanned<String>,
+    #[serde(default)]
+    pub ca: Option<Spanned<String>>,
+    #[serde(default = "d_fetch_timeout")]
+    pub timeout: Duration,
+    /// Longest time an answer is cached (never beyond the token's `exp`).
+    #[serde(default = "d_introspection_cache")]
+    pub cache_ttl: Duration,
+    /// Required `iss` in the answer, when set.
+    #[serde(default)]
+    pub issuer: Option<Spanned<String>>,
+    #[serde(default)]
+    pub audiences: Vec<Spanned<String>>,
+    #[serde(default = "d_max_token")]
+    pub max_token_bytes: ByteSize,
+    #[serde(default)]
+    pub token: TokenSource,
+    #[serde(default)]
+    pub claims: ClaimNames,
+}
+
+fn d_introspection_cache() -> Duration {
+    Duration::secs(60)
+}
+
+/// API keys stored hashed (HMAC-SHA-256 with `hash_secret`) in an SQLite file.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApiKeyProvider {
+    /// The SQLite file (created if missing).
+    pub store: Spanned<String>,
+    /// Secret for the keyed hash; at least 32 characters. Use `${ENV}`.
+    pub hash_secret: Spanned<String>,
+    /// Header carrying the key (`Authorization: ApiKey <key>` is read as well).
+    #[serde(default = "d_api_key_header")]
+    pub header: Spanned<String>,
+    /// Opt-in query parameter carrying the key.
+    #[serde(default)]
+    pub query: Option<Spanned<String>>,
+    /// How often the gateway rereads the store (keys made by the CLI show up within this).
+    #[serde(default = "d_key_refresh")]
+    pub refresh: Duration,
+    /// How long a rotated key keeps working.
+    #[serde(default = "d_rotation_grace")]
+    pub rotation_grace: Duration,
+}
+
+fn d_api_key_header() -> Spanned<String> {
+    Spanned::new(
+        "x-api-key".into(),
+        serde_saphyr::Location::UNKNOWN,
+        serde_saphyr::Location::UNKNOWN,
+    )
+}
+fn d_key_refresh() -> Duration {
+    Duration::secs(5)
+}
+fn d_rotation_grace() -> Duration {
+    Duration::secs(86_400)
+}
+
+/// Which part of a verified client certificate becomes the subject.
+#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum CertSubject {
+    #[default]
+    Cn,
+    Subject,
+    SanDns,
+    SanUri,
+    SanEmail,
+    Fingerprint,
+}
+
+/// A verified client certificate (from a listener with `client_auth`) as identity.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MtlsProvider {
+    #[serde(default)]
+    pub subject_from: CertSubject,
+    /// Roles and scopes granted to given subjects.
+    #[serde(default)]
+    pub grants: Vec<Spanned<MtlsGrant>>,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MtlsGrant {
+    pub subject: Spanned<String>,
+    #[serde(default)]
+    pub roles: Vec<String>,
+    #[serde(default)]
+    pub scopes: Vec<String>,
+}
+
+/// Failed-authentication counting and lockout with exponential backoff.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BruteForce {
+    pub enabled: bool,
+    /// Failures within `window` (per client IP, per API key id, per login username) before lockout.
+    pub max_failures: u32,
+    pub window: Duration,
+    /// First lockout; each further lockout of the same key doubles it, up to `max_lockout`.
+    pub lockout: Duration,
+    pub max_lockout: Duration,
+}
+
+impl Default for BruteForce {
+    fn default() -> Self {
+        BruteForce {
+            enabled: true,
+            max_failures: 10,
+            window: Duration::secs(600),
+            lockout: Duration::secs(60),
+            max_lockout: Duration::secs(3600),
+        }
+    }
+}
+
+/// Authentication and authorization for a route (or, under `guards:`, for every route).
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Auth {
+    #[serde(default)]
+    pub mode: Mode,
+    /// Providers tried in order; the first that finds credentials decides.
+    pub providers: Vec<Spanned<String>>,
+    /// Requests without any credentials pass anonymously (bad credentials still get 401).
+    #[serde(default)]
+    pub optional: bool,
+    /// Remove the credential (token or key) before the request goes upstream.
+    #[serde(default)]
+    pub strip_credentials: bool,
+    /// Headers that carry the identity upstream. Inbound copies are always removed first.
+    #[serde(default)]
+    pub forward: ForwardIdentity,
+    /// Authorization rules; the first whose methods and path match applies.
+    #[serde(default)]
+    pub rules: Vec<Spanned<AuthRule>>,
+    /// Requests no rule matches: `allow` (any authenticated caller) or `deny` (403).
+    #[serde(default)]
+    pub unmatched: Unmatched,
+    #[serde(default = "d_realm")]
+    pub realm: String,
+}
+
+fn d_realm() -> String {
+    "rampart".into()
+}
+
+#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum Unmatched {
+    #[default]
+    Allow,
+    Deny,
+}
+
+#[derive(Clone, Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct ForwardIdentity {
+    #[serde(default)]
+    pub subject: Option<Spanned<String>>,
+    #[serde(default)]
+    pub scopes: Option<Spanned<String>>,
+    #[serde(default)]
+    pub roles: Option<Spanned<String>>,
+    /// Claim name → header name.
+    #[serde(default)]
+    pub claims: Vec<Spanned<ForwardClaim>>,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ForwardClaim {
+    pub claim: Spanned<String>,
+    pub header: Spanned<String>,
+}
+
+/// One authorization rule: which requests it covers and what they need.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthRule {
+    /// A path template over the full request path: literal segments, `{name}` for one segment,
+    /// and a final `**` for any rest.
+    pub path: Spanned<String>,
+    #[serde(default)]
+    pub methods: Option<Vec<Spanned<String>>>,
+    /// No authentication needed (credentials, if sent, are still checked).
+    #[serde(default)]
+    pub public: bool,
+    #[serde(default)]
+    pub scopes_all: Vec<String>,
+    #[serde(default)]
+    pub scopes_any: Vec<String>,
+    #[serde(default)]
+    pub roles_all: Vec<String>,
+    #[serde(default)]
+    pub roles_any: Vec<String>,
+    /// Only these subjects (e.g. mTLS identities) may call.
+    #[serde(default)]
+    pub subjects: Vec<String>,
+    /// Object-ownership (BOLA) checks; all must hold.
+    #[serde(default)]
+    pub owner: Vec<Spanned<OwnerRule>>,
+}
+
+/// `from` names the object id (`path:NAME`, `query:NAME`, `header:NAME`, `json:/pointer`); the
+/// caller must own it: equal to `claim`'s value, or a member of it when the claim is an array.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OwnerRule {
+    pub from: Spanned<String>,
+    #[serde(default = "d_owner_claim")]
+    pub claim: Spanned<String>,
+    /// Callers with any of these roles skip the check.
+    #[serde(default)]
+    pub unless_roles: Vec<String>,
+}
+
+fn d_owner_claim() -> Spanned<String> {
+    Spanned::new(
+        "sub".into(),
+        serde_saphyr::Location::UNKNOWN,
+        serde_saphyr::Location::UNKNOWN,
+    )
+}
+
+/// A login endpoint: answers with a failure status count against the username and client IP.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Login {
+    pub path: Spanned<String>,
+    #[serde(default = "d_login_methods")]
+    pub methods: Vec<Spanned<String>>,
+    /// Where the username is: `json:/pointer` or `form:FIELD`.
+    pub username: Spanned<String>,
+    #[serde(default = "d_failure_status")]
+    pub failure_status: Vec<u16>,
+    #[serde(default = "d_login_body")]
+    pub max_body_bytes: ByteSize,
+}
+
+fn d_login_methods() -> Vec<Spanned<String>> {
+    vec![Spanned::new(
+        "POST".into(),
+        serde_saphyr::Location::UNKNOWN,
+        serde_saphyr::Location::UNKNOWN,
+    )]
+}
+fn d_failure_status() -> Vec<u16> {
+    vec![401, 403]
+}
+fn d_login_body() -> ByteSize {
+    ByteSize(16 * 1024)
 }

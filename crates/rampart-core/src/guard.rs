@@ -170,8 +170,12 @@ pub struct Identity {
     pub subject: String,
     pub scopes: Vec<String>,
     pub roles: Vec<String>,
-    /// How it was established: `jwt`, `api_key`, `mtls`, ...
+    /// How it was established: `jwt`, `introspection`, `api_key`, `mtls`.
     pub method: &'static str,
+    /// The provider's configured name.
+    pub provider: String,
+    /// The token's claims (JWT, introspection answer); empty for other methods.
+    pub claims: Arc<serde_json::Map<String, serde_json::Value>>,
 }
 
 impl RequestContext {

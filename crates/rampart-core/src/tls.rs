@@ -232,6 +232,46 @@ pub fn upstream_connector(
     Ok((tokio_rustls::TlsConnector::from(Arc::new(cfg)), name))
 }
 
+/// A TLS client for Rampart's own outbound calls (JWKS, token introspection): verifies the
+/// server against `ca` (PEM bundle) or, when absent, the system bundle.
+pub fn client_connector(
+    lc: &LoadedConfig,
+    ca: Option<&Spanned<String>>,
+    at: &Spanned<String>,
+) -> Result<tokio_rustls::TlsConnector, ConfigError> {
+    let mut roots = rustls::RootCertStore::empty();
+    match ca {
+        Some(ca) => {
+            for c in load_certs(lc, ca)? {
+                roots
+                    .add(c)
+                    .map_err(|e| lc.error_at(ca, format!("invalid CA certificate: {e}")))?;
+            }
+        }
+        None => {
+            const SYSTEM: &str = "/etc/ssl/certs/ca-certificates.crt";
+            let certs = CertificateDer::pem_file_iter(SYSTEM).map_err(|e| {
+                lc.error_at(
+                    at,
+                    format!(
+                        "no `ca` given and the system CA bundle `{SYSTEM}` cannot be read: {e}"
+                    ),
+                )
+            })?;
+            for c in certs.flatten() {
+                let _ = roots.add(c);
+            }
+        }
+    }
+    let mut cfg = rustls::ClientConfig::builder_with_provider(provider())
+        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
+        .map_err(|e| lc.error_at(at, format!("TLS setup failed: {e}")))?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(tokio_rustls::TlsConnector::from(Arc::new(cfg)))
+}
+
 /// What the handshake established, for the request context.
 pub fn session_info(conn: &rustls::ServerConnection) -> TlsInfo {
     let version = match conn.protocol_version() {

@@ -2,29 +2,50 @@
 //! Each command lives in its own module under `cmd`; the sample API of `rampart demo` in `demo`.
 
 pub mod demo;
+pub mod keys;
 
 use rampart_config::LoadedConfig;
 use rampart_core::{Gateway, GuardBuilder, StartError};
 use rampart_telemetry::{LogSink, Metrics};
 use std::sync::Arc;
 
-/// The guard builder for this build of Rampart: every built-in guard plus rate limits, in
-/// this order per route: ip_filter, limits, rate limits, cors, security_headers.
-/// Rate-limit counters live in state that survives reloads.
+/// The guard builder for this build of Rampart: every built-in guard plus identity and rate
+/// limits, in this order per route: ip_filter, limits, auth, rate limits, cors,
+/// security_headers. Rate-limit counters, lockouts, JWKS and API key caches live in state that
+/// survives reloads.
 pub fn guards(metrics: Arc<Metrics>) -> Arc<GuardBuilder> {
-    guards_with(rampart_ratelimit::State::new(metrics))
+    guards_with(
+        rampart_ratelimit::State::new(metrics),
+        rampart_identity::State::new(),
+    )
 }
 
-fn guards_with(rl: Arc<rampart_ratelimit::State>) -> Arc<GuardBuilder> {
+fn guards_with(
+    rl: Arc<rampart_ratelimit::State>,
+    id: Arc<rampart_identity::State>,
+) -> Arc<GuardBuilder> {
     Arc::new(move |lc: &LoadedConfig| {
         let mut built = rampart_guards::build(lc)?;
-        let limits = rampart_ratelimit::build(lc, &rl)?;
-        for (chain, extra) in built.routes.iter_mut().zip(limits) {
-            let at = chain
+        let auth = rampart_identity::build(lc, &id);
+        let limits = rampart_ratelimit::build(lc, &rl);
+        let (auth, limits) = match (auth, limits) {
+            (Ok(a), Ok(l)) => (a, l),
+            (a, l) => {
+                let mut errors = a.err().unwrap_or_default();
+                errors.extend(l.err().unwrap_or_default());
+                return Err(errors);
+            }
+        };
+        for ((chain, extra), auth) in built.routes.iter_mut().zip(limits).zip(auth) {
+            let mut at = chain
                 .iter()
                 .position(|g| g.name() == "limits")
                 .map(|i| i + 1)
                 .unwrap_or(0);
+            if let Some(a) = auth {
+                chain.insert(at, a);
+                at += 1;
+            }
             for (i, g) in extra.into_iter().enumerate() {
                 chain.insert(at + i, g);
             }
@@ -47,8 +68,9 @@ pub async fn start(lc: LoadedConfig) -> Result<Arc<Gateway>, StartError> {
     })?;
     let metrics = Metrics::new();
     let rl = rampart_ratelimit::State::new(metrics.clone());
-    let admin = vec![rl.admin()];
-    Gateway::start_with_metrics(lc, guards_with(rl), log, metrics, admin).await
+    let id = rampart_identity::State::new();
+    let admin = vec![rl.admin(), id.admin()];
+    Gateway::start_with_metrics(lc, guards_with(rl, id), log, metrics, admin).await
 }
 
 /// Load a config from text (tests and generated configs), resolving relative paths against `dir`.

@@ -57,6 +57,17 @@ enum Cmd {
         #[arg(long, default_value = "127.0.0.1:9901", global = true)]
         admin: SocketAddr,
     },
+    /// Manage API keys in the key store of the config's api_key provider.
+    Keys {
+        #[command(subcommand)]
+        action: KeyCmd,
+        /// The config naming the key store.
+        #[arg(short, long, global = true, default_value = "rampart.yaml")]
+        config: PathBuf,
+        /// The api_key provider (needed when the config has several).
+        #[arg(long, global = true)]
+        provider: Option<String>,
+    },
     /// Start a sample API with Rampart in front of it, using the demo policy (examples/demo.yaml).
     Demo {
         /// Where Rampart listens.
@@ -65,6 +76,39 @@ enum Cmd {
         /// Admin listener (metrics).
         #[arg(long, default_value = "127.0.0.1:9901")]
         admin: SocketAddr,
+    },
+}
+
+#[derive(Subcommand)]
+enum KeyCmd {
+    /// Make a key; it is printed once on stdout.
+    Create {
+        /// Who the key belongs to (becomes the identity's subject).
+        #[arg(long)]
+        owner: String,
+        /// Scopes, comma or space separated.
+        #[arg(long)]
+        scopes: Option<String>,
+        /// Roles, comma or space separated.
+        #[arg(long)]
+        roles: Option<String>,
+        /// Lifetime, e.g. 90d.
+        #[arg(long)]
+        expires_in: Option<String>,
+    },
+    /// List keys (ids, owners, scopes, status, expiry, last use; never the keys).
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Revoke a key at once.
+    Revoke { id: String },
+    /// Replace a key; the old one keeps working for the grace period.
+    Rotate {
+        id: String,
+        /// Default: the provider's rotation_grace.
+        #[arg(long)]
+        grace: Option<String>,
     },
 }
 
@@ -252,6 +296,30 @@ fn main() -> ExitCode {
             init_tracing("info");
             serve(lc, None, false, None)
         }
+        Cmd::Keys {
+            action,
+            config,
+            provider,
+        } => rampart::keys::run(
+            &config,
+            provider.as_deref(),
+            match action {
+                KeyCmd::Create {
+                    owner,
+                    scopes,
+                    roles,
+                    expires_in,
+                } => rampart::keys::Action::Create {
+                    owner,
+                    scopes,
+                    roles,
+                    expires_in,
+                },
+                KeyCmd::List { json } => rampart::keys::Action::List { json },
+                KeyCmd::Revoke { id } => rampart::keys::Action::Revoke { id },
+                KeyCmd::Rotate { id, grace } => rampart::keys::Action::Rotate { id, grace },
+            },
+        ),
         Cmd::Bans { action, admin } => match action {
             BanCmd::List => admin_call(admin, "GET", "/bans", None),
             BanCmd::Add { ip, ttl } => admin_call(
