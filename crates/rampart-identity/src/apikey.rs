@@ -409,9 +409,7 @@ mod tests {
         assert!(cache.check(&key).is_ok());
         assert!(cache.check(&new_key).is_ok());
         // Grace of zero: the old key stops at once.
-        let (newer, _) = store
-            .rotate(&key_id(&new_key).unwrap().to_string(), 0)
-            .unwrap();
+        let (newer, _) = store.rotate(key_id(&new_key).unwrap(), 0).unwrap();
         cache.reload().unwrap();
         assert!(matches!(cache.check(&new_key), Err(KeyError::Expired(_))));
         assert!(store.revoke(key_id(&newer).unwrap()).unwrap());

@@ -267,7 +267,7 @@ fn jwt_provider(
     }
     let audiences: Vec<String> = jv.audiences.iter().map(|a| a.value.clone()).collect();
     Some(Kind::Jwt(
-        JwtVerifier::new(
+        Box::new(JwtVerifier::new(
             keys,
             &algs,
             jv.issuer.as_ref().map(|i| i.value.as_str()),
@@ -276,7 +276,7 @@ fn jwt_provider(
             jv.required_claims.iter().map(|c| c.value.clone()).collect(),
             jv.max_token_bytes.0 as usize,
             claim_paths(&jv.claims),
-        ),
+        )),
         src,
     ))
 }
@@ -334,7 +334,7 @@ fn providers(
             let src = token_source(lc, &iv.token, errors);
             match Endpoint::new(&iv.url.value, tls, iv.timeout.0, 64 * 1024) {
                 Ok(ep) => Some(Kind::Introspection(
-                    Introspector::new(
+                    Box::new(Introspector::new(
                         ep,
                         &iv.client_id.value,
                         &iv.client_secret.value,
@@ -342,7 +342,7 @@ fn providers(
                         iv.issuer.as_ref().map(|i| i.value.clone()),
                         iv.audiences.iter().map(|a| a.value.clone()).collect(),
                         iv.max_token_bytes.0 as usize,
-                    ),
+                    )),
                     src,
                     claim_paths(&iv.claims),
                 )),

@@ -38,8 +38,8 @@ enum Found {
 }
 
 pub enum Kind {
-    Jwt(JwtVerifier, TokenSource),
-    Introspection(Introspector, TokenSource, ClaimPaths),
+    Jwt(Box<JwtVerifier>, TokenSource),
+    Introspection(Box<Introspector>, TokenSource, ClaimPaths),
     ApiKey {
         cache: Arc<KeyCache>,
         header: HeaderName,
@@ -352,7 +352,7 @@ impl AuthGuard {
     }
 
     fn locked_out(&self, what: &str, left: std::time::Duration) -> Verdict {
-        let secs = left.as_secs().max(1);
+        let secs = left.as_millis().div_ceil(1000).max(1) as u64;
         Verdict::Block(
             Block::new(
                 StatusCode::TOO_MANY_REQUESTS,

@@ -13,6 +13,8 @@ use std::time::{Duration, Instant};
 const MAX_CACHE: usize = 50_000;
 
 type Claims = std::sync::Arc<Map<String, Value>>;
+/// Expiry, and the claims of an active token (None: inactive).
+type CacheEntry = (Instant, Option<Claims>);
 
 pub struct Introspector {
     endpoint: Endpoint,
@@ -22,7 +24,7 @@ pub struct Introspector {
     audiences: Vec<String>,
     pub max_token_bytes: usize,
     /// Token SHA-256 → (expiry, active claims or None for inactive).
-    cache: Mutex<HashMap<[u8; 32], (Instant, Option<Claims>)>>,
+    cache: Mutex<HashMap<[u8; 32], CacheEntry>>,
 }
 
 fn form_encode(s: &str) -> String {

@@ -223,9 +223,9 @@ impl JwksCache {
             }
             return set;
         }
-        if self.may_attempt(now) {
-            self.refresh().await;
-        }
+        // Waits for a fetch already under way (e.g. the one at startup); fetches itself only
+        // if the refetch interval allows.
+        self.refresh().await;
         self.current.load_full()
     }
 }
@@ -242,8 +242,11 @@ type Claims = Arc<serde_json::Map<String, serde_json::Value>>;
 /// tens of microseconds). An entry lives at most [`CACHE_TTL`] and never past the token's `exp`;
 /// it is dropped when the key set changes.
 struct VerifyCache {
-    shards: Vec<Mutex<HashMap<Box<str>, (Instant, Claims, usize)>>>,
+    shards: Vec<Shard>,
 }
+
+/// Token → (valid until, claims, key-set generation).
+type Shard = Mutex<HashMap<Box<str>, (Instant, Claims, usize)>>;
 
 const CACHE_TTL: Duration = Duration::from_secs(60);
 const CACHE_SHARD_MAX: usize = 4096;
@@ -254,7 +257,7 @@ impl VerifyCache {
             shards: (0..16).map(|_| Mutex::new(HashMap::new())).collect(),
         }
     }
-    fn shard(&self, token: &str) -> &Mutex<HashMap<Box<str>, (Instant, Claims, usize)>> {
+    fn shard(&self, token: &str) -> &Shard {
         // The signature's last bytes are random enough to spread tokens over shards.
         let b = token.as_bytes();
         let i = b.last().copied().unwrap_or(0) as usize ^ b.len();
@@ -300,6 +303,7 @@ pub struct JwtVerifier {
 }
 
 impl JwtVerifier {
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         keys: Keys,
         algorithms: &[Algorithm],

@@ -31,12 +31,15 @@ use serde_json::{Map, Value};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
+type KeyCacheId = (std::path::PathBuf, Vec<u8>);
+
 /// State that outlives config reloads: lockout counters, JWKS caches, API key caches.
 #[derive(Default)]
 pub struct State {
     pub lockouts: bruteforce::Lockouts,
     jwks: Mutex<HashMap<String, Arc<jwt::JwksCache>>>,
-    key_caches: Mutex<HashMap<(std::path::PathBuf, Vec<u8>), Arc<apikey::KeyCache>>>,
+    /// By (store path, SHA-256 of the hash secret).
+    key_caches: Mutex<HashMap<KeyCacheId, Arc<apikey::KeyCache>>>,
     /// API key providers of the current config, by name (for the admin API).
     pub current_keys: arc_swap::ArcSwap<HashMap<String, (Arc<apikey::KeyCache>, i64)>>,
 }
