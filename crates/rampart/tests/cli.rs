@@ -358,3 +358,101 @@ async fn quotas_survive_a_restart() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+#[test]
+fn check_reports_identity_errors_with_locations() {
+    let d = tmpdir("check-identity");
+    let f = d.join("auth.yaml");
+    std::fs::write(
+        &f,
+        "listeners:\n  - address: 127.0.0.1:8080\nidentity:\n  providers:\n    - name: corp\n      jwt:\n        algorithms: [HS256, none]\n        jwks_url: http://127.0.0.1:1/jwks\n    - name: keys\n      api_key:\n        store: keys.db\n        hash_secret: short\nupstreams:\n  - name: api\n    targets: [\"http://127.0.0.1:9000\"]\nroutes:\n  - name: a\n    path_prefix: /\n    upstream: api\n    auth:\n      providers: [corp, nobody]\n      rules:\n        - path: /users/x{id}\n        - path: /users/{id}\n          owner:\n            - from: path:uid\n            - from: body:/x\n",
+    )
+    .unwrap();
+    let out = check(&f);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    let p = f.display().to_string();
+    for needle in [
+        format!("{p}:7:29: unknown JWT algorithm `none`"),
+        format!("{p}:7:9: HS256/384/512 need `hmac_secret`"),
+        format!("{p}:12:22: hash_secret must be at least 32 characters"),
+        format!("{p}:21:25: unknown provider `nobody`"),
+        format!("{p}:23:17: in `/users/x{{id}}`"),
+        format!("{p}:26:21: `path:uid` names no `{{uid}}` segment"),
+        format!("{p}:27:21: unknown id source `body:/x`"),
+    ] {
+        assert!(err.contains(&needle), "missing `{needle}` in:\n{err}");
+    }
+}
+
+#[test]
+fn keys_command_creates_lists_rotates_and_revokes() {
+    let d = tmpdir("keys-cli");
+    let f = d.join("rampart.yaml");
+    std::fs::write(
+        &f,
+        "listeners:\n  - address: 127.0.0.1:8080\nidentity:\n  providers:\n    - name: keys\n      api_key:\n        store: keys.db\n        hash_secret: ${RAMPART_TEST_KEY_SECRET}\n",
+    )
+    .unwrap();
+    let keys = |args: &[&str]| {
+        Command::new(BIN)
+            .arg("keys")
+            .args(args)
+            .arg("-c")
+            .arg(&f)
+            .env(
+                "RAMPART_TEST_KEY_SECRET",
+                "cli-test-secret-0123456789abcdef0123",
+            )
+            .output()
+            .unwrap()
+    };
+    let out = keys(&[
+        "create",
+        "--owner",
+        "acme",
+        "--scopes",
+        "orders:read,orders:write",
+        "--expires-in",
+        "30d",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let key = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    assert!(key.starts_with("rk_") && key.len() == 57, "{key}");
+    let id = &key[..13];
+    let out = keys(&["list"]);
+    let list = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        list.contains(id) && list.contains("acme") && list.contains("active"),
+        "{list}"
+    );
+    assert!(!list.contains(&key[14..]), "the key itself is never listed");
+    let out = keys(&["rotate", id, "--grace", "1h"]);
+    assert!(out.status.success());
+    let new_key = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    assert_ne!(new_key, key);
+    let out = keys(&["list", "--json"]);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let old = v
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|k| k["id"] == id)
+        .unwrap();
+    assert_eq!(old["status"], "rotating");
+    assert_eq!(old["rotated_to"], &new_key[..13]);
+    assert!(keys(&["revoke", id]).status.success());
+    assert!(!keys(&["revoke", id]).status.success(), "already revoked");
+    let db = std::fs::read(d.join("keys.db")).unwrap();
+    for k in [&key, &new_key] {
+        let secret = k[14..].as_bytes();
+        assert!(
+            !db.windows(secret.len()).any(|w| w == secret),
+            "only hashes are stored"
+        );
+    }
+}

@@ -457,3 +457,38 @@ async fn tls_to_upstream_verifies_its_certificate() {
         .to_string();
     assert!(err.contains("https:// targets"), "{err}");
 }
+
+#[tokio::test]
+async fn mtls_identity_authenticates_and_rules_allow_by_certificate_subject() {
+    let p = pki("mtls-auth");
+    let up = TestUpstream::start().await;
+    let base = tls_config(&p, up.addr, "optional");
+    let yaml = format!(
+        "{base}    auth:\n      providers: [certs]\n      forward:\n        subject: x-auth-subject\n        roles: x-auth-roles\n      rules:\n        - path: /internal/**\n          subjects: [client-1.test]\n        - path: /ops/**\n          subjects: [ops.test]\n        - path: /svc/**\n          roles_any: [service]\nidentity:\n  providers:\n    - name: certs\n      mtls:\n        subject_from: san_dns\n        grants:\n          - subject: client-1.test\n            roles: [service]\n"
+    );
+    let gw = gateway(&yaml).await;
+    let addr = gw.listen_addrs()[0];
+    let good = connector(
+        &p,
+        &[b"http/1.1"],
+        Some((&p.client_cert, &p.client_key)),
+        false,
+    );
+    let (s, _, _, _) = tls_get(&good, addr, "api.test", "/internal/a")
+        .await
+        .unwrap();
+    assert_eq!(s, 200);
+    let seen = up.last();
+    assert_eq!(seen.headers["x-auth-subject"], "client-1.test");
+    assert_eq!(seen.headers["x-auth-roles"], "service");
+    let (s, _, _, _) = tls_get(&good, addr, "api.test", "/svc/b").await.unwrap();
+    assert_eq!(s, 200, "role granted to the certificate subject");
+    let (s, _, _, _) = tls_get(&good, addr, "api.test", "/ops/c").await.unwrap();
+    assert_eq!(s, 403, "this certificate is not on the /ops list");
+    let anon = connector(&p, &[b"http/1.1"], None, false);
+    let (s, _, _, _) = tls_get(&anon, addr, "api.test", "/internal/a")
+        .await
+        .unwrap();
+    assert_eq!(s, 401, "no client certificate, no identity");
+    assert_eq!(up.count(), 2);
+}
