@@ -190,3 +190,71 @@ pub async fn start_sample_api(addr: SocketAddr) -> std::io::Result<SocketAddr> {
 
 /// The demo policy, embedded so `rampart demo` needs no files.
 pub const DEMO_POLICY: &str = include_str!("../../../examples/demo.yaml");
+
+/// What `rampart demo` generates for the identity part of its policy: an ES256 signing key
+/// (published as a JWKS file), tokens for a user and an admin, and an API key.
+pub struct DemoIdentity {
+    pub dir: std::path::PathBuf,
+    pub key_secret: String,
+    /// Sample user 1 (Alice): scopes orders:read orders:write.
+    pub alice: String,
+    /// Role admin.
+    pub admin: String,
+    /// API key of partner `acme`: scope orders:read only.
+    pub api_key: String,
+}
+
+fn b64(b: &[u8]) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(b)
+}
+
+/// Generate the demo's keys and tokens into a fresh temporary directory.
+pub fn prepare_identity() -> Result<DemoIdentity, String> {
+    use ring::rand::SecureRandom;
+    use ring::signature::{EcdsaKeyPair, KeyPair, ECDSA_P256_SHA256_FIXED_SIGNING as ALG};
+    let rng = ring::rand::SystemRandom::new();
+    let dir = std::env::temp_dir().join(format!("rampart-demo-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    let pkcs8 = EcdsaKeyPair::generate_pkcs8(&ALG, &rng).map_err(|_| "key generation failed")?;
+    let kp = EcdsaKeyPair::from_pkcs8(&ALG, pkcs8.as_ref(), &rng)
+        .map_err(|_| "key generation failed")?;
+    let pk = kp.public_key().as_ref();
+    let jwks = json!({"keys": [{"kty": "EC", "crv": "P-256", "kid": "demo-1", "use": "sig",
+        "alg": "ES256", "x": b64(&pk[1..33]), "y": b64(&pk[33..65])}]});
+    std::fs::write(dir.join("jwks.json"), jwks.to_string())
+        .map_err(|e| format!("cannot write the demo JWKS: {e}"))?;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    let enc = jsonwebtoken::EncodingKey::from_ec_der(pkcs8.as_ref());
+    let mint = |sub: &str, extra: Value| -> Result<String, String> {
+        let mut c = json!({"sub": sub, "iss": "https://demo.rampart.local", "aud": "sample-api",
+            "iat": now, "exp": now + 86_400});
+        if let (Value::Object(m), Value::Object(e)) = (&mut c, extra) {
+            m.extend(e);
+        }
+        let mut h = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::ES256);
+        h.kid = Some("demo-1".into());
+        jsonwebtoken::encode(&h, &c, &enc).map_err(|e| format!("cannot sign a demo token: {e}"))
+    };
+    let alice = mint(
+        "1",
+        json!({"scope": "orders:read orders:write", "roles": ["user"]}),
+    )?;
+    let admin = mint("admin", json!({"roles": ["admin"], "scope": "orders:read"}))?;
+    let mut secret = [0u8; 32];
+    rng.fill(&mut secret).map_err(|_| "no randomness")?;
+    let key_secret = b64(&secret);
+    let store = rampart_identity::apikey::KeyStore::open(&dir.join("keys.db"), &key_secret)?;
+    let (api_key, _) = store.create("acme", &["orders:read".into()], &[], None)?;
+    Ok(DemoIdentity {
+        dir,
+        key_secret,
+        alice,
+        admin,
+        api_key,
+    })
+}

@@ -348,7 +348,18 @@ fn main() -> ExitCode {
                     return ExitCode::from(1);
                 }
             };
+            let ident = match demo::prepare_identity() {
+                Ok(i) => i,
+                Err(e) => {
+                    eprintln!("cannot prepare the demo identities: {e}");
+                    return ExitCode::from(1);
+                }
+            };
+            let (demo_dir, key_secret) =
+                (ident.dir.display().to_string(), ident.key_secret.clone());
             let vars = move |k: &str| match k {
+                "RAMPART_DEMO_DIR" => Some(demo_dir.clone()),
+                "RAMPART_DEMO_KEY_SECRET" => Some(key_secret.clone()),
                 "RAMPART_DEMO_LISTEN" => Some(listen.to_string()),
                 "RAMPART_DEMO_ADMIN" => Some(admin.to_string()),
                 "RAMPART_DEMO_UPSTREAM" => Some(api.to_string()),
@@ -366,20 +377,30 @@ fn main() -> ExitCode {
                     return ExitCode::from(1);
                 }
             };
+            let (alice, admin_t, key) = (&ident.alice, &ident.admin, &ident.api_key);
             let banner = format!(
                 "\nRampart demo: a sample API (users, orders) on http://{api} behind Rampart on http://{listen}\n\
+                 Credentials made for this run (ES256 tokens from a generated key; an API key stored hashed in {dir}):\n\
+                 \x20 export ALICE='{alice}'   # user 1: orders:read orders:write\n\
+                 \x20 export ADMIN='{admin_t}'   # role admin\n\
+                 \x20 export KEY='{key}'   # partner acme: orders:read\n\
                  Try:\n\
-                 \x20 curl -i http://{listen}/api/users                        # allowed, proxied\n\
-                 \x20 curl -i -X POST http://{listen}/api/orders -H 'content-type: application/json' -d '{{\"item\":\"pen\",\"quantity\":3}}'\n\
+                 \x20 curl -i http://{listen}/api/users/1 -H \"authorization: Bearer $ALICE\"   # 200: her own record\n\
+                 \x20 curl -i http://{listen}/api/users/2 -H \"authorization: Bearer $ALICE\"   # 403: not hers (BOLA)\n\
+                 \x20 curl -i http://{listen}/api/users -H \"authorization: Bearer $ALICE\"     # 403: listing users is admin-only (BFLA)\n\
+                 \x20 curl -i http://{listen}/api/users -H \"authorization: Bearer $ADMIN\"     # 200\n\
+                 \x20 curl -i http://{listen}/api/users/1                                    # 401: no credentials\n\
+                 \x20 curl -i http://{listen}/api/orders -H \"x-api-key: $KEY\"                # 200: API key with orders:read\n\
+                 \x20 curl -i -X POST http://{listen}/api/orders -H \"x-api-key: $KEY\" -H 'content-type: application/json' -d '{{\"item\":\"pen\"}}'   # 403: no orders:write\n\
+                 \x20 curl -i -X POST http://{listen}/api/orders -H \"authorization: Bearer $ALICE\" -H 'content-type: application/json' -d '{{\"item\":\"pen\",\"quantity\":3}}'   # 201\n\
                  \x20 curl -i -X TRACE http://{listen}/api/users               # 405: method not allowed\n\
-                 \x20 curl -i 'http://{listen}/api/users/%2e%2e/%2e%2e/etc'     # normalized: never reaches the API as ..\n\
                  \x20 curl -i http://{listen}/api/users/a%2Fb                   # 400: encoded slash rejected\n\
                  \x20 curl -i http://{listen}/admin                            # 404: no route\n\
-                 \x20 curl -i -X POST http://{listen}/api/orders -H 'content-type: application/json' --data-binary @<(head -c 8000 /dev/zero | tr '\\0' a)   # 413\n\
-                 \x20 curl -i -X OPTIONS http://{listen}/api/users -H 'Origin: https://app.example.com' -H 'Access-Control-Request-Method: POST'   # CORS preflight\n\
-                 \x20 for i in 1 2 3 4 5 6; do curl -s -o /dev/null -w '%{{http_code}} ' -X POST http://{listen}/api/orders -H 'content-type: application/json' -d '{{}}'; done   # 429 after 5 POSTs a minute\n\
+                 \x20 for i in 1 2 3 4 5 6; do curl -s -o /dev/null -w '%{{http_code}} ' -X POST http://{listen}/api/orders -H \"authorization: Bearer $ALICE\" -H 'content-type: application/json' -d '{{}}'; done   # 429 after 5 POSTs a minute\n\
                  \x20 curl -s http://{admin}/metrics | grep rampart_         # metrics\n\
-                 Access log and security events are JSON lines on stdout. Ctrl-C stops.\n"
+                 \x20 curl -s http://{admin}/keys                             # API keys (ids, owners, scopes; never the keys)\n\
+                 Access log and security events are JSON lines on stdout. Ctrl-C stops.\n",
+                dir = ident.dir.display()
             );
             serve(lc, None, false, Some((rt, banner)))
         }

@@ -235,49 +235,110 @@ async fn proxy_command_in_one_line() {
 #[tokio::test]
 async fn demo_serves_the_sample_api_with_its_policy() {
     let (port, admin) = (free_port(), free_port());
-    let _p = Proc(
-        Command::new(BIN)
-            .args([
-                "demo",
-                "--listen",
-                &format!("127.0.0.1:{port}"),
-                "--admin",
-                &format!("127.0.0.1:{admin}"),
-            ])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
+    let mut child = Command::new(BIN)
+        .args([
+            "demo",
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--admin",
+            &format!("127.0.0.1:{admin}"),
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // The banner (on stderr) carries the credentials made for this run.
+    let stderr = child.stderr.take().unwrap();
+    let _p = Proc(child);
+    let creds = std::thread::spawn(move || {
+        use std::io::BufRead;
+        let mut vars = std::collections::HashMap::new();
+        for line in std::io::BufReader::new(stderr).lines() {
+            let Ok(line) = line else { break };
+            if let Some(rest) = line.trim().strip_prefix("export ") {
+                if let Some((k, v)) = rest.split_once("='") {
+                    vars.insert(
+                        k.to_string(),
+                        v.split('\'').next().unwrap_or("").to_string(),
+                    );
+                }
+            }
+            if line.contains("Ctrl-C stops") {
+                break;
+            }
+        }
+        vars
+    })
+    .join()
+    .unwrap();
     wait_up(port).await;
     let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-    let (s, h, body) = get(addr, "/api/users").await;
+    let alice = format!("Bearer {}", creds["ALICE"]);
+    let admin_t = format!("Bearer {}", creds["ADMIN"]);
+    let key = creds["KEY"].clone();
+    let c = client();
+    let auth = |v: &str| vec![("authorization", v.to_string())];
+    let call =
+        |m: &'static str, p: &'static str, h: Vec<(&'static str, String)>, body: &'static [u8]| {
+            let c = c.clone();
+            async move {
+                let hs: Vec<(&str, &str)> = h.iter().map(|(k, v)| (*k, v.as_str())).collect();
+                send(&c, addr, m, p, &hs, body).await
+            }
+        };
+    let (s, h, body) = call("GET", "/api/users/1", auth(&alice), b"").await;
     assert_eq!(s, 200);
     assert!(String::from_utf8_lossy(&body).contains("alice@example.com"));
     assert!(
         h.get("x-powered-by").is_none(),
         "the sample API's X-Powered-By is stripped"
     );
-    let c = client();
-    assert_eq!(send(&c, addr, "TRACE", "/api/users", &[], b"").await.0, 405);
     assert_eq!(
-        send(&c, addr, "GET", "/api/users/a%2Fb", &[], b"").await.0,
-        400
+        call("GET", "/api/users/2", auth(&alice), b"").await.0,
+        403,
+        "BOLA"
     );
-    assert_eq!(send(&c, addr, "GET", "/admin", &[], b"").await.0, 404);
-    let mut codes = Vec::new();
-    for _ in 0..6 {
-        codes.push(
-            send(
-                &c,
-                addr,
-                "POST",
-                "/api/orders",
-                &[("content-type", "application/json")],
-                b"{\"item\":\"pen\"}",
-            )
+    assert_eq!(
+        call("GET", "/api/users", auth(&alice), b"").await.0,
+        403,
+        "BFLA"
+    );
+    assert_eq!(call("GET", "/api/users", auth(&admin_t), b"").await.0, 200);
+    assert_eq!(call("GET", "/api/users/1", vec![], b"").await.0, 401);
+    assert_eq!(
+        call("GET", "/api/orders", vec![("x-api-key", key.clone())], b"")
             .await
             .0,
+        200
+    );
+    assert_eq!(
+        call(
+            "POST",
+            "/api/orders",
+            vec![
+                ("x-api-key", key.clone()),
+                ("content-type", "application/json".into())
+            ],
+            b"{}"
+        )
+        .await
+        .0,
+        403,
+        "the key has no orders:write"
+    );
+    assert_eq!(call("TRACE", "/api/users", vec![], b"").await.0, 405);
+    assert_eq!(call("GET", "/api/users/a%2Fb", vec![], b"").await.0, 400);
+    assert_eq!(call("GET", "/admin", vec![], b"").await.0, 404);
+    let mut codes = Vec::new();
+    for _ in 0..6 {
+        let h = vec![
+            ("authorization", alice.clone()),
+            ("content-type", "application/json".into()),
+        ];
+        codes.push(
+            call("POST", "/api/orders", h, b"{\"item\":\"pen\"}")
+                .await
+                .0,
         );
     }
     assert_eq!(codes, vec![201, 201, 201, 201, 201, 429]);
