@@ -510,7 +510,7 @@ fn keys_command_creates_lists_rotates_and_revokes() {
     assert!(!keys(&["revoke", id]).status.success(), "already revoked");
     let db = std::fs::read(d.join("keys.db")).unwrap();
     for k in [&key, &new_key] {
-        let secret = k[14..].as_bytes();
+        let secret = &k.as_bytes()[14..];
         assert!(
             !db.windows(secret.len()).any(|w| w == secret),
             "only hashes are stored"
