@@ -88,6 +88,8 @@ pub(crate) enum KeyPart {
     Method,
     Header(HeaderName),
     Subject,
+    /// The id (public prefix) of the API key the caller authenticated with.
+    ApiKey,
     /// A field of a JSON request body (`json:username`, `json:user.email`).
     Json(Vec<String>),
 }
@@ -153,6 +155,7 @@ pub(crate) fn build_key(
                 k.push_str(&String::from_utf8_lossy(v.as_bytes()));
             }
             KeyPart::Subject => k.push_str(&ctx.identity.as_ref()?.subject),
+            KeyPart::ApiKey => k.push_str(ctx.identity.as_ref()?.claims.get("key_id")?.as_str()?),
             KeyPart::Json(path) => {
                 let mut v = body?;
                 for seg in path {
@@ -186,6 +189,7 @@ fn compile_parts(lc: &LoadedConfig, keys: &[Spanned<String>]) -> Result<Vec<KeyP
                 "route" => KeyPart::Route,
                 "method" => KeyPart::Method,
                 "subject" => KeyPart::Subject,
+                "api_key" => KeyPart::ApiKey,
                 other => return Err(lc.error_at(k, format!("unknown key part `{other}`"))),
             },
         });

@@ -1188,3 +1188,30 @@ async fn monitor_mode_logs_but_lets_requests_through() {
         "{m}"
     );
 }
+
+#[tokio::test]
+async fn rate_limits_key_on_the_authenticated_api_key_and_subject() {
+    let dir = std::env::temp_dir().join(format!("rampart-keys-rl-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let store = rampart_identity::apikey::KeyStore::open(&dir.join("keys.db"), KEY_SECRET).unwrap();
+    let (a, _) = store.create("acme", &[], &[], None).unwrap();
+    let (a2, _) = store.create("acme", &[], &[], None).unwrap();
+    let (b, _) = store.create("globex", &[], &[], None).unwrap();
+    let up = TestUpstream::start().await;
+    let route = "    auth:\n      providers: [keys]\n    rate_limits:\n      - name: per-key\n        key: [api_key]\n        rate: 2\n        period: 1h\n      - name: per-owner\n        key: [subject]\n        rate: 3\n        period: 1h\n";
+    let gw = gateway(&config(up.addr, route, &key_config(&dir))).await;
+    let addr = gw.listen_addrs()[0];
+    let c = client();
+    let mut codes = Vec::new();
+    for k in [&a, &a, &a, &a2, &a2, &b, &b, &b] {
+        codes.push(
+            send(&c, addr, "GET", "/x", &[("x-api-key", k)], b"")
+                .await
+                .0,
+        );
+    }
+    // acme's first key: 2 then limited; its second key: one more (owner limit 3), then limited.
+    assert_eq!(codes, vec![200, 200, 429, 200, 429, 200, 200, 429]);
+    let _ = std::fs::remove_dir_all(&dir);
+}
