@@ -372,7 +372,8 @@ impl JwtVerifier {
         Ok(claims)
     }
 
-    async fn verify_uncached(
+    /// Verify without the cache (benchmarks; the guard uses [`JwtVerifier::verify`]).
+    pub async fn verify_uncached(
         &self,
         token: &str,
     ) -> Result<serde_json::Map<String, serde_json::Value>, AuthFailure> {
