@@ -511,7 +511,6 @@ impl AuthGuard {
                 Found::Cert => {}
             }
         }
-        ctx.tags.push(format!("auth:{}", id.method));
         ctx.identity = Some(id);
         Verdict::Continue
     }

@@ -68,36 +68,28 @@ impl Template {
     /// Match a path; on success the parameter values (percent-decoded).
     pub fn matches(&self, path: &str) -> Option<Vec<(String, String)>> {
         let rest = path.strip_prefix('/')?;
-        let mut parts = if rest.is_empty() {
-            Vec::new()
-        } else {
-            rest.split('/').collect::<Vec<_>>()
-        };
         // A trailing slash is the same resource.
-        if parts.last() == Some(&"") {
-            parts.pop();
-        }
+        let rest = rest.strip_suffix('/').unwrap_or(rest);
+        let mut parts = rest.split('/').filter(|_| !rest.is_empty());
         let mut out = Vec::new();
-        let mut i = 0;
         for s in &self.segs {
             match s {
                 Seg::Rest => return Some(out),
                 Seg::Lit(l) => {
-                    if parts.get(i)? != l {
+                    if parts.next()? != l {
                         return None;
                     }
                 }
                 Seg::Param(n) => {
-                    let v = parts.get(i)?;
+                    let v = parts.next()?;
                     if v.is_empty() {
                         return None;
                     }
                     out.push((n.clone(), percent_decode(v)?));
                 }
             }
-            i += 1;
         }
-        (i == parts.len()).then_some(out)
+        parts.next().is_none().then_some(out)
     }
 }
 
