@@ -354,6 +354,8 @@ impl Done {
             },
             guard: self.ctx.deciding_guard,
             protocol: self.protocol,
+            subject: self.ctx.identity.as_ref().map(|i| i.subject.as_str()),
+            auth: self.ctx.identity.as_ref().map(|i| i.method),
         });
     }
 }

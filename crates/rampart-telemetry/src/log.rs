@@ -27,6 +27,11 @@ pub struct AccessRecord<'a> {
     pub verdict: &'a str,
     pub guard: Option<&'a str>,
     pub protocol: &'a str,
+    /// The authenticated subject and how it was established (`jwt`, `api_key`, ...).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub subject: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub auth: Option<&'a str>,
 }
 
 /// A security event as logged: the event plus its request.

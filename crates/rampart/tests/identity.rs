@@ -1215,3 +1215,44 @@ async fn rate_limits_key_on_the_authenticated_api_key_and_subject() {
     assert_eq!(codes, vec![200, 200, 429, 200, 429, 200, 200, 429]);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[tokio::test]
+async fn access_log_names_the_subject_and_never_the_credential() {
+    let dir = std::env::temp_dir().join(format!("rampart-authlog-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let log = dir.join("access.log");
+    let (idp_state, idp_addr) = idp().await;
+    let key = es256("k1");
+    *idp_state.jwks.lock().unwrap() = json!({"keys": [key.jwk.clone()]});
+    let up = TestUpstream::start().await;
+    let yaml = config(up.addr, AUTH, &jwt_provider(idp_addr, ""))
+        .replace("access: off", &format!("access: {}", log.display()));
+    let gw = gateway(&yaml).await;
+    let t = sign(&key, &claims("alice", json!({})));
+    let (s, _, _) = send(
+        &client(),
+        gw.listen_addrs()[0],
+        "GET",
+        "/o",
+        &[("authorization", &bearer(&t))],
+        b"",
+    )
+    .await;
+    assert_eq!(s, 200);
+    let mut text = String::new();
+    for _ in 0..100 {
+        text = std::fs::read_to_string(&log).unwrap_or_default();
+        if text.contains("\"type\":\"access\"") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(
+        text.contains("\"subject\":\"alice\"") && text.contains("\"auth\":\"jwt\""),
+        "{text}"
+    );
+    let sig = t.rsplit('.').next().unwrap();
+    assert!(!text.contains(sig), "the token is never logged");
+    let _ = std::fs::remove_dir_all(&dir);
+}
