@@ -17,6 +17,11 @@ use std::sync::Arc;
 
 type Errors = Vec<ConfigError>;
 
+/// Exactly one of a set of mutually exclusive options is given.
+fn exactly_one(set: &[bool]) -> bool {
+    set.iter().filter(|x| **x).count() == 1
+}
+
 fn header_name(lc: &LoadedConfig, s: &Spanned<String>, errors: &mut Errors) -> Option<HeaderName> {
     match HeaderName::from_bytes(s.value.as_bytes()) {
         Ok(h) => Some(h),
@@ -90,16 +95,12 @@ fn jwt_provider(
     }
     let hmac = algs.iter().any(|a| jwt::family(*a) == jwt::Family::Hmac);
     let public = algs.iter().any(|a| jwt::family(*a) != jwt::Family::Hmac);
-    let sources = [
+    if !exactly_one(&[
         jv.jwks_url.is_some(),
         jv.jwks_file.is_some(),
         jv.public_key_file.is_some(),
         jv.hmac_secret.is_some(),
-    ]
-    .iter()
-    .filter(|x| **x)
-    .count();
-    if sources != 1 {
+    ]) {
         errors.push(lc.error_at(
             j,
             format!("jwt provider `{}`: set exactly one of jwks_url, jwks_file, public_key_file, hmac_secret", name.value),
@@ -297,16 +298,12 @@ fn providers(
             ));
             continue;
         }
-        let kinds = [
+        if !exactly_one(&[
             pv.jwt.is_some(),
             pv.introspection.is_some(),
             pv.api_key.is_some(),
             pv.mtls.is_some(),
-        ]
-        .iter()
-        .filter(|x| **x)
-        .count();
-        if kinds != 1 {
+        ]) {
             errors.push(lc.error_at(
                 &pv.name,
                 format!(

@@ -552,11 +552,18 @@ impl Guard for AuthGuard {
             .iter()
             .enumerate()
             .find_map(|(i, r)| r.applies(&req.method, &ctx.path).map(|p| (i, p)));
-        ctx.extensions.insert(Scratch {
-            rule: rule.as_ref().map(|(i, _)| *i),
-            login,
-            username: None,
-        });
+        // Later phases need notes only for login counting and JSON ownership checks; most
+        // requests need none, so nothing is allocated for them.
+        let body_rule = rule
+            .as_ref()
+            .is_some_and(|(i, _)| self.rules[*i].needs_body());
+        if login || body_rule {
+            ctx.extensions.insert(Scratch {
+                rule: rule.as_ref().map(|(i, _)| *i),
+                login,
+                username: None,
+            });
+        }
         let found = self
             .providers
             .iter()
