@@ -863,6 +863,20 @@ async fn api_key_lifecycle_create_use_rotate_revoke_expire() {
 /// Authorization config used by the BOLA/BFLA tests.
 const RULES: &str = "    auth:\n      providers: [corp]\n      unmatched: deny\n      rules:\n        - path: /health\n          public: true\n        - path: /admin/**\n          roles_any: [admin]\n        - path: /orders\n          methods: [GET]\n          scopes_all: [orders:read]\n        - path: /users/{id}\n          owner:\n            - from: path:id\n              unless_roles: [admin]\n        - path: /accounts/{acct}/statements\n          owner:\n            - from: path:acct\n              claim: accounts\n        - path: /transfers\n          methods: [POST]\n          owner:\n            - from: json:/from_account\n              claim: accounts\n        - path: /reports\n          owner:\n            - from: query:account\n              claim: accounts\n";
 
+/// Status of `METHOD path` with an optional bearer token.
+async fn status_as(
+    c: &Client,
+    addr: SocketAddr,
+    m: &str,
+    p: &str,
+    token: Option<&str>,
+) -> (u16, http::HeaderMap) {
+    let auth = token.map(bearer);
+    let h: Vec<(&str, &str)> = auth.iter().map(|a| ("authorization", a.as_str())).collect();
+    let (s, h, _) = send(c, addr, m, p, &h, b"").await;
+    (s, h)
+}
+
 #[tokio::test]
 async fn function_level_authorization_scopes_and_roles() {
     let (_idp, up, gw, key) = setup("", RULES).await;
@@ -874,64 +888,39 @@ async fn function_level_authorization_scopes_and_roles() {
     );
     let admin = sign(&key, &claims("root", json!({"roles": ["admin"]})));
     let noscope = sign(&key, &claims("bob", json!({"scope": "profile"})));
-    let (s, _, _) = send(&c, addr, "GET", "/health", &[], b"").await;
-    assert_eq!(s, 200, "public rule");
-    let (s, _, _) = send(
-        &c,
-        addr,
-        "GET",
-        "/admin/users",
-        &[("authorization", &bearer(&user))],
-        b"",
-    )
-    .await;
-    assert_eq!(s, 403, "an ordinary user cannot call admin functions");
-    let (s, _, _) = send(
-        &c,
-        addr,
-        "DELETE",
-        "/admin/users/7",
-        &[("authorization", &bearer(&admin))],
-        b"",
-    )
-    .await;
-    assert_eq!(s, 200);
-    let (s, _, _) = send(
-        &c,
-        addr,
-        "GET",
-        "/orders",
-        &[("authorization", &bearer(&user))],
-        b"",
-    )
-    .await;
-    assert_eq!(s, 200);
-    let (s, h, _) = send(
-        &c,
-        addr,
-        "GET",
-        "/orders",
-        &[("authorization", &bearer(&noscope))],
-        b"",
-    )
-    .await;
+    let cases: &[(&str, &str, Option<&str>, u16, &str)] = &[
+        ("GET", "/health", None, 200, "public rule"),
+        (
+            "GET",
+            "/admin/users",
+            Some(&user),
+            403,
+            "an ordinary user cannot call admin functions",
+        ),
+        ("DELETE", "/admin/users/7", Some(&admin), 200, "admin"),
+        ("GET", "/orders", Some(&user), 200, "scope present"),
+        (
+            "POST",
+            "/orders",
+            Some(&user),
+            403,
+            "no rule covers POST /orders and unmatched is deny",
+        ),
+        ("GET", "/orders", None, 401, "no credentials"),
+    ];
+    for (m, p, t, want, why) in cases {
+        assert_eq!(
+            status_as(&c, addr, m, p, *t).await.0,
+            *want,
+            "{m} {p}: {why}"
+        );
+    }
+    let (s, h) = status_as(&c, addr, "GET", "/orders", Some(&noscope)).await;
     assert_eq!(s, 403);
     assert_eq!(
         h["www-authenticate"],
         "Bearer realm=\"rampart\", error=\"insufficient_scope\", scope=\"orders:read\""
     );
-    let (s, _, _) = send(
-        &c,
-        addr,
-        "POST",
-        "/orders",
-        &[("authorization", &bearer(&user))],
-        b"",
-    )
-    .await;
-    assert_eq!(s, 403, "no rule covers POST /orders and unmatched is deny");
-    let (s, _, _) = send(&c, addr, "GET", "/orders", &[], b"").await;
-    assert_eq!(s, 401);
     assert_eq!(up.count(), 3);
 }
 
