@@ -250,9 +250,13 @@ async fn demo_serves_the_sample_api_with_its_policy() {
     // The banner (on stderr) carries the credentials made for this run.
     let stderr = child.stderr.take().unwrap();
     let _p = Proc(child);
-    let creds = std::thread::spawn(move || {
+    // Read it, hand the credentials over, and keep draining stderr so the demo never writes
+    // into a closed pipe.
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
         use std::io::BufRead;
         let mut vars = std::collections::HashMap::new();
+        let mut tx = Some(tx);
         for line in std::io::BufReader::new(stderr).lines() {
             let Ok(line) = line else { break };
             if let Some(rest) = line.trim().strip_prefix("export ") {
@@ -264,13 +268,15 @@ async fn demo_serves_the_sample_api_with_its_policy() {
                 }
             }
             if line.contains("Ctrl-C stops") {
-                break;
+                if let Some(tx) = tx.take() {
+                    let _ = tx.send(std::mem::take(&mut vars));
+                }
             }
         }
-        vars
-    })
-    .join()
-    .unwrap();
+    });
+    let creds = rx
+        .recv_timeout(Duration::from_secs(30))
+        .expect("the demo printed its banner");
     wait_up(port).await;
     let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
     let alice = format!("Bearer {}", creds["ALICE"]);
