@@ -246,6 +246,10 @@ pub struct Upstream {
     /// TLS to `https://` targets.
     #[serde(default)]
     pub tls: Option<Spanned<UpstreamTls>>,
+    /// The API this upstream serves: every route to it enforces this spec unless the route
+    /// has an `openapi` block of its own.
+    #[serde(default)]
+    pub openapi: Option<Spanned<OpenApi>>,
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -326,6 +330,9 @@ pub struct Route {
     /// A login endpoint whose failed answers count toward brute-force lockout.
     #[serde(default)]
     pub login: Option<Spanned<Login>>,
+    /// Enforce an OpenAPI spec on this route (overrides the upstream's `openapi`).
+    #[serde(default)]
+    pub openapi: Option<Spanned<OpenApi>>,
 }
 
 #[derive(Clone, Debug, Deserialize, Default)]
@@ -982,4 +989,90 @@ fn d_failure_status() -> Vec<u16> {
 }
 fn d_login_body() -> ByteSize {
     ByteSize(16 * 1024)
+}
+
+/// The OpenAPI positive security model for a route.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OpenApi {
+    /// The spec file (OpenAPI 3.0.x or 3.1.x, YAML or JSON), relative to the config file.
+    pub spec: Spanned<String>,
+    /// `block` refuses invalid requests; `monitor` logs what it would have refused.
+    #[serde(default)]
+    pub mode: Mode,
+    /// Requests for paths or methods the spec does not declare.
+    #[serde(default)]
+    pub unknown: Mode,
+    /// Operations marked `deprecated: true` (zombie APIs).
+    #[serde(default)]
+    pub deprecated: DeprecatedPolicy,
+    /// `readOnly` properties sent in a request body (mass assignment).
+    #[serde(default)]
+    pub read_only: ReadOnlyPolicy,
+    /// Query parameters the operation does not declare.
+    #[serde(default)]
+    pub unknown_query: UnknownQuery,
+    /// What to do with responses that break the spec.
+    #[serde(default)]
+    pub responses: ResponsePolicy,
+    /// Largest request body validated (larger bodies get 413).
+    #[serde(default = "d_openapi_body")]
+    pub max_body_bytes: ByteSize,
+    /// Largest response body inspected (larger ones get 502 unless `responses: off`).
+    #[serde(default = "d_openapi_response")]
+    pub max_response_bytes: ByteSize,
+    /// Path prefix the spec's paths sit under, replacing the base paths of its `servers`.
+    #[serde(default)]
+    pub base_path: Option<Spanned<String>>,
+}
+
+fn d_openapi_body() -> ByteSize {
+    ByteSize(1024 * 1024)
+}
+fn d_openapi_response() -> ByteSize {
+    ByteSize(4 * 1024 * 1024)
+}
+
+#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum DeprecatedPolicy {
+    /// Let them through silently.
+    Allow,
+    /// Let them through and log a `deprecated_operation` event.
+    #[default]
+    Report,
+    /// Answer 410 Gone.
+    Block,
+}
+
+#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum ReadOnlyPolicy {
+    /// 400 naming the property.
+    #[default]
+    Reject,
+    /// Remove the property before the upstream sees the body.
+    Strip,
+}
+
+#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum UnknownQuery {
+    #[default]
+    Allow,
+    Reject,
+}
+
+#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum ResponsePolicy {
+    /// Responses are not checked.
+    Off,
+    /// Violations are logged as events; the response goes out unchanged.
+    #[default]
+    Monitor,
+    /// Violations replace the response with a 502.
+    Block,
+    /// Undeclared and `writeOnly` properties are removed; other violations are logged.
+    Strip,
 }

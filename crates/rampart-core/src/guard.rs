@@ -63,6 +63,10 @@ pub struct Block {
     pub headers: Vec<(HeaderName, HeaderValue)>,
     /// Structured detail for the security event.
     pub detail: serde_json::Value,
+    /// Extra members for the client's problem+json body (e.g. `errors` naming the failing
+    /// fields). The guard promises they hold nothing the client did not already know: no raw
+    /// input, no secrets.
+    pub public: Option<serde_json::Map<String, serde_json::Value>>,
 }
 
 impl Block {
@@ -74,6 +78,7 @@ impl Block {
             title: None,
             headers: Vec::new(),
             detail: serde_json::Value::Null,
+            public: None,
         }
     }
     pub fn header(mut self, name: HeaderName, value: HeaderValue) -> Self {
@@ -82,6 +87,17 @@ impl Block {
     }
     pub fn detail(mut self, detail: serde_json::Value) -> Self {
         self.detail = detail;
+        self
+    }
+    /// Add a member to the client's problem+json body (see [`Block::public`]).
+    pub fn public(mut self, key: &str, value: serde_json::Value) -> Self {
+        self.public
+            .get_or_insert_with(serde_json::Map::new)
+            .insert(key.to_string(), value);
+        self
+    }
+    pub fn title(mut self, title: &'static str) -> Self {
+        self.title = Some(title);
         self
     }
 }
@@ -148,6 +164,8 @@ pub struct RequestContext {
     pub path: String,
     /// The matched route's name.
     pub route: Option<Arc<str>>,
+    /// The API operation the request was matched to (an OpenAPI `operationId`), when known.
+    pub operation: Option<Arc<str>>,
     /// Largest request body the core lets through (a guard such as `limits` sets it).
     pub max_request_body: Option<u64>,
     /// The authenticated identity, when an identity guard set one.
@@ -187,6 +205,7 @@ impl RequestContext {
             method,
             path: String::new(),
             route: None,
+            operation: None,
             max_request_body: None,
             identity: None,
             tags: Vec::new(),
@@ -206,6 +225,23 @@ impl RequestContext {
     pub fn event(&mut self, event: SecurityEvent) {
         self.events.push(event);
     }
+}
+
+/// Inputs a guard has validated against a strict type (integer, number, boolean, enum, uuid or
+/// date format, an anchored pattern). A content-inspecting guard such as a WAF may skip them:
+/// they cannot carry an injection payload. Stored in [`RequestContext::extensions`].
+#[derive(Clone, Debug, Default)]
+pub struct TypedInputs {
+    /// Query parameter names.
+    pub query: Vec<String>,
+    /// Path parameter names.
+    pub path: Vec<String>,
+    /// Header names, lower case.
+    pub headers: Vec<String>,
+    /// Cookie names.
+    pub cookies: Vec<String>,
+    /// Body fields as JSON pointers; `*` stands for any array index.
+    pub body: Vec<String>,
 }
 
 /// Read access to the request for guards in the response phases.
@@ -241,10 +277,11 @@ pub trait Guard: Send + Sync + 'static {
         None
     }
 
+    /// The buffered request body; a guard may rewrite it (the core fixes `Content-Length`).
     fn on_request_body<'a>(
         &'a self,
         _req: &'a RequestHead,
-        _body: &'a Bytes,
+        _body: &'a mut Bytes,
         _ctx: &'a mut RequestContext,
     ) -> Step<'a> {
         Step::Ready(Verdict::Continue)

@@ -9,6 +9,7 @@ pub mod admin;
 pub mod body;
 pub mod guard;
 pub mod h1scan;
+pub mod json;
 pub mod path;
 pub mod proxy;
 pub mod server;
@@ -16,7 +17,9 @@ pub mod snapshot;
 pub mod tls;
 pub mod upstream;
 
-pub use guard::{Answer, Block, ConnInfo, Guard, Mode, Phase, RequestContext, Step, Verdict};
+pub use guard::{
+    Answer, Block, ConnInfo, Guard, Mode, Phase, RequestContext, Step, TypedInputs, Verdict,
+};
 pub use snapshot::{BuiltGuards, GuardBuilder, Snapshot};
 
 use proxy::Shared;

@@ -172,6 +172,20 @@ fn block_answer(b: Block, request_id: &str) -> Answer {
         .or(b.status.canonical_reason())
         .unwrap_or("Request refused");
     let mut a = problem(b.status, title, request_id);
+    if let Some(extra) = b.public {
+        let mut body = serde_json::json!({
+            "type": "about:blank",
+            "title": title,
+            "status": b.status.as_u16(),
+            "request_id": request_id,
+        });
+        if let Some(m) = body.as_object_mut() {
+            for (k, v) in extra {
+                m.entry(k).or_insert(v);
+            }
+        }
+        a.body = Bytes::from(body.to_string());
+    }
     a.headers.extend(b.headers);
     a
 }
@@ -666,8 +680,9 @@ async fn forward(
             }
         };
         done.bytes_in.store(bytes.len() as u64, Ordering::Relaxed);
+        let mut bytes = bytes;
         for g in &route.guards {
-            let v = g.on_request_body(parts, &bytes, ctx).resolve().await;
+            let v = g.on_request_body(parts, &mut bytes, ctx).resolve().await;
             if let Outcome::Stop(a) = apply(g.as_ref(), v, ctx, &metrics) {
                 return Err(a);
             }

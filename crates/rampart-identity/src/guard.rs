@@ -616,7 +616,7 @@ impl Guard for AuthGuard {
     fn on_request_body<'a>(
         &'a self,
         req: &'a RequestHead,
-        body: &'a Bytes,
+        body: &'a mut Bytes,
         ctx: &'a mut RequestContext,
     ) -> Step<'a> {
         let Some(mut s) = ctx.extensions.get::<Scratch>().cloned() else {

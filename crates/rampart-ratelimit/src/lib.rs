@@ -361,7 +361,7 @@ impl Guard for RateLimitGuard {
     fn on_request_body<'a>(
         &'a self,
         req: &'a RequestHead,
-        body: &'a bytes::Bytes,
+        body: &'a mut bytes::Bytes,
         ctx: &'a mut RequestContext,
     ) -> Step<'a> {
         if !self.needs_body() {

@@ -22,7 +22,7 @@ impl Guard for BodyInspector {
     fn on_request_body<'a>(
         &'a self,
         _: &'a RequestHead,
-        body: &'a Bytes,
+        body: &'a mut Bytes,
         _: &'a mut RequestContext,
     ) -> Step<'a> {
         if body.windows(4).any(|w| w == b"evil") {
