@@ -1,0 +1,27 @@
+//! Rampart's OpenAPI positive security model.
+//!
+//! A route (or upstream) names an OpenAPI 3.0/3.1 spec; the [`guard::OpenApiGuard`] then lets
+//! through only the requests the spec declares, validated, and checks what the upstream answers.
+//! `rampart audit` scores a spec for security problems before it ships ([`audit`]).
+//!
+//! - [`spec`]: loading the spec's files and resolving `$ref`s (never over the network).
+//! - [`schema`]: schemas bundled, translated to JSON Schema 2020-12 and compiled once; the walks
+//!   for `readOnly`, `writeOnly` and undeclared properties.
+//! - [`router`]: path templates, literal segments first.
+//! - [`params`]: parameter styles (`simple`, `label`, `matrix`, `form`, `spaceDelimited`,
+//!   `pipeDelimited`, `deepObject`).
+//! - [`body`]: media types, form and multipart bodies.
+//! - [`api`]: the compiled spec the guard runs on.
+
+pub mod api;
+pub mod audit;
+pub mod body;
+pub mod build;
+pub mod guard;
+pub mod params;
+pub mod router;
+pub mod schema;
+pub mod spec;
+
+pub use build::{build, load_api};
+pub use guard::OpenApiGuard;
