@@ -369,6 +369,7 @@ impl Done {
             guard: self.ctx.deciding_guard,
             protocol: self.protocol,
             subject: self.ctx.identity.as_ref().map(|i| i.subject.as_str()),
+            operation: self.ctx.operation.as_deref(),
             auth: self.ctx.identity.as_ref().map(|i| i.method),
         });
     }

@@ -32,6 +32,9 @@ pub struct AccessRecord<'a> {
     pub subject: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub auth: Option<&'a str>,
+    /// The API operation (OpenAPI `operationId`) the request matched.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub operation: Option<&'a str>,
 }
 
 /// A security event as logged: the event plus its request.

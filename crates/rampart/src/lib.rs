@@ -1,6 +1,7 @@
 //! The `rampart` binary's wiring: it loads the config, hands the core its guards, and runs.
 //! Each command lives in its own module under `cmd`; the sample API of `rampart demo` in `demo`.
 
+pub mod audit;
 pub mod demo;
 pub mod keys;
 
@@ -9,9 +10,10 @@ use rampart_core::{Gateway, GuardBuilder, StartError};
 use rampart_telemetry::{LogSink, Metrics};
 use std::sync::Arc;
 
-/// The guard builder for this build of Rampart: every built-in guard plus identity and rate
-/// limits, in this order per route: ip_filter, limits, auth, rate limits, cors,
-/// security_headers. Rate-limit counters, lockouts, JWKS and API key caches live in state that
+/// The guard builder for this build of Rampart: every built-in guard plus identity, OpenAPI
+/// and rate limits, in this order per route: ip_filter, limits, auth, openapi, rate limits,
+/// cors, security_headers. (`openapi` runs before rate limits so they can key on the
+/// operation; it lets CORS preflights through to `cors`.) Rate-limit counters, lockouts, JWKS and API key caches live in state that
 /// survives reloads.
 pub fn guards(metrics: Arc<Metrics>) -> Arc<GuardBuilder> {
     guards_with(
@@ -27,16 +29,20 @@ fn guards_with(
     Arc::new(move |lc: &LoadedConfig| {
         let mut built = rampart_guards::build(lc)?;
         let auth = rampart_identity::build(lc, &id);
+        let spec = rampart_openapi::build(lc);
         let limits = rampart_ratelimit::build(lc, &rl);
-        let (auth, limits) = match (auth, limits) {
-            (Ok(a), Ok(l)) => (a, l),
-            (a, l) => {
+        let (auth, spec, limits) = match (auth, spec, limits) {
+            (Ok(a), Ok(s), Ok(l)) => (a, s, l),
+            (a, s, l) => {
                 let mut errors = a.err().unwrap_or_default();
+                errors.extend(s.err().unwrap_or_default());
                 errors.extend(l.err().unwrap_or_default());
                 return Err(errors);
             }
         };
-        for ((chain, extra), auth) in built.routes.iter_mut().zip(limits).zip(auth) {
+        for (((chain, extra), auth), spec) in
+            built.routes.iter_mut().zip(limits).zip(auth).zip(spec)
+        {
             let mut at = chain
                 .iter()
                 .position(|g| g.name() == "limits")
@@ -44,6 +50,10 @@ fn guards_with(
                 .unwrap_or(0);
             if let Some(a) = auth {
                 chain.insert(at, a);
+                at += 1;
+            }
+            if let Some(s) = spec {
+                chain.insert(at, s);
                 at += 1;
             }
             for (i, g) in extra.into_iter().enumerate() {

@@ -48,6 +48,21 @@ enum Cmd {
         /// Access log target: stdout, stderr, off, or a file path.
         #[arg(long, default_value = "stdout")]
         access_log: String,
+        /// Enforce this OpenAPI 3.0/3.1 spec (YAML or JSON): undeclared endpoints get 404/405,
+        /// invalid requests 400/415; responses are checked and violations logged.
+        #[arg(long, value_name = "SPEC")]
+        openapi: Option<PathBuf>,
+    },
+    /// Audit an OpenAPI spec for security problems; exit 1 when the score is under --fail-under.
+    Audit {
+        /// The spec (OpenAPI 3.0/3.1, YAML or JSON).
+        spec: PathBuf,
+        /// Output format.
+        #[arg(long, value_enum, default_value = "text")]
+        format: AuditFormat,
+        /// Exit with status 1 when the score (0-100) is below this.
+        #[arg(long, value_name = "SCORE")]
+        fail_under: Option<u8>,
     },
     /// List, add or remove temporary bans on a running Rampart (through its admin listener).
     Bans {
@@ -77,6 +92,13 @@ enum Cmd {
         #[arg(long, default_value = "127.0.0.1:9901")]
         admin: SocketAddr,
     },
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum AuditFormat {
+    Text,
+    Json,
+    Sarif,
 }
 
 #[derive(Subcommand)]
@@ -268,6 +290,7 @@ fn main() -> ExitCode {
             admin,
             workers,
             access_log,
+            openapi,
         } => {
             if let Err(m) = check_target(&upstream) {
                 eprintln!("--upstream: {m}");
@@ -278,9 +301,16 @@ fn main() -> ExitCode {
                 return ExitCode::from(2);
             }
             let text = format!(
-                "server:\n  worker_threads: {workers}\nlisteners:\n  - address: \"{listen}\"\nadmin:\n  address: \"{admin}\"\nlog:\n  access: {access}\nupstreams:\n  - name: upstream\n    targets: [{up}]\nroutes:\n  - name: default\n    path_prefix: /\n    upstream: upstream\n",
+                "server:\n  worker_threads: {workers}\nlisteners:\n  - address: \"{listen}\"\nadmin:\n  address: \"{admin}\"\nlog:\n  access: {access}\nupstreams:\n  - name: upstream\n    targets: [{up}]\nroutes:\n  - name: default\n    path_prefix: /\n    upstream: upstream\n{spec}",
                 access = serde_json::Value::String(access_log),
                 up = serde_json::Value::String(upstream),
+                spec = match &openapi {
+                    Some(p) => format!(
+                        "    openapi:\n      spec: {}\n",
+                        serde_json::Value::String(p.display().to_string())
+                    ),
+                    None => String::new(),
+                },
             );
             let lc = match rampart::load_text(
                 &text,
@@ -296,6 +326,19 @@ fn main() -> ExitCode {
             init_tracing("info");
             serve(lc, None, false, None)
         }
+        Cmd::Audit {
+            spec,
+            format,
+            fail_under,
+        } => rampart::audit::run(
+            &spec,
+            match format {
+                AuditFormat::Text => rampart::audit::Format::Text,
+                AuditFormat::Json => rampart::audit::Format::Json,
+                AuditFormat::Sarif => rampart::audit::Format::Sarif,
+            },
+            fail_under,
+        ),
         Cmd::Keys {
             action,
             config,
