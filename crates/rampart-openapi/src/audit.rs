@@ -203,6 +203,10 @@ impl Auditor<'_> {
         if !self.seen_input.insert((file.clone(), ptr.clone())) {
             return;
         }
+        if s.get("readOnly") == Some(&Value::Bool(true)) {
+            // Not an input: the guard refuses it in requests.
+            return;
+        }
         let types: Vec<&str> = match s.get("type") {
             Some(Value::String(t)) => vec![t.as_str()],
             Some(Value::Array(a)) => a.iter().filter_map(Value::as_str).collect(),

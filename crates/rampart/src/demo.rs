@@ -42,11 +42,13 @@ fn seed() -> Store {
     let mut users = BTreeMap::new();
     users.insert(
         1,
-        json!({"id": 1, "name": "Alice", "email": "alice@example.com", "role": "admin"}),
+        json!({"id": 1, "name": "Alice", "email": "alice@example.com", "role": "admin",
+               "api_token": "tok_live_4f9a0c"}),
     );
     users.insert(
         2,
-        json!({"id": 2, "name": "Bob", "email": "bob@example.com", "role": "user"}),
+        json!({"id": 2, "name": "Bob", "email": "bob@example.com", "role": "user",
+               "api_token": "tok_live_77b1e2"}),
     );
     let mut orders = BTreeMap::new();
     orders.insert(
@@ -190,6 +192,9 @@ pub async fn start_sample_api(addr: SocketAddr) -> std::io::Result<SocketAddr> {
 
 /// The demo policy, embedded so `rampart demo` needs no files.
 pub const DEMO_POLICY: &str = include_str!("../../../examples/demo.yaml");
+/// The sample API's OpenAPI spec, written next to the generated keys so the policy's relative
+/// `spec: demo-openapi.yaml` finds it.
+pub const DEMO_SPEC: &str = include_str!("../../../examples/demo-openapi.yaml");
 
 /// What `rampart demo` generates for the identity part of its policy: an ES256 signing key
 /// (published as a JWKS file), tokens for a user and an admin, and an API key.
@@ -217,6 +222,8 @@ pub fn prepare_identity() -> Result<DemoIdentity, String> {
     let dir = std::env::temp_dir().join(format!("rampart-demo-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    std::fs::write(dir.join("demo-openapi.yaml"), DEMO_SPEC)
+        .map_err(|e| format!("cannot write the demo spec: {e}"))?;
     let pkcs8 = EcdsaKeyPair::generate_pkcs8(&ALG, &rng).map_err(|_| "key generation failed")?;
     let kp = EcdsaKeyPair::from_pkcs8(&ALG, pkcs8.as_ref(), &rng)
         .map_err(|_| "key generation failed")?;

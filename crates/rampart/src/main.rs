@@ -411,7 +411,7 @@ fn main() -> ExitCode {
             let lc = match rampart_config::load_str(
                 demo::DEMO_POLICY,
                 Arc::from("examples/demo.yaml"),
-                PathBuf::from("."),
+                ident.dir.clone(),
                 &vars,
             ) {
                 Ok(lc) => lc,
@@ -428,7 +428,7 @@ fn main() -> ExitCode {
                  \x20 export ADMIN='{admin_t}'   # role admin\n\
                  \x20 export KEY='{key}'   # partner acme: orders:read\n\
                  Try:\n\
-                 \x20 curl -i http://{listen}/api/users/1 -H \"authorization: Bearer $ALICE\"   # 200: her own record\n\
+                 \x20 curl -i http://{listen}/api/users/1 -H \"authorization: Bearer $ALICE\"   # 200: her own record, api_token stripped (not in the spec)\n\
                  \x20 curl -i http://{listen}/api/users/2 -H \"authorization: Bearer $ALICE\"   # 403: not hers (BOLA)\n\
                  \x20 curl -i http://{listen}/api/users -H \"authorization: Bearer $ALICE\"     # 403: listing users is admin-only (BFLA)\n\
                  \x20 curl -i http://{listen}/api/users -H \"authorization: Bearer $ADMIN\"     # 200\n\
@@ -436,10 +436,13 @@ fn main() -> ExitCode {
                  \x20 curl -i http://{listen}/api/orders -H \"x-api-key: $KEY\"                # 200: API key with orders:read\n\
                  \x20 curl -i -X POST http://{listen}/api/orders -H \"x-api-key: $KEY\" -H 'content-type: application/json' -d '{{\"item\":\"pen\"}}'   # 403: no orders:write\n\
                  \x20 curl -i -X POST http://{listen}/api/orders -H \"authorization: Bearer $ALICE\" -H 'content-type: application/json' -d '{{\"item\":\"pen\",\"quantity\":3}}'   # 201\n\
+                 \x20 curl -i -X POST http://{listen}/api/orders -H \"authorization: Bearer $ALICE\" -H 'content-type: application/json' -d '{{\"item\":\"pen\",\"quantity\":\"3\"}}'   # 400: /quantity must be an integer (OpenAPI)\n\
+                 \x20 curl -i -X POST http://{listen}/api/orders -H \"authorization: Bearer $ALICE\" -H 'content-type: application/json' -d '{{\"id\":1,\"item\":\"pen\",\"quantity\":3}}'   # 400: id is readOnly (mass assignment)\n\
+                 \x20 curl -i http://{listen}/api/orders/10/export -H \"authorization: Bearer $ALICE\"   # 404: not in the spec\n\
                  \x20 curl -i -X TRACE http://{listen}/api/users               # 405: method not allowed\n\
                  \x20 curl -i http://{listen}/api/users/a%2Fb                   # 400: encoded slash rejected\n\
                  \x20 curl -i http://{listen}/admin                            # 404: no route\n\
-                 \x20 for i in 1 2 3 4 5 6; do curl -s -o /dev/null -w '%{{http_code}} ' -X POST http://{listen}/api/orders -H \"authorization: Bearer $ALICE\" -H 'content-type: application/json' -d '{{}}'; done   # 429 after 5 POSTs a minute\n\
+                 \x20 for i in 1 2 3 4 5 6; do curl -s -o /dev/null -w '%{{http_code}} ' -X POST http://{listen}/api/orders -H \"authorization: Bearer $ALICE\" -H 'content-type: application/json' -d '{{\"item\":\"pen\",\"quantity\":1}}'; done   # 429 after 5 POSTs a minute\n\
                  \x20 curl -s http://{admin}/metrics | grep rampart_         # metrics\n\
                  \x20 curl -s http://{admin}/keys                             # API keys (ids, owners, scopes; never the keys)\n\
                  Access log and security events are JSON lines on stdout. Ctrl-C stops.\n",

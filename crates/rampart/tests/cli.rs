@@ -332,6 +332,32 @@ async fn demo_serves_the_sample_api_with_its_policy() {
         403,
         "the key has no orders:write"
     );
+    // The sample API's OpenAPI spec: invalid bodies, mass assignment, undeclared endpoints,
+    // and the leaked api_token stripped from responses.
+    let (_, _, body) = call("GET", "/api/users/1", auth(&alice), b"").await;
+    assert!(!String::from_utf8_lossy(&body).contains("api_token"));
+    let json_alice = || {
+        let mut h = auth(&alice);
+        h.push(("content-type", "application/json".into()));
+        h
+    };
+    let (s, _, body) = call(
+        "POST",
+        "/api/orders",
+        json_alice(),
+        br#"{"item":"pen","quantity":"3"}"#,
+    )
+    .await;
+    assert_eq!(s, 400);
+    assert!(String::from_utf8_lossy(&body).contains("/quantity"));
+    let ro = br#"{"id":1,"item":"pen","quantity":3}"#;
+    assert_eq!(call("POST", "/api/orders", json_alice(), ro).await.0, 400);
+    assert_eq!(
+        call("GET", "/api/orders/10/export", auth(&alice), b"")
+            .await
+            .0,
+        404
+    );
     assert_eq!(call("TRACE", "/api/users", vec![], b"").await.0, 405);
     assert_eq!(call("GET", "/api/users/a%2Fb", vec![], b"").await.0, 400);
     assert_eq!(call("GET", "/admin", vec![], b"").await.0, 404);
@@ -342,12 +368,19 @@ async fn demo_serves_the_sample_api_with_its_policy() {
             ("content-type", "application/json".into()),
         ];
         codes.push(
-            call("POST", "/api/orders", h, b"{\"item\":\"pen\"}")
-                .await
-                .0,
+            call(
+                "POST",
+                "/api/orders",
+                h,
+                b"{\"item\":\"pen\",\"quantity\":1}",
+            )
+            .await
+            .0,
         );
     }
-    assert_eq!(codes, vec![201, 201, 201, 201, 201, 429]);
+    // Five POSTs a minute per client: the two refused for their bodies above count too
+    // (the limit runs on the request head, before the body is read).
+    assert_eq!(codes, vec![201, 201, 201, 429, 429, 429]);
     let (s, _, m) = get(format!("127.0.0.1:{admin}").parse().unwrap(), "/metrics").await;
     assert_eq!(s, 200);
     assert!(String::from_utf8_lossy(&m).contains("rampart_requests_total"));
@@ -522,4 +555,131 @@ fn keys_command_creates_lists_rotates_and_revokes() {
             "only hashes are stored"
         );
     }
+}
+
+#[tokio::test]
+async fn proxy_enforces_an_openapi_spec_in_one_flag() {
+    let up = TestUpstream::start().await;
+    let port = free_port();
+    let spec = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../examples/demo-openapi.yaml"
+    );
+    let _p = Proc(
+        Command::new(BIN)
+            .args([
+                "proxy",
+                "--listen",
+                &format!("127.0.0.1:{port}"),
+                "--upstream",
+                &format!("http://{}", up.addr),
+                "--admin",
+                "off",
+                "--access-log",
+                "off",
+                "--openapi",
+                spec,
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    wait_up(port).await;
+    let addr = format!("127.0.0.1:{port}").parse().unwrap();
+    assert_eq!(get(addr, "/healthz").await.0, 200);
+    assert_eq!(get(addr, "/api/users/abc").await.0, 400);
+    assert_eq!(get(addr, "/wp-admin").await.0, 404);
+    assert_eq!(
+        up.count(),
+        1,
+        "only the declared, valid request went through"
+    );
+    // A missing spec is an error naming the flag's file.
+    let out = Command::new(BIN)
+        .args([
+            "proxy",
+            "--listen",
+            "127.0.0.1:1",
+            "--upstream",
+            "http://127.0.0.1:9",
+            "--openapi",
+            "/nonexistent/spec.yaml",
+        ])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("/nonexistent/spec.yaml: cannot read"), "{err}");
+}
+
+#[test]
+fn audit_scores_a_spec_in_text_json_and_sarif() {
+    let d = tmpdir("audit");
+    let weak = d.join("weak.yaml");
+    std::fs::write(
+        &weak,
+        "openapi: 3.0.3\ninfo: {title: t, version: '1'}\nservers:\n  - url: http://api.example.com\npaths:\n  /users/{userId}:\n    get:\n      parameters:\n        - {name: userId, in: path, required: true, schema: {type: string}}\n        - {name: q, in: query, schema: {type: string}}\n      responses:\n        '200':\n          description: ok\n          content:\n            application/json:\n              schema:\n                type: object\n                properties:\n                  password: {type: string}\n                  card_number: {type: string}\n    post:\n      security: []\n      requestBody:\n        content:\n          application/json:\n            schema: {type: object, properties: {tags: {type: array, items: {type: string}}, n: {type: integer}}}\n      responses:\n        '200': {description: ok}\ncomponents:\n  securitySchemes:\n    key: {type: apiKey, in: query, name: api_key}\n",
+    )
+    .unwrap();
+    let run = |args: &[&str]| {
+        let out = Command::new(BIN).arg("audit").args(args).output().unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let w = weak.to_str().unwrap();
+    let (code, text, _) = run(&[w]);
+    assert_eq!(code, Some(0), "{text}");
+    for rule in [
+        "operation-without-security",
+        "http-server",
+        "api-key-in-query",
+        "sensitive-property-in-response",
+        "request-allows-additional-properties",
+        "array-without-max-items",
+        "id-parameter-unconstrained",
+        "missing-4xx-response",
+        "string-unbounded",
+        "number-unbounded",
+        "missing-429-response",
+        "no-rate-limit-headers",
+    ] {
+        assert!(text.contains(rule), "{rule} missing from:\n{text}");
+    }
+    assert!(
+        text.contains("weak.yaml#/paths/~1users~1{userId}/get/parameters/0"),
+        "{text}"
+    );
+    let (code, json, _) = run(&[w, "--format", "json", "--fail-under", "90"]);
+    assert_eq!(code, Some(1), "a weak spec fails the CI gate");
+    let v: serde_json::Value = serde_json::from_str(&json).unwrap();
+    let score = v["score"].as_u64().unwrap();
+    assert!(score < 50, "{score}");
+    assert!(v["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|f| f["rule"] == "api-key-in-query"
+            && f["severity"] == "high"
+            && f["pointer"] == "#/components/securitySchemes/key"));
+    let (_, sarif, _) = run(&[w, "--format", "sarif"]);
+    let s: serde_json::Value = serde_json::from_str(&sarif).unwrap();
+    assert_eq!(s["version"], "2.1.0");
+    assert!(!s["runs"][0]["results"].as_array().unwrap().is_empty());
+    // The demo's spec is in good shape.
+    let demo = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../examples/demo-openapi.yaml"
+    );
+    let (code, json, _) = run(&[demo, "--format", "json", "--fail-under", "80"]);
+    let v: serde_json::Value = serde_json::from_str(&json).unwrap();
+    assert_eq!(code, Some(0), "{json}");
+    assert!(v["score"].as_u64().unwrap() >= 80);
+    // Unreadable specs: exit 2 with the reason.
+    let (code, _, err) = run(&["/nonexistent.yaml"]);
+    assert_eq!(code, Some(2));
+    assert!(err.contains("cannot read"), "{err}");
 }
