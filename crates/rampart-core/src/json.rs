@@ -54,11 +54,16 @@ pub fn parse_strict(body: &[u8]) -> Result<Value, String> {
                     let mut m = serde_json::Map::new();
                     while let Some(k) = a.next_key::<String>()? {
                         let Strict(v) = a.next_value()?;
-                        if m.insert(k.clone(), v).is_some() {
-                            return Err(serde::de::Error::custom(format!(
-                                "duplicate key `{}`",
-                                k.chars().take(64).collect::<String>()
-                            )));
+                        match m.entry(k) {
+                            serde_json::map::Entry::Vacant(e) => {
+                                e.insert(v);
+                            }
+                            serde_json::map::Entry::Occupied(e) => {
+                                return Err(serde::de::Error::custom(format!(
+                                    "duplicate key `{}`",
+                                    e.key().chars().take(64).collect::<String>()
+                                )));
+                            }
                         }
                     }
                     Ok(Strict(Value::Object(m)))

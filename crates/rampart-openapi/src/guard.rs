@@ -320,7 +320,6 @@ impl OpenApiGuard {
                         )
                         .detail(json!({ "operation": &*op.id })),
                     )
-                    .into()
                 }
             }
         }
@@ -499,42 +498,45 @@ impl Guard for OpenApiGuard {
             Ok(v) => v,
             Err(why) => return bad(&why).into(),
         };
-        let mut failures = Vec::new();
+        let mut failures = schema::check(c, &value, "body", "", MAX_FAILURES);
         let mut rewrite = false;
-        if c.has_read_only {
-            let flagged = schema::find_flagged(c, &value, "readOnly");
+        if !failures.is_empty() && c.has_read_only {
+            let flagged = schema::read_only_pointers(c, &value);
             if !flagged.is_empty() {
                 let strip =
                     self.s.read_only == ReadOnlyPolicy::Strip && media.kind != Kind::Multipart;
-                if strip {
-                    schema::remove_pointers(&mut value, &flagged);
-                    rewrite = true;
-                    ctx.event(SecurityEvent {
-                        guard: NAME,
-                        rule: "read_only_stripped".into(),
-                        message: format!("readOnly properties removed from a {} body", op.id),
-                        action: Action::Logged,
-                        status: None,
-                        detail: json!({ "pointers": flagged }),
-                    });
-                } else {
-                    failures.extend(flagged.into_iter().take(MAX_FAILURES).map(|p| Failure {
-                        location: "body",
-                        name: String::new(),
-                        pointer: p,
-                        reason: "is readOnly and may not be sent".into(),
-                    }));
+                if !strip {
+                    let ro: Vec<Failure> = flagged
+                        .into_iter()
+                        .take(MAX_FAILURES)
+                        .map(|p| Failure {
+                            location: "body",
+                            name: String::new(),
+                            pointer: p,
+                            reason: "is readOnly and may not be sent".into(),
+                        })
+                        .collect();
                     return invalid(
                         "mass_assignment",
                         StatusCode::BAD_REQUEST,
                         format!("readOnly properties sent to {}", op.id),
-                        &failures,
+                        &ro,
                     )
                     .into();
                 }
+                schema::remove_pointers(&mut value, &flagged);
+                rewrite = true;
+                ctx.event(SecurityEvent {
+                    guard: NAME,
+                    rule: "read_only_stripped".into(),
+                    message: format!("readOnly properties removed from a {} body", op.id),
+                    action: Action::Logged,
+                    status: None,
+                    detail: json!({ "pointers": flagged }),
+                });
+                failures = schema::check(c, &value, "body", "", MAX_FAILURES);
             }
         }
-        failures.extend(schema::check(c, &value, "body", "", MAX_FAILURES));
         if !failures.is_empty() {
             return invalid(
                 "invalid_request",

@@ -400,11 +400,7 @@ impl Param {
     /// Validate a parsed value against the schema.
     pub fn check(&self, v: &Value, out: &mut Vec<Failure>) {
         if let Some(c) = &self.schema {
-            let before = out.len();
             out.extend(crate::schema::check(c, v, self.loc.as_str(), &self.name, 4));
-            if out.len() > before {
-                return;
-            }
         }
     }
 

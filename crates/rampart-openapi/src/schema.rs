@@ -51,6 +51,8 @@ struct Bundler<'d> {
     defs: Map<String, Value>,
     names: HashMap<String, String>,
     origins: HashMap<String, (PathBuf, String)>,
+    /// Request direction: `readOnly` properties were turned into `false` schemas.
+    read_only_seen: bool,
     pending: Vec<(String, PathBuf, String)>,
 }
 
@@ -72,20 +74,22 @@ impl std::fmt::Debug for Compiled {
     }
 }
 
-/// Bundle the schema at (`file`, `pointer`) into a self-contained 2020-12 document.
+/// Bundle the schema at (`file`, `pointer`) into a self-contained 2020-12 document. Also says
+/// whether `readOnly` properties were forbidden (request direction).
 pub fn bundle(
     docs: &Docs,
     dir: Direction,
     file: &Path,
     pointer: &str,
     schema: &Value,
-) -> Result<Value, SpecError> {
+) -> Result<(Value, bool), SpecError> {
     let mut b = Bundler {
         docs,
         dir,
         defs: Map::new(),
         names: HashMap::new(),
         origins: HashMap::new(),
+        read_only_seen: false,
         pending: Vec::new(),
     };
     let mut root = b.conv(file, pointer, schema)?;
@@ -118,7 +122,7 @@ pub fn bundle(
             _ => {}
         }
     }
-    Ok(root)
+    Ok((root, b.read_only_seen))
 }
 
 impl Bundler<'_> {
@@ -193,11 +197,11 @@ impl Bundler<'_> {
                 }
                 let key = if k == "items" { "prefixItems" } else { k };
                 out.insert(key.into(), Value::Array(o));
-            } else if v30 && k == "nullable" {
-                // handled below
-            } else if v30 && (k == "exclusiveMinimum" || k == "exclusiveMaximum") && v.is_boolean()
+            } else if v30
+                && (k == "nullable"
+                    || ((k == "exclusiveMinimum" || k == "exclusiveMaximum") && v.is_boolean()))
             {
-                // handled below
+                // 3.0 keywords: translated below.
             } else {
                 out.insert(k.into(), v.clone());
             }
@@ -207,6 +211,9 @@ impl Bundler<'_> {
         }
         widen_integer_formats(&mut out);
         self.relax_required(&mut out);
+        if self.dir == Direction::Request {
+            self.forbid_read_only(&mut out);
+        }
         Ok(Value::Object(out))
     }
 
@@ -263,6 +270,28 @@ impl Bundler<'_> {
         }
     }
 
+    /// In requests a `readOnly` property must not be sent at all: its schema becomes `false`,
+    /// so the validator reports it (as a `false`-schema error at its pointer) in the same pass.
+    fn forbid_read_only(&mut self, out: &mut Map<String, Value>) {
+        let Some(Value::Object(props)) = out.get("properties") else {
+            return;
+        };
+        let marked: Vec<String> = props
+            .iter()
+            .filter(|(_, p)| self.has_flag(p, "readOnly"))
+            .map(|(k, _)| k.clone())
+            .collect();
+        if marked.is_empty() {
+            return;
+        }
+        self.read_only_seen = true;
+        if let Some(Value::Object(props)) = out.get_mut("properties") {
+            for k in marked {
+                props.insert(k, Value::Bool(false));
+            }
+        }
+    }
+
     /// Whether a (converted) property schema carries `flag: true`, looking through its `$ref`.
     fn has_flag(&self, p: &Value, flag: &str) -> bool {
         if p.get(flag) == Some(&Value::Bool(true)) {
@@ -304,7 +333,12 @@ fn is_base64(s: &str) -> bool {
 }
 
 /// Compile a bundled schema.
-pub fn compile(tree: Value, file: &Path, pointer: &str) -> Result<Compiled, SpecError> {
+pub fn compile(
+    tree: Value,
+    read_only: bool,
+    file: &Path,
+    pointer: &str,
+) -> Result<Compiled, SpecError> {
     let validator = jsonschema::options()
         .with_draft(jsonschema::Draft::Draft202012)
         .should_validate_formats(true)
@@ -317,7 +351,7 @@ pub fn compile(tree: Value, file: &Path, pointer: &str) -> Result<Compiled, Spec
                 format!("invalid schema: {}", e.masked_with("value")),
             )
         })?;
-    let has_read_only = contains_flag(&tree, "readOnly");
+    let has_read_only = read_only || contains_flag(&tree, "readOnly");
     let has_write_only = contains_flag(&tree, "writeOnly");
     Ok(Compiled {
         validator,
@@ -335,8 +369,8 @@ pub fn load(
     pointer: &str,
     schema: &Value,
 ) -> Result<Compiled, SpecError> {
-    let tree = bundle(docs, dir, file, pointer, schema)?;
-    compile(tree, file, pointer)
+    let (tree, read_only) = bundle(docs, dir, file, pointer, schema)?;
+    compile(tree, read_only, file, pointer)
 }
 
 fn contains_flag(v: &Value, flag: &str) -> bool {
@@ -411,7 +445,7 @@ pub fn reason(e: &jsonschema::ValidationError<'_>) -> String {
         }
         K::AnyOf { .. } => "must match one of the schema's alternatives".into(),
         K::Not { .. } => "matches a schema it must not match".into(),
-        K::FalseSchema => "is not allowed here".into(),
+        K::FalseSchema => "is not allowed here (readOnly properties may not be sent)".into(),
         _ => format!("fails the `{}` rule", e.kind().keyword()),
     }
 }
@@ -508,48 +542,18 @@ fn item_schema<'a>(root: &'a Value, s: &'a Value) -> Vec<&'a Value> {
         .collect()
 }
 
-/// JSON pointers of every property in `v` whose schema is marked `flag` (`readOnly` or
-/// `writeOnly`).
-pub fn find_flagged(c: &Compiled, v: &Value, flag: &str) -> Vec<String> {
-    let mut out = Vec::new();
-    walk_flagged(&c.tree, &c.tree, v, flag, "", &mut out, 0);
-    out
-}
-
-fn walk_flagged(
-    root: &Value,
-    s: &Value,
-    v: &Value,
-    flag: &str,
-    at: &str,
-    out: &mut Vec<String>,
-    depth: usize,
-) {
-    if depth > 64 {
-        return;
+/// Pointers of the `readOnly` properties a request body sends (request-direction schemas turn
+/// them into `false` schemas; see `Bundler::forbid_read_only`).
+pub fn read_only_pointers(c: &Compiled, v: &Value) -> Vec<String> {
+    use jsonschema::error::ValidationErrorKind as K;
+    if !c.has_read_only {
+        return Vec::new();
     }
-    match v {
-        Value::Object(m) => {
-            for (k, x) in m {
-                let here = format!("{at}/{}", esc(k));
-                for ps in property_schemas(root, s, k) {
-                    if ps.get(flag) == Some(&Value::Bool(true)) {
-                        out.push(here.clone());
-                        break;
-                    }
-                    walk_flagged(root, ps, x, flag, &here, out, depth + 1);
-                }
-            }
-        }
-        Value::Array(a) => {
-            for is in item_schema(root, s) {
-                for (i, x) in a.iter().enumerate() {
-                    walk_flagged(root, is, x, flag, &format!("{at}/{i}"), out, depth + 1);
-                }
-            }
-        }
-        _ => {}
-    }
+    c.validator
+        .iter_errors(v)
+        .filter(|e| matches!(e.kind(), K::FalseSchema))
+        .map(|e| e.instance_path().to_string())
+        .collect()
 }
 
 /// Remove the properties at these pointers.

@@ -658,7 +658,7 @@ impl Gen {
         lo + (self.next() % ((hi - lo + 1) as u64)) as i64
     }
     fn coin(&mut self) -> bool {
-        self.next() % 2 == 0
+        self.next() & 1 == 0
     }
 }
 
