@@ -323,9 +323,9 @@ impl Validator<'_> {
             self.err(name, "ipv6_prefix must be between 0 and 128");
         }
         let parts = if allow_json {
-            "client_ip, route, method, header:NAME, json:FIELD, subject, api_key"
+            "client_ip, route, method, operation, header:NAME, json:FIELD, subject, api_key"
         } else {
-            "client_ip, route, method, header:NAME, subject, api_key"
+            "client_ip, route, method, operation, header:NAME, subject, api_key"
         };
         if keys.is_empty() {
             self.err(name, format!("key needs at least one part ({parts})"));
@@ -337,8 +337,15 @@ impl Validator<'_> {
                     allow_json && !path.is_empty() && path.split('.').all(|s| !s.is_empty())
                 }
                 Some(_) => false,
-                None => ["client_ip", "route", "method", "subject", "api_key"]
-                    .contains(&k.value.as_str()),
+                None => [
+                    "client_ip",
+                    "route",
+                    "method",
+                    "operation",
+                    "subject",
+                    "api_key",
+                ]
+                .contains(&k.value.as_str()),
             };
             if !ok {
                 self.err(k, format!("unknown key part `{}` ({parts})", k.value));

@@ -86,6 +86,8 @@ pub(crate) enum KeyPart {
     ClientIp,
     Route,
     Method,
+    /// The API operation (OpenAPI `operationId`); requests no spec matched share `-`.
+    Operation,
     Header(HeaderName),
     Subject,
     /// The id (public prefix) of the API key the caller authenticated with.
@@ -150,6 +152,7 @@ pub(crate) fn build_key(
             KeyPart::ClientIp => push_ip(&mut k, ctx.client_ip, v6_prefix),
             KeyPart::Route => k.push_str(ctx.route.as_deref().unwrap_or("-")),
             KeyPart::Method => k.push_str(req.method.as_str()),
+            KeyPart::Operation => k.push_str(ctx.operation.as_deref().unwrap_or("-")),
             KeyPart::Header(h) => {
                 let v = req.headers.get(h)?;
                 k.push_str(&String::from_utf8_lossy(v.as_bytes()));
@@ -188,6 +191,7 @@ fn compile_parts(lc: &LoadedConfig, keys: &[Spanned<String>]) -> Result<Vec<KeyP
                 "client_ip" => KeyPart::ClientIp,
                 "route" => KeyPart::Route,
                 "method" => KeyPart::Method,
+                "operation" => KeyPart::Operation,
                 "subject" => KeyPart::Subject,
                 "api_key" => KeyPart::ApiKey,
                 other => return Err(lc.error_at(k, format!("unknown key part `{other}`"))),

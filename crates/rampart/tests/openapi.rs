@@ -799,3 +799,26 @@ async fn requests_generated_from_the_spec_pass_validation() {
         assert_eq!(shop.count(), sent, "{spec}");
     }
 }
+
+#[tokio::test]
+async fn rate_limits_can_key_on_the_operation() {
+    let shop = shop().await;
+    let route = format!(
+        "    openapi:\n      spec: {}\n    rate_limits:\n      - {{ name: per-op, key: [operation], rate: 2, period: 1m }}\n",
+        fixture(SPECS[0]).display()
+    );
+    let g = gateway(&config(shop.addr, &route, "")).await;
+    let addr = g.listen_addrs()[0];
+    // getUser and getOrder have separate budgets; /v1/users/1 and /v1/users/2 share one.
+    let mut codes = Vec::new();
+    for path in [
+        "/v1/users/1",
+        "/v1/users/2",
+        "/v1/orders/5",
+        "/v1/users/3",
+        "/v1/orders/6",
+    ] {
+        codes.push(call(addr, "GET", path, &[], b"").await.0);
+    }
+    assert_eq!(codes, [200, 200, 200, 429, 200]);
+}
