@@ -337,23 +337,16 @@ impl OpenApiGuard {
         match &op.body {
             None => {
                 if body_sent && req.method != Method::OPTIONS {
-                    failures.push(Failure {
-                        location: "body",
-                        name: String::new(),
-                        pointer: String::new(),
-                        reason: "this operation takes no request body".into(),
-                    });
+                    failures.push(Failure::body(
+                        String::new(),
+                        "this operation takes no request body",
+                    ));
                 }
             }
             Some(b) => {
                 if !body_sent {
                     if b.required {
-                        failures.push(Failure {
-                            location: "body",
-                            name: String::new(),
-                            pointer: String::new(),
-                            reason: "a request body is required".into(),
-                        });
+                        failures.push(Failure::body(String::new(), "a request body is required"));
                     }
                 } else {
                     let ct = req
@@ -464,12 +457,7 @@ impl Guard for OpenApiGuard {
                 "invalid_body",
                 StatusCode::BAD_REQUEST,
                 format!("request body of {} cannot be read: {reason}", op.id),
-                &[Failure {
-                    location: "body",
-                    name: String::new(),
-                    pointer: String::new(),
-                    reason: reason.to_string(),
-                }],
+                &[Failure::body(String::new(), reason.to_string())],
             )
         };
         let parsed = match media.kind {
@@ -509,12 +497,7 @@ impl Guard for OpenApiGuard {
                     let ro: Vec<Failure> = flagged
                         .into_iter()
                         .take(MAX_FAILURES)
-                        .map(|p| Failure {
-                            location: "body",
-                            name: String::new(),
-                            pointer: p,
-                            reason: "is readOnly and may not be sent".into(),
-                        })
+                        .map(|p| Failure::body(p, "is readOnly and may not be sent"))
                         .collect();
                     return invalid(
                         "mass_assignment",

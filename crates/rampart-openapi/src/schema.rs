@@ -397,6 +397,16 @@ pub struct Failure {
 }
 
 impl Failure {
+    /// A failure of the request or response body at `pointer`.
+    pub fn body(pointer: String, reason: impl Into<String>) -> Failure {
+        Failure {
+            location: "body",
+            name: String::new(),
+            pointer,
+            reason: reason.into(),
+        }
+    }
+
     pub fn to_json(&self) -> Value {
         let mut m = Map::new();
         m.insert("in".into(), Value::String(self.location.into()));
