@@ -79,20 +79,8 @@ conf 28495 no > "$WORK/plain.yaml"
 conf 28496 yes > "$WORK/jwt.yaml"
 "$BIN" check -c "$WORK/plain.yaml" >&2 && "$BIN" check -c "$WORK/jwt.yaml" >&2
 
-started_upstream=0
-if ! "$SHARED/servers.sh" status upstream | grep -q running; then
-  "$SHARED/servers.sh" start upstream >&2 && started_upstream=1
-fi
-"$BIN" run -c "$WORK/plain.yaml" > "$WORK/plain.out" 2>&1 & P1=$!
-"$BIN" run -c "$WORK/jwt.yaml" > "$WORK/jwt.out" 2>&1 & P2=$!
-cleanup() {
-  kill "$P1" "$P2" 2>/dev/null || true; wait "$P1" "$P2" 2>/dev/null || true
-  [[ $started_upstream == 1 ]] && "$SHARED/servers.sh" stop upstream >&2 || true
-}
-trap cleanup EXIT
-for p in 28495 28496; do
-  for _ in $(seq 1 100); do (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null && break; sleep 0.05; done
-done
+. "$ROOT/bench/lib.sh"
+start_pair "$WORK/plain.yaml" 28495 "$WORK/jwt.yaml" 28496
 cpu() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 run() { # name port pid script
   local c0 c1 out rps p99

@@ -105,21 +105,8 @@ conf 28497 no > "$WORK/plain.yaml"
 conf 28498 yes > "$WORK/openapi.yaml"
 "$BIN" check -c "$WORK/plain.yaml" >&2 && "$BIN" check -c "$WORK/openapi.yaml" >&2
 
-started_upstream=0
-if ! "$SHARED/servers.sh" status upstream | grep -q running; then
-  "$SHARED/servers.sh" start upstream >&2 && started_upstream=1
-fi
-"$BIN" run -c "$WORK/plain.yaml" > "$WORK/plain.out" 2>&1 & P1=$!
-"$BIN" run -c "$WORK/openapi.yaml" > "$WORK/openapi.out" 2>&1 & P2=$!
-cleanup() {
-  kill "$P1" "$P2" 2>/dev/null || true; wait "$P1" "$P2" 2>/dev/null || true
-  [[ $started_upstream == 1 ]] && "$SHARED/servers.sh" stop upstream >&2 || true
-  rm -rf "$WORK"
-}
-trap cleanup EXIT
-for p in 28497 28498; do
-  for _ in $(seq 1 100); do (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null && break; sleep 0.05; done
-done
+. "$ROOT/bench/lib.sh"
+start_pair "$WORK/plain.yaml" 28497 "$WORK/openapi.yaml" 28498
 # Both requests of the harness must pass validation, or the comparison means nothing.
 for path in "/api/v1/users/42?fields=name,email,plan&expand=orders&page=2"; do
   code=$(curl -s -o /dev/null -w '%{http_code}' -H 'Host: api.example.com' "http://127.0.0.1:28498$path")

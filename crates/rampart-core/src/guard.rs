@@ -296,8 +296,9 @@ pub trait Guard: Send + Sync + 'static {
         Verdict::Continue
     }
 
-    /// Ask to see the response body, up to this many bytes (larger bodies stream unseen and an
-    /// event is logged).
+    /// Ask to see the response body, up to this many bytes. The core buffers it; a larger body
+    /// is replaced by a 502 (`response_too_large` event), so ask only when the body must be
+    /// seen.
     fn response_body_limit(
         &self,
         _resp: &http::response::Parts,

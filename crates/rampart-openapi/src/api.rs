@@ -57,22 +57,14 @@ pub struct Operation {
 }
 
 impl Operation {
-    /// The declared response for a status: exact code, then `NXX`, then `default`.
-    pub fn response(&self, status: u16) -> Option<&Response> {
-        self.responses
-            .iter()
-            .find(|(k, _)| *k == StatusKey::Exact(status))
-            .or_else(|| {
-                self.responses
-                    .iter()
-                    .find(|(k, _)| *k == StatusKey::Range(status / 100))
-            })
-            .or_else(|| {
-                self.responses
-                    .iter()
-                    .find(|(k, _)| *k == StatusKey::Default)
-            })
-            .map(|(_, r)| r)
+    /// The declared response for a status (exact code, then `NXX`, then `default`), with its
+    /// index in `responses`.
+    pub fn response(&self, status: u16) -> Option<(usize, &Response)> {
+        let find = |key: StatusKey| self.responses.iter().position(|(k, _)| *k == key);
+        let i = find(StatusKey::Exact(status))
+            .or_else(|| find(StatusKey::Range(status / 100)))
+            .or_else(|| find(StatusKey::Default))?;
+        Some((i, &self.responses[i].1))
     }
 }
 

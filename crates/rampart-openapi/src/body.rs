@@ -39,10 +39,11 @@ pub fn essence(content_type: &str) -> String {
         .to_ascii_lowercase()
 }
 
-/// Pick the declared media range that best matches `media` (exact, then `type/*`, then `*/*`).
-pub fn best_match<'a, T>(declared: &'a [(String, T)], media: &str) -> Option<&'a T> {
-    let mut best: Option<(u8, &T)> = None;
-    for (range, t) in declared {
+/// Pick the declared media range that best matches `media` (exact, then `type/*`, then `*/*`);
+/// its index in `declared`.
+pub fn best_match<T>(declared: &[(String, T)], media: &str) -> Option<usize> {
+    let mut best: Option<(u8, usize)> = None;
+    for (i, (range, _)) in declared.iter().enumerate() {
         let score = if range == media {
             3
         } else if let Some(prefix) = range.strip_suffix("/*") {
@@ -57,10 +58,10 @@ pub fn best_match<'a, T>(declared: &'a [(String, T)], media: &str) -> Option<&'a
             0
         };
         if score > 0 && best.is_none_or(|(s, _)| score > s) {
-            best = Some((score, t));
+            best = Some((score, i));
         }
     }
-    best.map(|(_, t)| t)
+    best.map(|(_, i)| i)
 }
 
 /// The type of each property the body schema declares (for form values, which are text).
@@ -203,9 +204,9 @@ mod tests {
             ("text/*".to_string(), 2),
             ("*/*".to_string(), 3),
         ];
-        assert_eq!(best_match(&d, "application/json"), Some(&1));
-        assert_eq!(best_match(&d, "text/plain"), Some(&2));
-        assert_eq!(best_match(&d, "image/png"), Some(&3));
+        assert_eq!(best_match(&d, "application/json"), Some(0));
+        assert_eq!(best_match(&d, "text/plain"), Some(1));
+        assert_eq!(best_match(&d, "image/png"), Some(2));
         assert_eq!(
             essence("Application/JSON; charset=utf-8"),
             "application/json"

@@ -129,12 +129,12 @@ impl OpenApiGuard {
         caps: &[(&str, &str)],
         failures: &mut Vec<Failure>,
     ) {
-        let mut pairs: Vec<(String, String)> = Vec::new();
+        let mut pairs: Vec<crate::params::QueryPair> = Vec::new();
         let needs_query = self.s.unknown_query == UnknownQuery::Reject
             || op.params.iter().any(|p| p.loc == In::Query);
         if needs_query {
             if let Some(q) = req.uri.query() {
-                pairs = form_urlencoded::parse(q.as_bytes()).into_owned().collect();
+                pairs = form_urlencoded::parse(q.as_bytes()).collect();
             }
         }
         let mut used = vec![false; pairs.len()];
@@ -355,14 +355,8 @@ impl OpenApiGuard {
                         .and_then(|v| v.to_str().ok())
                         .map(body::essence)
                         .unwrap_or_default();
-                    let indexed: Vec<(String, usize)> = b
-                        .media
-                        .iter()
-                        .enumerate()
-                        .map(|(i, (r, _))| (r.clone(), i))
-                        .collect();
-                    match body::best_match(&indexed, &ct) {
-                        Some(&i) => matched.media = Some(i),
+                    match body::best_match(&b.media, &ct) {
+                        Some(i) => matched.media = Some(i),
                         None if b.media.is_empty() => {}
                         None => {
                             unsupported = Some(b.media.iter().map(|(r, _)| r.clone()).collect())
@@ -574,7 +568,7 @@ impl Guard for OpenApiGuard {
             return Verdict::Continue;
         }
         let status = resp.status.as_u16();
-        let Some(r) = op.response(status) else {
+        let Some((ri, r)) = op.response(status) else {
             return self.response_violation(
                 ctx,
                 "undeclared_status",
@@ -614,13 +608,7 @@ impl Guard for OpenApiGuard {
             return Verdict::Continue;
         }
         let ct = ct.unwrap_or_default();
-        let indexed: Vec<(String, usize)> = r
-            .media
-            .iter()
-            .enumerate()
-            .map(|(i, (k, _))| (k.clone(), i))
-            .collect();
-        let Some(&mi) = body::best_match(&indexed, &ct) else {
+        let Some(mi) = body::best_match(&r.media, &ct) else {
             if empty {
                 return Verdict::Continue;
             }
@@ -643,12 +631,6 @@ impl Guard for OpenApiGuard {
             if encoded {
                 ctx.tags.push("openapi:encoded_response_unchecked".into());
             } else {
-                // Remember which response (by its position in `responses`) and media type.
-                let ri = op
-                    .responses
-                    .iter()
-                    .position(|(_, x)| std::ptr::eq(x, r))
-                    .unwrap_or(0);
                 m.resp_media = Some((ri, mi));
                 ctx.extensions.insert(m);
             }

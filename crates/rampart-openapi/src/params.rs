@@ -61,6 +61,9 @@ impl Style {
     }
 }
 
+/// A decoded query pair; borrowed from the URI unless decoding changed it.
+pub type QueryPair<'a> = (std::borrow::Cow<'a, str>, std::borrow::Cow<'a, str>);
+
 /// The JSON types a scalar may take, to turn text into the right JSON value.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Prim {
@@ -308,7 +311,7 @@ impl Param {
     /// Marks the pairs it consumed in `used`.
     pub fn from_query(
         &self,
-        pairs: &[(String, String)],
+        pairs: &[QueryPair<'_>],
         used: &mut [bool],
     ) -> Result<Option<Value>, String> {
         let mut take = |pred: &dyn Fn(&str) -> bool| -> Vec<usize> {
@@ -355,7 +358,9 @@ impl Param {
                 let mut m = Map::new();
                 for i in idx {
                     let (k, v) = &pairs[i];
-                    if m.insert(k.clone(), self.shape.prop(k).coerce(v)).is_some() {
+                    if m.insert(k.to_string(), self.shape.prop(k).coerce(v))
+                        .is_some()
+                    {
                         return Err("repeats a property".into());
                     }
                 }
@@ -480,10 +485,8 @@ mod tests {
 
     #[test]
     fn query_styles() {
-        let pairs: Vec<(String, String)> =
-            form_urlencoded::parse(b"id=1&id=2&tags=a|b&color[R]=1&color[G]=2&sp=x%20y")
-                .into_owned()
-                .collect();
+        let pairs: Vec<QueryPair> =
+            form_urlencoded::parse(b"id=1&id=2&tags=a|b&color[R]=1&color[G]=2&sp=x%20y").collect();
         let mut used = vec![false; pairs.len()];
         let p = param(In::Query, Style::Form, true, Shape::Array(INT));
         assert_eq!(
