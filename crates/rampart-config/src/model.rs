@@ -330,6 +330,9 @@ pub struct Route {
     /// A login endpoint whose failed answers count toward brute-force lockout.
     #[serde(default)]
     pub login: Option<Spanned<Login>>,
+    /// The WAF for this route (overrides `guards.waf`).
+    #[serde(default)]
+    pub waf: Option<Spanned<Waf>>,
     /// Enforce an OpenAPI spec on this route (overrides the upstream's `openapi`).
     #[serde(default)]
     pub openapi: Option<Spanned<OpenApi>>,
@@ -354,6 +357,102 @@ pub struct Guards {
     pub quotas: Option<Spanned<Vec<Spanned<Quota>>>>,
     #[serde(default)]
     pub auth: Option<Spanned<Auth>>,
+    /// The WAF (OWASP CRS) for every route that does not set its own `waf`.
+    #[serde(default)]
+    pub waf: Option<Spanned<Waf>>,
+}
+
+/// The WAF: a SecLang rule engine running the OWASP Core Rule Set.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Waf {
+    /// `false` turns the WAF off for a route when it is on globally.
+    #[serde(default = "d_true")]
+    pub enabled: bool,
+    /// The CRS directory (holding `rules/*.conf`), relative to the config file.
+    pub crs: Option<Spanned<String>>,
+    /// The CRS setup file; default: `crs-setup.conf` or `crs-setup.conf.example` in `crs`.
+    #[serde(default)]
+    pub setup: Option<Spanned<String>>,
+    /// Blocking paranoia level, 1 (fewest false positives) to 4.
+    #[serde(default = "d_paranoia")]
+    pub paranoia_level: Spanned<u8>,
+    /// Rules of levels above `paranoia_level` up to this one log but do not count to blocking.
+    #[serde(default)]
+    pub detection_paranoia_level: Option<Spanned<u8>>,
+    #[serde(default)]
+    pub anomaly_thresholds: AnomalyThresholds,
+    /// `block` answers 403 when CRS's anomaly score reaches the threshold; `monitor` logs.
+    #[serde(default)]
+    pub mode: Mode,
+    /// More SecLang files, loaded after CRS (relative to the config file).
+    #[serde(default)]
+    pub extra_rules: Vec<Spanned<String>>,
+    /// Narrow false-positive fixes: a rule (or id range), optionally only for one target.
+    #[serde(default)]
+    pub exclusions: Vec<Spanned<WafExclusion>>,
+    /// Largest request body the WAF inspects (larger bodies get 413).
+    #[serde(default = "d_waf_body")]
+    pub max_body_bytes: ByteSize,
+    /// Inspect response bodies (CRS data-leakage rules) of these MIME types.
+    #[serde(default)]
+    pub inspect_responses: bool,
+    #[serde(default = "d_waf_mime")]
+    pub response_mime_types: Vec<String>,
+    /// Largest response body inspected (larger ones get 502 when `inspect_responses`).
+    #[serde(default = "d_waf_response")]
+    pub max_response_bytes: ByteSize,
+    /// Skip request inputs another guard (OpenAPI) validated against a strict type.
+    #[serde(default = "d_true")]
+    pub skip_typed_inputs: bool,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AnomalyThresholds {
+    pub inbound: u32,
+    pub outbound: u32,
+}
+
+impl Default for AnomalyThresholds {
+    fn default() -> Self {
+        AnomalyThresholds {
+            inbound: 5,
+            outbound: 4,
+        }
+    }
+}
+
+/// One WAF exclusion: `rule: 942100` (or `942100-942999`), optionally `target: ARGS:q`.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WafExclusion {
+    pub rule: Spanned<String>,
+    #[serde(default)]
+    pub target: Option<Spanned<String>>,
+}
+
+fn d_paranoia() -> Spanned<u8> {
+    Spanned::new(
+        1u8,
+        serde_saphyr::Location::UNKNOWN,
+        serde_saphyr::Location::UNKNOWN,
+    )
+}
+fn d_true() -> bool {
+    true
+}
+fn d_waf_body() -> ByteSize {
+    ByteSize(1024 * 1024)
+}
+fn d_waf_response() -> ByteSize {
+    ByteSize(512 * 1024)
+}
+fn d_waf_mime() -> Vec<String> {
+    ["text/plain", "text/html", "text/xml", "application/json"]
+        .iter()
+        .map(|s| s.to_string())
+        .collect()
 }
 
 /// `block` enforces; `monitor` logs what would have been done and lets the request through.

@@ -1,0 +1,576 @@
+//! The transaction: one request/response pair run through the rule set phase by phase, the
+//! way ModSecurity does it (per-match actions, chains, captures, `skipAfter`, `ctl`, anomaly
+//! scoring through `setvar`), with every matched rule recorded for the security event.
+
+use crate::body;
+use crate::macros::Macro;
+use crate::rules::{in_ranges, Ctl, Disruptive, EngineMode, Entry, IdRanges, Rule, RuleSet, SetOp};
+use crate::transform::Transform;
+use crate::vars::{Coll, Data, Target};
+use std::borrow::Cow;
+use std::sync::Arc;
+
+/// A rule that matched (chain included) and logs.
+#[derive(Clone, Debug)]
+pub struct Matched {
+    pub id: u32,
+    pub phase: u8,
+    pub msg: String,
+    pub data: String,
+    pub severity: Option<u8>,
+    pub tags: Vec<String>,
+    /// The variable that matched last (`ARGS:q`).
+    pub var: String,
+    /// The (transformed) value that matched.
+    pub value: Vec<u8>,
+    pub log: bool,
+}
+
+/// The rule that stopped the transaction.
+#[derive(Clone, Debug)]
+pub struct Interruption {
+    pub id: u32,
+    pub status: u16,
+    pub action: Disruptive,
+    pub msg: String,
+}
+
+#[derive(Clone, Debug, Default)]
+struct Removed {
+    ids: IdRanges,
+    tags: Vec<regex::Regex>,
+    msgs: Vec<String>,
+    targets: Vec<(RuleSel, Target)>,
+}
+
+#[derive(Clone, Debug)]
+enum RuleSel {
+    Ids(IdRanges),
+    Tag(regex::Regex),
+    Msg(String),
+}
+
+impl RuleSel {
+    fn picks(&self, r: &Rule) -> bool {
+        match self {
+            RuleSel::Ids(ids) => in_ranges(ids, r.id),
+            RuleSel::Tag(re) => r.tags.iter().any(|t| re.is_match(t)),
+            RuleSel::Msg(m) => r.msg_text == *m,
+        }
+    }
+}
+
+/// One transaction's state.
+#[derive(Clone)]
+pub struct Transaction {
+    rs: Arc<RuleSet>,
+    pub data: Data,
+    pub engine: EngineMode,
+    pub request_body_access: bool,
+    pub response_body_access: bool,
+    force_body_variable: bool,
+    processor: Option<&'static str>,
+    removed: Removed,
+    pub matched: Vec<Matched>,
+    pub interruption: Option<Interruption>,
+    allow: bool,
+    captures: Vec<Vec<u8>>,
+    done: [bool; 5],
+}
+
+fn pairs_from<'a>(it: impl Iterator<Item = (&'a [u8], &'a [u8])>) -> Vec<(Vec<u8>, Vec<u8>)> {
+    it.map(|(k, v)| (k.to_vec(), v.to_vec())).collect()
+}
+
+impl Transaction {
+    pub fn new(rs: Arc<RuleSet>) -> Self {
+        Transaction {
+            engine: rs.engine,
+            request_body_access: rs.request_body_access,
+            response_body_access: rs.response_body_access,
+            rs,
+            data: Data::default(),
+            force_body_variable: false,
+            processor: None,
+            removed: Removed::default(),
+            matched: Vec::new(),
+            interruption: None,
+            allow: false,
+            captures: Vec::with_capacity(10),
+            done: [false; 5],
+        }
+    }
+
+    pub fn rules(&self) -> &Arc<RuleSet> {
+        &self.rs
+    }
+
+    /// Fill the request-line and header variables.
+    #[allow(clippy::too_many_arguments)]
+    pub fn request_head<'a>(
+        &mut self,
+        method: &[u8],
+        target: &[u8],
+        protocol: &[u8],
+        headers: impl Iterator<Item = (&'a [u8], &'a [u8])>,
+        remote: std::net::SocketAddr,
+        local: std::net::SocketAddr,
+        unique_id: &str,
+    ) {
+        let d = &mut self.data;
+        d.method = method.to_vec();
+        d.protocol = protocol.to_vec();
+        d.uri_raw = target.to_vec();
+        // An absolute-form target keeps only its path in REQUEST_URI.
+        let path_and_query: &[u8] = if let Some(p) = target
+            .windows(3)
+            .position(|w| w == b"://")
+            .filter(|_| !target.starts_with(b"/"))
+        {
+            let after = &target[p + 3..];
+            match after.iter().position(|&c| c == b'/') {
+                Some(s) => &after[s..],
+                None => b"/",
+            }
+        } else {
+            target
+        };
+        d.uri = path_and_query.to_vec();
+        let (path, query) = match path_and_query.iter().position(|&c| c == b'?') {
+            Some(q) => (&path_and_query[..q], &path_and_query[q + 1..]),
+            None => (path_and_query, &b""[..]),
+        };
+        let path = match path.iter().position(|&c| c == b'#') {
+            Some(h) => &path[..h],
+            None => path,
+        };
+        d.filename = path.to_vec();
+        d.basename = match path.iter().rposition(|&c| c == b'/') {
+            Some(i) => path[i + 1..].to_vec(),
+            None => path.to_vec(),
+        };
+        d.query = query.to_vec();
+        let mut rl = method.to_vec();
+        rl.push(b' ');
+        rl.extend_from_slice(target);
+        rl.push(b' ');
+        rl.extend_from_slice(protocol);
+        d.request_line = rl;
+        d.urlencoded_error |= body::urlencoded(query, &mut d.args_get);
+        d.headers = pairs_from(headers);
+        for (k, v) in &d.headers {
+            if k.eq_ignore_ascii_case(b"cookie") {
+                for c in v.split(|&c| c == b';') {
+                    let c = c.trim_ascii_start();
+                    if c.is_empty() {
+                        continue;
+                    }
+                    match c.iter().position(|&x| x == b'=') {
+                        Some(i) => d.cookies.push((c[..i].trim_ascii().to_vec(), c[i + 1..].to_vec())),
+                        None => d.cookies.push((c.trim_ascii().to_vec(), Vec::new())),
+                    }
+                }
+            }
+        }
+        d.remote_addr = remote.ip().to_string().into_bytes();
+        d.remote_port = remote.port().to_string().into_bytes();
+        d.server_addr = local.ip().to_string().into_bytes();
+        d.server_port = local.port().to_string().into_bytes();
+        d.server_name = d
+            .headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(b"host"))
+            .map(|(_, v)| v.split(|&c| c == b':').next().unwrap_or(v).to_vec())
+            .unwrap_or_default();
+        d.unique_id = unique_id.as_bytes().to_vec();
+    }
+
+    fn header(&self, name: &[u8]) -> Option<&[u8]> {
+        self.data
+            .headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_slice())
+    }
+
+    /// Whether phase 2 wants the request body.
+    pub fn wants_request_body(&self) -> bool {
+        self.request_body_access && self.engine != EngineMode::Off && self.interruption.is_none()
+    }
+
+    /// Run the body processor on the buffered request body (call before phase 2).
+    pub fn request_body(&mut self, b: &[u8]) {
+        self.data.body_length = b.len();
+        if b.is_empty() || !self.request_body_access {
+            return;
+        }
+        let ct = self.header(b"content-type").map(<[u8]>::to_vec).unwrap_or_default();
+        let lct = ct.to_ascii_lowercase();
+        let processor = self.processor.or(if lct.starts_with(b"application/x-www-form-urlencoded") {
+            Some("URLENCODED")
+        } else if lct.starts_with(b"multipart/form-data") {
+            Some("MULTIPART")
+        } else {
+            None
+        });
+        self.data.processor = processor;
+        let mut err = None;
+        match processor {
+            Some("URLENCODED") => {
+                let mut out = Vec::new();
+                self.data.urlencoded_error |= body::urlencoded(b, &mut out);
+                self.data.args_post = out;
+            }
+            Some("MULTIPART") => {
+                let mut d = std::mem::take(&mut self.data);
+                if let Err(e) = body::multipart(&ct, b, &mut d) {
+                    err = Some(format!("multipart: {e}"));
+                }
+                self.data = d;
+            }
+            Some("JSON") => {
+                let mut out = Vec::new();
+                match body::json(b, self.rs.json_depth_limit, &mut out) {
+                    Ok(()) => self.data.args_post = out,
+                    Err(e) => err = Some(format!("JSON: {e}")),
+                }
+            }
+            Some("XML") => match body::xml(b) {
+                Ok((t, a)) => {
+                    self.data.xml_text = Some(t);
+                    self.data.xml_attrs = a;
+                }
+                Err(e) => err = Some(format!("XML: {e}")),
+            },
+            _ => {}
+        }
+        let nargs = self.data.args_get.len() + self.data.args_post.len();
+        if err.is_none() && nargs > self.rs.arguments_limit {
+            err = Some(format!(
+                "{nargs} arguments, more than the limit of {}",
+                self.rs.arguments_limit
+            ));
+        }
+        self.data.reqbody_error = err;
+        if processor == Some("URLENCODED") || self.force_body_variable || processor.is_none() {
+            self.data.body = Some(b.to_vec());
+        }
+    }
+
+    /// Fill the response-head variables.
+    pub fn response_head<'a>(
+        &mut self,
+        status: u16,
+        protocol: &[u8],
+        headers: impl Iterator<Item = (&'a [u8], &'a [u8])>,
+    ) {
+        self.data.response_status = status.to_string().into_bytes();
+        self.data.response_protocol = protocol.to_vec();
+        self.data.response_headers = pairs_from(headers);
+    }
+
+    /// Whether phase 4 should see a response body of this content type.
+    pub fn wants_response_body(&self) -> bool {
+        if !self.response_body_access || self.engine == EngineMode::Off || self.interruption.is_some() {
+            return false;
+        }
+        let ct = self
+            .data
+            .response_headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(b"content-type"))
+            .map(|(_, v)| v.as_slice())
+            .unwrap_or(b"");
+        let essence = ct.split(|&c| c == b';').next().unwrap_or(b"").trim_ascii();
+        self.rs
+            .response_mime_types
+            .iter()
+            .any(|m| m.as_bytes().eq_ignore_ascii_case(essence))
+    }
+
+    pub fn response_body(&mut self, b: &[u8]) {
+        self.data.response_body = Some(b.to_vec());
+    }
+
+    /// Run one phase (1-5). Phases already run are not run again. After an interruption only
+    /// phase 5 runs.
+    pub fn phase(&mut self, n: u8) {
+        let idx = (n as usize).saturating_sub(1).min(4);
+        if self.done[idx] || self.engine == EngineMode::Off {
+            return;
+        }
+        self.done[idx] = true;
+        if n < 5 && (self.interruption.is_some() || (self.allow && n <= 2)) {
+            return;
+        }
+        let rs = self.rs.clone();
+        let entries = &rs.phases[idx];
+        let mut i = 0;
+        while i < entries.len() {
+            let Entry::Rule(ri) = &entries[i] else {
+                i += 1;
+                continue;
+            };
+            let r = &rs.rules[*ri];
+            if self.is_removed(r) {
+                i += 1;
+                continue;
+            }
+            if !self.eval(r) {
+                i += 1;
+                continue;
+            }
+            // The whole chain matched.
+            self.log_match(r, n);
+            let def = &rs.defaults[idx];
+            let disruptive = match r.disruptive {
+                Some(Disruptive::Block) | None => def.disruptive,
+                Some(d) => d,
+            };
+            match disruptive {
+                Disruptive::Deny | Disruptive::Drop | Disruptive::Redirect => {
+                    if self.engine == EngineMode::On && self.interruption.is_none() {
+                        self.interruption = Some(Interruption {
+                            id: r.id,
+                            status: r.status.or(def.status).unwrap_or(403),
+                            action: disruptive,
+                            msg: self.matched.last().map(|m| m.msg.clone()).unwrap_or_default(),
+                        });
+                        if n < 5 {
+                            return;
+                        }
+                    }
+                }
+                Disruptive::Allow => {
+                    if self.engine == EngineMode::On {
+                        self.allow = true;
+                        return;
+                    }
+                }
+                Disruptive::Pass | Disruptive::Block => {}
+            }
+            if let Some(m) = &r.skip_after {
+                let to = entries[i + 1..].iter().position(|e| match e {
+                    Entry::Marker(x) => **x == **m,
+                    Entry::Rule(j) => rs.rules[*j].id.to_string() == *m,
+                });
+                i = match to {
+                    Some(p) => i + 1 + p + 1,
+                    None => entries.len(),
+                };
+                continue;
+            }
+            if r.skip > 0 {
+                let mut left = r.skip;
+                i += 1;
+                while i < entries.len() && left > 0 {
+                    if let Entry::Rule(_) = entries[i] {
+                        left -= 1;
+                    }
+                    i += 1;
+                }
+                continue;
+            }
+            i += 1;
+        }
+    }
+
+    fn is_removed(&self, r: &Rule) -> bool {
+        in_ranges(&self.removed.ids, r.id)
+            || (!self.removed.tags.is_empty()
+                && r.tags.iter().any(|t| self.removed.tags.iter().any(|re| re.is_match(t))))
+            || (!self.removed.msgs.is_empty() && self.removed.msgs.contains(&r.msg_text))
+    }
+
+    /// Evaluate a rule and its chain; runs per-match actions as links match.
+    fn eval(&mut self, head: &Rule) -> bool {
+        for link in head.links() {
+            if !self.eval_link(link, head) {
+                return false;
+            }
+        }
+        true
+    }
+
+    fn eval_link(&mut self, r: &Rule, head: &Rule) -> bool {
+        let Some(op) = &r.op else {
+            self.actions(r, head);
+            return true;
+        };
+        let mut found: Vec<(String, Vec<u8>, Vec<Vec<u8>>)> = Vec::new();
+        {
+            let removed = &self.removed.targets;
+            let ex = |c: Coll, k: &[u8]| {
+                r.targets.iter().any(|t| t.excludes(c, k))
+                    || removed.iter().any(|(sel, t)| t.excludes(c, k) && sel.picks(head))
+            };
+            let mut items = Vec::new();
+            for t in r.targets.iter().filter(|t| !t.exclude) {
+                self.data.resolve(t, &ex, &mut items);
+            }
+            let want_caps = r.capture;
+            for it in &items {
+                let mut caps = Vec::new();
+                let hit = if r.multi_match {
+                    let mut v: Cow<[u8]> = Cow::Borrowed(&it.value);
+                    let mut hit = None;
+                    if op.matches(&self.data, &v, want_caps.then_some(&mut caps)) {
+                        hit = Some(v.to_vec());
+                    } else {
+                        for t in &r.transforms {
+                            let next = apply(*t, &v);
+                            let changed = next.as_ref() != v.as_ref();
+                            v = Cow::Owned(next.into_owned());
+                            if changed && op.matches(&self.data, &v, want_caps.then_some(&mut caps)) {
+                                hit = Some(v.to_vec());
+                                break;
+                            }
+                        }
+                    }
+                    hit
+                } else {
+                    let v = transform_all(&r.transforms, &it.value);
+                    op.matches(&self.data, &v, want_caps.then_some(&mut caps))
+                        .then(|| v.into_owned())
+                };
+                if let Some(v) = hit {
+                    found.push((it.name(), v, caps));
+                }
+            }
+        }
+        if found.is_empty() {
+            return false;
+        }
+        self.data.matched_vars.clear();
+        for (name, value, caps) in found {
+            self.data.matched_var_name = name.clone().into_bytes();
+            self.data.matched_var = value.clone();
+            self.data.matched_vars.push((name.into_bytes(), value));
+            if r.capture {
+                self.captures = caps;
+                for (i, c) in self.captures.clone().into_iter().enumerate() {
+                    self.data.tx_set(&i.to_string(), c);
+                }
+            }
+            self.actions(r, head);
+        }
+        true
+    }
+
+    /// Non-disruptive actions of one link: setvar and ctl.
+    fn actions(&mut self, r: &Rule, head: &Rule) {
+        for sv in &r.setvars {
+            let key = String::from_utf8_lossy(&self.expand(&sv.key, head)).into_owned();
+            let full = if sv.coll == "tx" {
+                key
+            } else {
+                // Other collections live in TX under their prefix for this transaction.
+                format!("{}.{key}", sv.coll)
+            };
+            match &sv.op {
+                SetOp::Unset => {
+                    self.data.tx.remove(&full.to_ascii_lowercase());
+                }
+                SetOp::Set(m) => {
+                    let v = self.expand(m, head);
+                    self.data.tx_set(&full, v);
+                }
+                SetOp::Add(m) | SetOp::Sub(m) => {
+                    let n = crate::operator::atoi(&self.expand(m, head));
+                    let cur = self.data.tx_get(&full).map(crate::operator::atoi).unwrap_or(0);
+                    let v = if matches!(sv.op, SetOp::Add(_)) {
+                        cur.saturating_add(n)
+                    } else {
+                        cur.saturating_sub(n)
+                    };
+                    self.data.tx_set(&full, v.to_string().into_bytes());
+                }
+            }
+        }
+        for c in &r.ctls {
+            match c {
+                Ctl::RuleRemoveById(ids) => self.removed.ids.extend(ids.iter().copied()),
+                Ctl::RuleRemoveByTag(re) => self.removed.tags.push(re.clone()),
+                Ctl::RuleRemoveByMsg(m) => self.removed.msgs.push(m.clone()),
+                Ctl::RuleRemoveTargetById(ids, t) => {
+                    self.removed.targets.push((RuleSel::Ids(ids.clone()), t.clone()))
+                }
+                Ctl::RuleRemoveTargetByTag(re, t) => {
+                    self.removed.targets.push((RuleSel::Tag(re.clone()), t.clone()))
+                }
+                Ctl::RuleRemoveTargetByMsg(m, t) => {
+                    self.removed.targets.push((RuleSel::Msg(m.clone()), t.clone()))
+                }
+                Ctl::RuleEngine(m) => self.engine = *m,
+                Ctl::RequestBodyProcessor(p) => self.processor = Some(p),
+                Ctl::ForceRequestBodyVariable(b) => self.force_body_variable = *b,
+                Ctl::RequestBodyAccess(b) => self.request_body_access = *b,
+                Ctl::ResponseBodyAccess(b) => self.response_body_access = *b,
+                Ctl::LogSetting => {}
+            }
+        }
+    }
+
+    fn expand(&self, m: &Macro, head: &Rule) -> Vec<u8> {
+        m.expand(&self.data, &|f| match f {
+            "id" => Some(head.id.to_string()),
+            "msg" => Some(head.msg_text.clone()),
+            "severity" => head.severity.map(|s| s.to_string()),
+            "phase" => Some(head.phase.to_string()),
+            _ => None,
+        })
+    }
+
+    fn log_match(&mut self, head: &Rule, phase: u8) {
+        let def = &self.rs.defaults[(phase as usize).saturating_sub(1).min(4)];
+        let log = head.log.unwrap_or(def.log);
+        if !log {
+            return;
+        }
+        let msg = head
+            .msg
+            .as_ref()
+            .map(|m| String::from_utf8_lossy(&self.expand(m, head)).into_owned())
+            .unwrap_or_default();
+        let data = head
+            .logdata
+            .as_ref()
+            .map(|m| String::from_utf8_lossy(&self.expand(m, head)).into_owned())
+            .unwrap_or_default();
+        if let Some(s) = head.severity {
+            if self.data.highest_severity == 0 || s < self.data.highest_severity {
+                self.data.highest_severity = s;
+            }
+        }
+        self.matched.push(Matched {
+            id: head.id,
+            phase,
+            msg,
+            data,
+            severity: head.severity,
+            tags: head.tags.clone(),
+            var: String::from_utf8_lossy(&self.data.matched_var_name).into_owned(),
+            value: self.data.matched_var.clone(),
+            log,
+        });
+    }
+}
+
+fn apply<'a>(t: Transform, v: &'a [u8]) -> Cow<'a, [u8]> {
+    t.apply(v)
+}
+
+/// Apply a pipeline, allocating only when a step changes the value.
+pub fn transform_all<'a>(ts: &[Transform], v: &'a [u8]) -> Cow<'a, [u8]> {
+    let mut cur: Cow<'a, [u8]> = Cow::Borrowed(v);
+    for t in ts {
+        cur = match cur {
+            Cow::Borrowed(b) => t.apply(b),
+            Cow::Owned(o) => match t.apply(&o) {
+                Cow::Borrowed(_) => Cow::Owned(o),
+                Cow::Owned(n) => Cow::Owned(n),
+            },
+        };
+    }
+    cur
+}

@@ -1,0 +1,1 @@
+//! go-ftw test reader (filled in below).

@@ -1,0 +1,82 @@
+//! Macro expansion: `%{tx.score}`, `%{MATCHED_VAR}`, `%{request_headers.host}` in operator
+//! arguments, `msg`, `logdata` and `setvar`.
+
+use crate::vars::{Coll, Data};
+
+#[derive(Clone, Debug)]
+enum Part {
+    Lit(Vec<u8>),
+    Var(Coll, Option<Vec<u8>>),
+    /// `%{rule.id}` and friends, filled in from the rule being run.
+    RuleField(String),
+}
+
+/// A string that may hold macros, compiled once.
+#[derive(Clone, Debug)]
+pub struct Macro {
+    parts: Vec<Part>,
+}
+
+impl Macro {
+    pub fn parse(s: &str) -> Result<Macro, String> {
+        let mut parts = Vec::new();
+        let mut rest = s;
+        while let Some(i) = rest.find("%{") {
+            let Some(end) = rest[i..].find('}') else {
+                break;
+            };
+            if i > 0 {
+                parts.push(Part::Lit(rest[..i].as_bytes().to_vec()));
+            }
+            let inner = &rest[i + 2..i + end];
+            let (c, k) = match inner.split_once('.') {
+                Some((c, k)) => (c, Some(k)),
+                None => (inner, None),
+            };
+            if c.eq_ignore_ascii_case("rule") {
+                parts.push(Part::RuleField(k.unwrap_or("").to_ascii_lowercase()));
+            } else {
+                let coll = Coll::by_name(c)
+                    .ok_or_else(|| format!("unknown variable `{c}` in macro `%{{{inner}}}`"))?;
+                parts.push(Part::Var(coll, k.map(|k| k.as_bytes().to_vec())));
+            }
+            rest = &rest[i + end + 1..];
+        }
+        if !rest.is_empty() {
+            parts.push(Part::Lit(rest.as_bytes().to_vec()));
+        }
+        Ok(Macro { parts })
+    }
+
+    /// The text when there are no macros in it.
+    pub fn literal(&self) -> Option<&[u8]> {
+        match self.parts.as_slice() {
+            [] => Some(b""),
+            [Part::Lit(l)] => Some(l),
+            _ => None,
+        }
+    }
+
+    pub fn expand(&self, data: &Data, rule: &dyn Fn(&str) -> Option<String>) -> Vec<u8> {
+        if let Some(l) = self.literal() {
+            return l.to_vec();
+        }
+        let mut out = Vec::new();
+        for p in &self.parts {
+            match p {
+                Part::Lit(l) => out.extend_from_slice(l),
+                Part::Var(c, k) => {
+                    if let Some(v) = data.first(*c, k.as_deref()) {
+                        out.extend_from_slice(&v);
+                    }
+                }
+                Part::RuleField(f) => {
+                    if let Some(v) = rule(f) {
+                        out.extend_from_slice(v.as_bytes());
+                    }
+                }
+            }
+        }
+        out
+    }
+}

@@ -1,0 +1,585 @@
+//! Variables: the collections a rule can inspect, the per-transaction data behind them, and
+//! target resolution (`ARGS:id`, `!ARGS:/^utm_/`, `&TX:score`, `XML://@*`).
+
+use regex::bytes::Regex;
+use std::borrow::Cow;
+use std::collections::HashMap;
+
+/// Name/value pairs in arrival order (names keep their case; lookups ignore it).
+pub type Pairs = Vec<(Vec<u8>, Vec<u8>)>;
+
+macro_rules! collections {
+    ($($v:ident = $n:literal),* $(,)?) => {
+        /// Every collection and variable the engine knows.
+        #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+        pub enum Coll { $($v),* }
+        impl Coll {
+            pub fn by_name(s: &str) -> Option<Coll> {
+                let u = s.to_ascii_uppercase();
+                match u.as_str() { $($n => Some(Coll::$v),)* _ => None }
+            }
+            pub fn name(self) -> &'static str {
+                match self { $(Coll::$v => $n),* }
+            }
+        }
+    };
+}
+
+collections! {
+    Args = "ARGS", ArgsGet = "ARGS_GET", ArgsPost = "ARGS_POST", ArgsNames = "ARGS_NAMES",
+    ArgsGetNames = "ARGS_GET_NAMES", ArgsPostNames = "ARGS_POST_NAMES",
+    ArgsCombinedSize = "ARGS_COMBINED_SIZE",
+    RequestHeaders = "REQUEST_HEADERS", RequestHeadersNames = "REQUEST_HEADERS_NAMES",
+    RequestCookies = "REQUEST_COOKIES", RequestCookiesNames = "REQUEST_COOKIES_NAMES",
+    RequestMethod = "REQUEST_METHOD", RequestLine = "REQUEST_LINE", RequestUri = "REQUEST_URI",
+    RequestUriRaw = "REQUEST_URI_RAW", RequestFilename = "REQUEST_FILENAME",
+    RequestBasename = "REQUEST_BASENAME", RequestProtocol = "REQUEST_PROTOCOL",
+    QueryString = "QUERY_STRING", RequestBody = "REQUEST_BODY",
+    RequestBodyLength = "REQUEST_BODY_LENGTH", ReqbodyProcessor = "REQBODY_PROCESSOR",
+    ReqbodyError = "REQBODY_ERROR", ReqbodyErrorMsg = "REQBODY_ERROR_MSG",
+    ReqbodyProcessorError = "REQBODY_PROCESSOR_ERROR",
+    MultipartStrictError = "MULTIPART_STRICT_ERROR",
+    MultipartUnmatchedBoundary = "MULTIPART_UNMATCHED_BOUNDARY",
+    MultipartBoundaryQuoted = "MULTIPART_BOUNDARY_QUOTED",
+    MultipartBoundaryWhitespace = "MULTIPART_BOUNDARY_WHITESPACE",
+    MultipartDataBefore = "MULTIPART_DATA_BEFORE", MultipartDataAfter = "MULTIPART_DATA_AFTER",
+    MultipartHeaderFolding = "MULTIPART_HEADER_FOLDING", MultipartLfLine = "MULTIPART_LF_LINE",
+    MultipartCrlfLfLines = "MULTIPART_CRLF_LF_LINES",
+    MultipartMissingSemicolon = "MULTIPART_MISSING_SEMICOLON",
+    MultipartInvalidQuoting = "MULTIPART_INVALID_QUOTING",
+    MultipartInvalidPart = "MULTIPART_INVALID_PART",
+    MultipartInvalidHeaderFolding = "MULTIPART_INVALID_HEADER_FOLDING",
+    MultipartFileLimitExceeded = "MULTIPART_FILE_LIMIT_EXCEEDED",
+    MultipartPartHeaders = "MULTIPART_PART_HEADERS", MultipartFilename = "MULTIPART_FILENAME",
+    MultipartName = "MULTIPART_NAME",
+    Files = "FILES", FilesNames = "FILES_NAMES", FilesSizes = "FILES_SIZES",
+    FilesTmpnames = "FILES_TMPNAMES", FilesTmpContent = "FILES_TMP_CONTENT",
+    FilesCombinedSize = "FILES_COMBINED_SIZE",
+    Xml = "XML", Tx = "TX", Env = "ENV", Geo = "GEO", Ip = "IP", Global = "GLOBAL",
+    Session = "SESSION", User = "USER", Resource = "RESOURCE", Rule = "RULE",
+    MatchedVar = "MATCHED_VAR", MatchedVarName = "MATCHED_VAR_NAME",
+    MatchedVars = "MATCHED_VARS", MatchedVarsNames = "MATCHED_VARS_NAMES",
+    RemoteAddr = "REMOTE_ADDR", RemotePort = "REMOTE_PORT", RemoteHost = "REMOTE_HOST",
+    RemoteUser = "REMOTE_USER", ServerAddr = "SERVER_ADDR", ServerName = "SERVER_NAME",
+    ServerPort = "SERVER_PORT", UniqueId = "UNIQUE_ID", AuthType = "AUTH_TYPE",
+    PathInfo = "PATH_INFO", FullRequest = "FULL_REQUEST",
+    FullRequestLength = "FULL_REQUEST_LENGTH",
+    ResponseStatus = "RESPONSE_STATUS", ResponseProtocol = "RESPONSE_PROTOCOL",
+    ResponseHeaders = "RESPONSE_HEADERS", ResponseHeadersNames = "RESPONSE_HEADERS_NAMES",
+    ResponseBody = "RESPONSE_BODY", ResponseContentType = "RESPONSE_CONTENT_TYPE",
+    ResponseContentLength = "RESPONSE_CONTENT_LENGTH", StatusLine = "STATUS_LINE",
+    InboundDataError = "INBOUND_DATA_ERROR", OutboundDataError = "OUTBOUND_DATA_ERROR",
+    UrlencodedError = "URLENCODED_ERROR", HighestSeverity = "HIGHEST_SEVERITY",
+    Duration = "DURATION", Time = "TIME", TimeEpoch = "TIME_EPOCH", TimeYear = "TIME_YEAR",
+    TimeMon = "TIME_MON", TimeDay = "TIME_DAY", TimeHour = "TIME_HOUR", TimeMin = "TIME_MIN",
+    TimeSec = "TIME_SEC", TimeWday = "TIME_WDAY", WebserverErrorLog = "WEBSERVER_ERROR_LOG",
+    Userid = "USERID", Sessionid = "SESSIONID", Webappid = "WEBAPPID",
+}
+
+/// How a target picks members of its collection.
+#[derive(Clone, Debug)]
+pub enum Selector {
+    All,
+    /// A key, compared without case.
+    Key(Vec<u8>),
+    /// A `/regex/` on keys (case-insensitive, like ModSecurity).
+    Regex(Regex),
+    /// An XPath expression on `XML`; the engine supports `/*` (all text) and `//@*` (all
+    /// attribute values), which is what CRS uses.
+    XPath(String),
+}
+
+impl Selector {
+    pub fn matches(&self, key: &[u8]) -> bool {
+        match self {
+            Selector::All | Selector::XPath(_) => true,
+            Selector::Key(k) => k.eq_ignore_ascii_case(key),
+            Selector::Regex(r) => r.is_match(key),
+        }
+    }
+    pub fn same(&self, other: &Selector) -> bool {
+        match (self, other) {
+            (Selector::All, Selector::All) => true,
+            (Selector::Key(a), Selector::Key(b)) => a.eq_ignore_ascii_case(b),
+            (Selector::Regex(a), Selector::Regex(b)) => a.as_str() == b.as_str(),
+            (Selector::XPath(a), Selector::XPath(b)) => a == b,
+            _ => false,
+        }
+    }
+}
+
+/// A compiled target.
+#[derive(Clone, Debug)]
+pub struct Target {
+    pub coll: Coll,
+    pub sel: Selector,
+    pub count: bool,
+    pub exclude: bool,
+}
+
+impl Target {
+    /// Does this exclusion remove the member `key` of `coll`?
+    pub fn excludes(&self, coll: Coll, key: &[u8]) -> bool {
+        self.exclude && self.coll == coll && self.sel.matches(key)
+    }
+}
+
+/// Compile a target's selector.
+pub fn selector(coll: Coll, raw: Option<&str>) -> Result<Selector, String> {
+    let Some(s) = raw else {
+        return Ok(Selector::All);
+    };
+    if coll == Coll::Xml {
+        return match s {
+            "/*" | "//@*" => Ok(Selector::XPath(s.to_string())),
+            other => Err(format!(
+                "XML XPath `{other}` is not supported (only `/*` and `//@*`)"
+            )),
+        };
+    }
+    if s.len() >= 2 && s.starts_with('/') && s.ends_with('/') {
+        let pat = &s[1..s.len() - 1];
+        let re = crate::operator::compile_regex(pat, true)
+            .map_err(|e| format!("bad /regex/ selector `{s}`: {e}"))?;
+        return Ok(Selector::Regex(re));
+    }
+    if s.starts_with('\'') && s.ends_with('\'') && s.len() >= 2 {
+        return Ok(Selector::Key(s[1..s.len() - 1].as_bytes().to_vec()));
+    }
+    Ok(Selector::Key(s.as_bytes().to_vec()))
+}
+
+/// One resolved variable: its name as logged (`ARGS:id`) and value.
+pub struct Item<'a> {
+    pub coll: Coll,
+    pub key: Cow<'a, [u8]>,
+    pub value: Cow<'a, [u8]>,
+}
+
+impl Item<'_> {
+    pub fn name(&self) -> String {
+        if self.key.is_empty() && !is_keyed(self.coll) {
+            self.coll.name().to_string()
+        } else {
+            format!("{}:{}", self.coll.name(), String::from_utf8_lossy(&self.key))
+        }
+    }
+}
+
+fn is_keyed(c: Coll) -> bool {
+    use Coll::*;
+    matches!(
+        c,
+        Args | ArgsGet
+            | ArgsPost
+            | ArgsNames
+            | ArgsGetNames
+            | ArgsPostNames
+            | RequestHeaders
+            | RequestHeadersNames
+            | RequestCookies
+            | RequestCookiesNames
+            | ResponseHeaders
+            | ResponseHeadersNames
+            | Files
+            | FilesNames
+            | FilesSizes
+            | FilesTmpnames
+            | FilesTmpContent
+            | MultipartPartHeaders
+            | MultipartFilename
+            | MultipartName
+            | Xml
+            | Tx
+            | Env
+            | Geo
+            | Ip
+            | Global
+            | Session
+            | User
+            | Resource
+            | Rule
+            | MatchedVars
+            | MatchedVarsNames
+    )
+}
+
+/// Everything the rules can see about one transaction.
+#[derive(Clone, Debug, Default)]
+pub struct Data {
+    pub args_get: Pairs,
+    pub args_post: Pairs,
+    pub headers: Pairs,
+    pub cookies: Pairs,
+    pub method: Vec<u8>,
+    pub request_line: Vec<u8>,
+    pub uri: Vec<u8>,
+    pub uri_raw: Vec<u8>,
+    pub filename: Vec<u8>,
+    pub basename: Vec<u8>,
+    pub protocol: Vec<u8>,
+    pub query: Vec<u8>,
+    pub body: Option<Vec<u8>>,
+    pub body_length: usize,
+    pub processor: Option<&'static str>,
+    pub reqbody_error: Option<String>,
+    pub multipart: MultipartFlags,
+    pub part_headers: Pairs,
+    pub files: Pairs,
+    pub files_sizes: Pairs,
+    pub xml_text: Option<Vec<u8>>,
+    pub xml_attrs: Vec<Vec<u8>>,
+    pub remote_addr: Vec<u8>,
+    pub remote_port: Vec<u8>,
+    pub server_addr: Vec<u8>,
+    pub server_port: Vec<u8>,
+    pub server_name: Vec<u8>,
+    pub unique_id: Vec<u8>,
+    pub tx: HashMap<String, (Vec<u8>, Vec<u8>)>,
+    pub env: Pairs,
+    pub matched_var: Vec<u8>,
+    pub matched_var_name: Vec<u8>,
+    pub matched_vars: Pairs,
+    pub response_status: Vec<u8>,
+    pub response_protocol: Vec<u8>,
+    pub response_headers: Pairs,
+    pub response_body: Option<Vec<u8>>,
+    pub highest_severity: u8,
+    pub urlencoded_error: bool,
+    pub rule: Pairs,
+}
+
+/// Multipart strictness flags, as CRS reads them.
+#[derive(Clone, Debug, Default)]
+pub struct MultipartFlags {
+    pub unmatched_boundary: bool,
+    pub boundary_quoted: bool,
+    pub boundary_whitespace: bool,
+    pub data_before: bool,
+    pub data_after: bool,
+    pub header_folding: bool,
+    pub lf_line: bool,
+    pub crlf_lf_lines: bool,
+    pub missing_semicolon: bool,
+    pub invalid_quoting: bool,
+    pub invalid_part: bool,
+    pub invalid_header_folding: bool,
+    pub file_limit_exceeded: bool,
+}
+
+impl MultipartFlags {
+    pub fn strict_error(&self, body_error: bool) -> bool {
+        body_error
+            || self.unmatched_boundary
+            || self.boundary_quoted
+            || self.boundary_whitespace
+            || self.data_before
+            || self.data_after
+            || self.header_folding
+            || self.lf_line
+            || self.missing_semicolon
+            || self.invalid_quoting
+            || self.invalid_part
+            || self.invalid_header_folding
+            || self.file_limit_exceeded
+    }
+}
+
+fn flag(b: bool) -> Cow<'static, [u8]> {
+    Cow::Borrowed(if b { b"1" } else { b"0" })
+}
+
+impl Data {
+    pub fn tx_get(&self, key: &str) -> Option<&[u8]> {
+        self.tx
+            .get(&key.to_ascii_lowercase())
+            .map(|(_, v)| v.as_slice())
+    }
+
+    pub fn tx_set(&mut self, key: &str, value: Vec<u8>) {
+        self.tx
+            .insert(key.to_ascii_lowercase(), (key.as_bytes().to_vec(), value));
+    }
+
+    /// Resolve one (non-exclusion) target into items, skipping members `excluded` says to.
+    pub fn resolve<'a>(
+        &'a self,
+        t: &Target,
+        excluded: &dyn Fn(Coll, &[u8]) -> bool,
+        out: &mut Vec<Item<'a>>,
+    ) {
+        let start = out.len();
+        self.collect(t, excluded, out);
+        if t.count {
+            let n = out.len() - start;
+            out.truncate(start);
+            out.push(Item {
+                coll: t.coll,
+                key: match &t.sel {
+                    Selector::Key(k) => Cow::Owned(k.clone()),
+                    _ => Cow::Borrowed(b""),
+                },
+                value: Cow::Owned(n.to_string().into_bytes()),
+            });
+        }
+    }
+
+    fn collect<'a>(
+        &'a self,
+        t: &Target,
+        excluded: &dyn Fn(Coll, &[u8]) -> bool,
+        out: &mut Vec<Item<'a>>,
+    ) {
+        use Coll::*;
+        let c = t.coll;
+        let pairs = |p: &'a Pairs, out: &mut Vec<Item<'a>>, names: bool| {
+            for (k, v) in p {
+                if t.sel.matches(k) && !excluded(c, k) {
+                    out.push(Item {
+                        coll: c,
+                        key: Cow::Borrowed(k),
+                        value: Cow::Borrowed(if names { k } else { v }),
+                    });
+                }
+            }
+        };
+        let single = |v: Cow<'a, [u8]>, out: &mut Vec<Item<'a>>| {
+            if !excluded(c, b"") {
+                out.push(Item {
+                    coll: c,
+                    key: Cow::Borrowed(b""),
+                    value: v,
+                });
+            }
+        };
+        match c {
+            Args => {
+                pairs(&self.args_get, out, false);
+                pairs(&self.args_post, out, false);
+            }
+            ArgsGet => pairs(&self.args_get, out, false),
+            ArgsPost => pairs(&self.args_post, out, false),
+            ArgsNames => {
+                pairs(&self.args_get, out, true);
+                pairs(&self.args_post, out, true);
+            }
+            ArgsGetNames => pairs(&self.args_get, out, true),
+            ArgsPostNames => pairs(&self.args_post, out, true),
+            ArgsCombinedSize => {
+                let n: usize = self
+                    .args_get
+                    .iter()
+                    .chain(&self.args_post)
+                    .map(|(k, v)| k.len() + v.len())
+                    .sum();
+                single(Cow::Owned(n.to_string().into_bytes()), out)
+            }
+            RequestHeaders => pairs(&self.headers, out, false),
+            RequestHeadersNames => pairs(&self.headers, out, true),
+            RequestCookies => pairs(&self.cookies, out, false),
+            RequestCookiesNames => pairs(&self.cookies, out, true),
+            ResponseHeaders => pairs(&self.response_headers, out, false),
+            ResponseHeadersNames => pairs(&self.response_headers, out, true),
+            Files => pairs(&self.files, out, false),
+            FilesNames => pairs(&self.files, out, true),
+            FilesSizes => pairs(&self.files_sizes, out, false),
+            FilesCombinedSize => {
+                let n: usize = self
+                    .files_sizes
+                    .iter()
+                    .filter_map(|(_, v)| std::str::from_utf8(v).ok()?.parse::<usize>().ok())
+                    .sum();
+                single(Cow::Owned(n.to_string().into_bytes()), out)
+            }
+            MultipartPartHeaders => pairs(&self.part_headers, out, false),
+            MultipartFilename | MultipartName | FilesTmpnames | FilesTmpContent => {}
+            Env => pairs(&self.env, out, false),
+            Rule => pairs(&self.rule, out, false),
+            MatchedVars => pairs(&self.matched_vars, out, false),
+            MatchedVarsNames => pairs(&self.matched_vars, out, true),
+            Geo | Ip | Global | Session | User | Resource => {}
+            Tx => {
+                for (lk, (k, v)) in &self.tx {
+                    if t.sel.matches(lk.as_bytes()) && !excluded(c, k) {
+                        out.push(Item {
+                            coll: c,
+                            key: Cow::Borrowed(k),
+                            value: Cow::Borrowed(v),
+                        });
+                    }
+                }
+            }
+            Xml => match &t.sel {
+                Selector::XPath(x) if x == "//@*" => {
+                    for a in &self.xml_attrs {
+                        out.push(Item {
+                            coll: c,
+                            key: Cow::Borrowed(b"//@*"),
+                            value: Cow::Borrowed(a),
+                        });
+                    }
+                }
+                _ => {
+                    if let Some(tx) = &self.xml_text {
+                        out.push(Item {
+                            coll: c,
+                            key: Cow::Borrowed(b"/*"),
+                            value: Cow::Borrowed(tx),
+                        });
+                    }
+                }
+            },
+            RequestMethod => single(Cow::Borrowed(&self.method), out),
+            RequestLine => single(Cow::Borrowed(&self.request_line), out),
+            RequestUri => single(Cow::Borrowed(&self.uri), out),
+            RequestUriRaw => single(Cow::Borrowed(&self.uri_raw), out),
+            RequestFilename | PathInfo => single(Cow::Borrowed(&self.filename), out),
+            RequestBasename => single(Cow::Borrowed(&self.basename), out),
+            RequestProtocol => single(Cow::Borrowed(&self.protocol), out),
+            QueryString => single(Cow::Borrowed(&self.query), out),
+            RequestBody => {
+                if let Some(b) = &self.body {
+                    single(Cow::Borrowed(b), out)
+                }
+            }
+            RequestBodyLength => single(Cow::Owned(self.body_length.to_string().into_bytes()), out),
+            ReqbodyProcessor => {
+                if let Some(p) = self.processor {
+                    single(Cow::Borrowed(p.as_bytes()), out)
+                }
+            }
+            ReqbodyError | ReqbodyProcessorError => single(flag(self.reqbody_error.is_some()), out),
+            ReqbodyErrorMsg => single(
+                Cow::Owned(self.reqbody_error.clone().unwrap_or_default().into_bytes()),
+                out,
+            ),
+            MultipartStrictError => single(
+                flag(
+                    self.processor == Some("MULTIPART")
+                        && self.multipart.strict_error(self.reqbody_error.is_some()),
+                ),
+                out,
+            ),
+            MultipartUnmatchedBoundary => single(flag(self.multipart.unmatched_boundary), out),
+            MultipartBoundaryQuoted => single(flag(self.multipart.boundary_quoted), out),
+            MultipartBoundaryWhitespace => single(flag(self.multipart.boundary_whitespace), out),
+            MultipartDataBefore => single(flag(self.multipart.data_before), out),
+            MultipartDataAfter => single(flag(self.multipart.data_after), out),
+            MultipartHeaderFolding => single(flag(self.multipart.header_folding), out),
+            MultipartLfLine => single(flag(self.multipart.lf_line), out),
+            MultipartCrlfLfLines => single(flag(self.multipart.crlf_lf_lines), out),
+            MultipartMissingSemicolon => single(flag(self.multipart.missing_semicolon), out),
+            MultipartInvalidQuoting => single(flag(self.multipart.invalid_quoting), out),
+            MultipartInvalidPart => single(flag(self.multipart.invalid_part), out),
+            MultipartInvalidHeaderFolding => {
+                single(flag(self.multipart.invalid_header_folding), out)
+            }
+            MultipartFileLimitExceeded => single(flag(self.multipart.file_limit_exceeded), out),
+            MatchedVar => single(Cow::Borrowed(&self.matched_var), out),
+            MatchedVarName => single(Cow::Borrowed(&self.matched_var_name), out),
+            RemoteAddr | RemoteHost => single(Cow::Borrowed(&self.remote_addr), out),
+            RemotePort => single(Cow::Borrowed(&self.remote_port), out),
+            ServerAddr => single(Cow::Borrowed(&self.server_addr), out),
+            ServerPort => single(Cow::Borrowed(&self.server_port), out),
+            ServerName => single(Cow::Borrowed(&self.server_name), out),
+            UniqueId => single(Cow::Borrowed(&self.unique_id), out),
+            RemoteUser | AuthType | Userid | Sessionid | Webappid | WebserverErrorLog => {}
+            FullRequest => {
+                let mut v = self.request_line.clone();
+                for (k, val) in &self.headers {
+                    v.extend_from_slice(b"\n");
+                    v.extend_from_slice(k);
+                    v.extend_from_slice(b": ");
+                    v.extend_from_slice(val);
+                }
+                if let Some(b) = &self.body {
+                    v.extend_from_slice(b"\n\n");
+                    v.extend_from_slice(b);
+                }
+                single(Cow::Owned(v), out)
+            }
+            FullRequestLength => single(
+                Cow::Owned(
+                    (self.request_line.len()
+                        + self
+                            .headers
+                            .iter()
+                            .map(|(k, v)| k.len() + v.len() + 4)
+                            .sum::<usize>()
+                        + self.body_length)
+                        .to_string()
+                        .into_bytes(),
+                ),
+                out,
+            ),
+            ResponseStatus => single(Cow::Borrowed(&self.response_status), out),
+            StatusLine => {
+                let mut v = self.response_protocol.clone();
+                v.push(b' ');
+                v.extend_from_slice(&self.response_status);
+                single(Cow::Owned(v), out)
+            }
+            ResponseProtocol => single(Cow::Borrowed(&self.response_protocol), out),
+            ResponseBody => {
+                if let Some(b) = &self.response_body {
+                    single(Cow::Borrowed(b), out)
+                }
+            }
+            ResponseContentType => {
+                if let Some((_, v)) = self
+                    .response_headers
+                    .iter()
+                    .find(|(k, _)| k.eq_ignore_ascii_case(b"content-type"))
+                {
+                    single(Cow::Borrowed(v), out)
+                }
+            }
+            ResponseContentLength => {
+                if let Some((_, v)) = self
+                    .response_headers
+                    .iter()
+                    .find(|(k, _)| k.eq_ignore_ascii_case(b"content-length"))
+                {
+                    single(Cow::Borrowed(v), out)
+                }
+            }
+            InboundDataError | OutboundDataError => single(flag(false), out),
+            UrlencodedError => single(flag(self.urlencoded_error), out),
+            HighestSeverity => {
+                single(Cow::Owned(self.highest_severity.to_string().into_bytes()), out)
+            }
+            Duration | Time | TimeEpoch | TimeYear | TimeMon | TimeDay | TimeHour | TimeMin
+            | TimeSec | TimeWday => single(Cow::Owned(time_value(c).into_bytes()), out),
+        }
+    }
+
+    /// The first value of a variable, for macros (`%{tx.score}`, `%{request_headers.host}`).
+    pub fn first(&self, coll: Coll, key: Option<&[u8]>) -> Option<Vec<u8>> {
+        let t = Target {
+            coll,
+            sel: key.map_or(Selector::All, |k| Selector::Key(k.to_vec())),
+            count: false,
+            exclude: false,
+        };
+        let mut v = Vec::new();
+        self.resolve(&t, &|_, _| false, &mut v);
+        v.into_iter().next().map(|i| i.value.into_owned())
+    }
+}
+
+fn time_value(c: Coll) -> String {
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    let day_secs = secs % 86_400;
+    match c {
+        Coll::TimeEpoch => secs.to_string(),
+        Coll::TimeHour => format!("{:02}", day_secs / 3600),
+        Coll::TimeMin => format!("{:02}", day_secs % 3600 / 60),
+        Coll::TimeSec => format!("{:02}", day_secs % 60),
+        Coll::TimeWday => ((secs / 86_400 + 4) % 7).to_string(),
+        Coll::Duration => "0".to_string(),
+        _ => secs.to_string(),
+    }
+}
