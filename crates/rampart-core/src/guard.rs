@@ -278,6 +278,7 @@ pub trait Guard: Send + Sync + 'static {
     }
 
     /// The buffered request body; a guard may rewrite it (the core fixes `Content-Length`).
+    /// A guard that asked for the body is called with an empty one when the request has none.
     fn on_request_body<'a>(
         &'a self,
         _req: &'a RequestHead,

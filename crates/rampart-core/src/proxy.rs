@@ -648,6 +648,19 @@ async fn forward(
         .max();
     let no_body = body.is_end_stream();
     let req_body = if no_body {
+        // Guards that asked for the body still get their body phase, with an empty body.
+        if inspect.is_some() {
+            let mut empty = Bytes::new();
+            for g in &route.guards {
+                if g.request_body_limit(parts, ctx).is_none() {
+                    continue;
+                }
+                let v = g.on_request_body(parts, &mut empty, ctx).resolve().await;
+                if let Outcome::Stop(a) = apply(g.as_ref(), v, ctx, &metrics) {
+                    return Err(a);
+                }
+            }
+        }
         ReqBody::Empty
     } else if let Some(inspect) = inspect {
         let limit = ctx

@@ -34,7 +34,12 @@ pub fn build(lc: &LoadedConfig) -> Result<Vec<Option<Arc<WafGuard>>>, Vec<Config
         o.detection_paranoia_level = w.detection_paranoia_level.as_ref().map(|d| d.value);
         o.inbound_threshold = w.anomaly_thresholds.inbound;
         o.outbound_threshold = w.anomaly_thresholds.outbound;
-        o.engine = EngineMode::On;
+        // Monitor mode runs CRS detection-only: a denial is logged and rules go on.
+        o.engine = if w.mode == rampart_config::Mode::Monitor {
+            EngineMode::DetectionOnly
+        } else {
+            EngineMode::On
+        };
         o.response_body_access = w.inspect_responses;
         o.response_mime_types = w.response_mime_types.clone();
         o.extra_rules = w.extra_rules.iter().map(|f| lc.resolve_path(&f.value)).collect();

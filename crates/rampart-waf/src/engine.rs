@@ -195,7 +195,7 @@ impl Transaction {
 
     /// Whether phase 2 wants the request body.
     pub fn wants_request_body(&self) -> bool {
-        self.request_body_access && self.engine != EngineMode::Off && self.interruption.is_none()
+        self.request_body_access && self.engine != EngineMode::Off && !self.stopped()
     }
 
     /// Run the body processor on the buffered request body (call before phase 2).
@@ -271,7 +271,7 @@ impl Transaction {
 
     /// Whether phase 4 should see a response body of this content type.
     pub fn wants_response_body(&self) -> bool {
-        if !self.response_body_access || self.engine == EngineMode::Off || self.interruption.is_some() {
+        if !self.response_body_access || self.engine == EngineMode::Off || self.stopped() {
             return false;
         }
         let ct = self
@@ -300,7 +300,7 @@ impl Transaction {
             return;
         }
         self.done[idx] = true;
-        if n < 5 && (self.interruption.is_some() || (self.allow && n <= 2)) {
+        if n < 5 && (self.stopped() || (self.allow && n <= 2)) {
             return;
         }
         let rs = self.rs.clone();
@@ -329,14 +329,16 @@ impl Transaction {
             };
             match disruptive {
                 Disruptive::Deny | Disruptive::Drop | Disruptive::Redirect => {
-                    if self.engine == EngineMode::On && self.interruption.is_none() {
+                    // In DetectionOnly the first denial is recorded (and reported as
+                    // monitored) but rules go on running.
+                    if self.interruption.is_none() {
                         self.interruption = Some(Interruption {
                             id: r.id,
                             status: r.status.or(def.status).unwrap_or(403),
                             action: disruptive,
                             msg: self.matched.last().map(|m| m.msg.clone()).unwrap_or_default(),
                         });
-                        if n < 5 {
+                        if n < 5 && self.engine == EngineMode::On {
                             return;
                         }
                     }
@@ -373,6 +375,11 @@ impl Transaction {
             }
             i += 1;
         }
+    }
+
+    /// A denial stopped rule processing (engine `On`).
+    pub fn stopped(&self) -> bool {
+        self.interruption.is_some() && self.engine == EngineMode::On
     }
 
     fn is_removed(&self, r: &Rule) -> bool {

@@ -26,7 +26,7 @@ pub struct WafGuard {
 
 /// The transaction between phases, kept in the request context.
 #[derive(Clone)]
-struct Slot(Box<Transaction>, usize);
+struct Slot(Box<Transaction>, usize, bool);
 
 fn version(v: http::Version) -> &'static [u8] {
     match v {
@@ -105,9 +105,9 @@ impl WafGuard {
         ctx.extensions.remove::<Slot>()
     }
 
-    /// Record new matches; turn an interruption into a block.
+    /// Record new matches; turn a new interruption into a block.
     fn finish(&self, mut slot: Slot, ctx: &mut RequestContext) -> Verdict {
-        let tx = &mut slot.0;
+        let tx = &slot.0;
         let stop = tx.interruption.as_ref().map(|i| i.id);
         for m in &tx.matched[slot.1..] {
             if Some(m.id) != stop && m.log {
@@ -115,30 +115,27 @@ impl WafGuard {
             }
         }
         slot.1 = tx.matched.len();
-        let verdict = match tx.interruption.take() {
-            Some(i) => {
-                let ids: Vec<String> = tx.matched.iter().map(|m| m.id.to_string()).collect();
-                let score_in = tx.data.tx_get("blocking_inbound_anomaly_score").map(crate::operator::atoi);
-                let score_out = tx.data.tx_get("blocking_outbound_anomaly_score").map(crate::operator::atoi);
-                let status = StatusCode::from_u16(i.status).unwrap_or(StatusCode::FORBIDDEN);
-                // Keep it interrupted for later phases.
-                tx.interruption = Some(i.clone());
-                ctx.tags.push("waf".into());
-                Verdict::Block(
-                    Block::new(status, i.id.to_string(), if i.msg.is_empty() { format!("WAF rule {} denied the request", i.id) } else { i.msg.clone() })
-                        .detail(serde_json::json!({
-                            "rules": ids,
-                            "inbound_anomaly_score": score_in,
-                            "outbound_anomaly_score": score_out,
-                        })),
-                )
-            }
-            None => Verdict::Continue,
-        };
-        // An interruption already reported is not reported again.
-        if matches!(verdict, Verdict::Continue) || slot.0.interruption.is_some() {
-            ctx.extensions.insert(slot);
+        let mut verdict = Verdict::Continue;
+        if let (Some(i), false) = (&tx.interruption, slot.2) {
+            slot.2 = true;
+            let ids: Vec<String> = tx.matched.iter().map(|m| m.id.to_string()).collect();
+            let score = |k: &str| tx.data.tx_get(k).map(crate::operator::atoi);
+            let status = StatusCode::from_u16(i.status).unwrap_or(StatusCode::FORBIDDEN);
+            let message = if i.msg.is_empty() {
+                format!("WAF rule {} denied the request", i.id)
+            } else {
+                i.msg.clone()
+            };
+            ctx.tags.push("waf".into());
+            verdict = Verdict::Block(Block::new(status, i.id.to_string(), message).detail(
+                serde_json::json!({
+                    "rules": ids,
+                    "inbound_anomaly_score": score("blocking_inbound_anomaly_score"),
+                    "outbound_anomaly_score": score("blocking_outbound_anomaly_score"),
+                }),
+            ));
         }
+        ctx.extensions.insert(slot);
         verdict
     }
 
@@ -211,7 +208,7 @@ impl Guard for WafGuard {
         if body_phase_here {
             tx.phase(2);
         }
-        self.finish(Slot(Box::new(tx), 0), ctx).into()
+        self.finish(Slot(Box::new(tx), 0, false), ctx).into()
     }
 
     fn request_body_limit(&self, _req: &RequestHead, ctx: &RequestContext) -> Option<usize> {

@@ -4,16 +4,18 @@
 pub mod audit;
 pub mod demo;
 pub mod keys;
+pub mod waf;
 
 use rampart_config::LoadedConfig;
 use rampart_core::{Gateway, GuardBuilder, StartError};
 use rampart_telemetry::{LogSink, Metrics};
 use std::sync::Arc;
 
-/// The guard builder for this build of Rampart: every built-in guard plus identity, OpenAPI
-/// and rate limits, in this order per route: ip_filter, limits, auth, openapi, rate limits,
-/// cors, security_headers. (`openapi` runs before rate limits so they can key on the
-/// operation; it lets CORS preflights through to `cors`.) Rate-limit counters, lockouts, JWKS and API key caches live in state that
+/// The guard builder for this build of Rampart: every built-in guard plus identity, OpenAPI,
+/// WAF and rate limits, in this order per route: ip_filter, limits, auth, openapi, waf, rate
+/// limits, cors, security_headers. (`openapi` runs before the WAF so it can skip strictly
+/// typed inputs, and before rate limits so they can key on the operation; it lets CORS
+/// preflights through to `cors`.) Rate-limit counters, lockouts, JWKS and API key caches live in state that
 /// survives reloads.
 pub fn guards(metrics: Arc<Metrics>) -> Arc<GuardBuilder> {
     guards_with(
@@ -30,18 +32,25 @@ fn guards_with(
         let mut built = rampart_guards::build(lc)?;
         let auth = rampart_identity::build(lc, &id);
         let spec = rampart_openapi::build(lc);
+        let waf = rampart_waf::build(lc);
         let limits = rampart_ratelimit::build(lc, &rl);
-        let (auth, spec, limits) = match (auth, spec, limits) {
-            (Ok(a), Ok(s), Ok(l)) => (a, s, l),
-            (a, s, l) => {
+        let (auth, spec, waf, limits) = match (auth, spec, waf, limits) {
+            (Ok(a), Ok(s), Ok(w), Ok(l)) => (a, s, w, l),
+            (a, s, w, l) => {
                 let mut errors = a.err().unwrap_or_default();
                 errors.extend(s.err().unwrap_or_default());
+                errors.extend(w.err().unwrap_or_default());
                 errors.extend(l.err().unwrap_or_default());
                 return Err(errors);
             }
         };
-        for (((chain, extra), auth), spec) in
-            built.routes.iter_mut().zip(limits).zip(auth).zip(spec)
+        for ((((chain, extra), auth), spec), waf) in built
+            .routes
+            .iter_mut()
+            .zip(limits)
+            .zip(auth)
+            .zip(spec)
+            .zip(waf)
         {
             let mut at = chain
                 .iter()
@@ -54,6 +63,10 @@ fn guards_with(
             }
             if let Some(s) = spec {
                 chain.insert(at, s);
+                at += 1;
+            }
+            if let Some(w) = waf {
+                chain.insert(at, w);
                 at += 1;
             }
             for (i, g) in extra.into_iter().enumerate() {

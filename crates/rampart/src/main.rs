@@ -83,6 +83,11 @@ enum Cmd {
         #[arg(long, global = true)]
         provider: Option<String>,
     },
+    /// WAF tools: run CRS's regression suite.
+    Waf {
+        #[command(subcommand)]
+        action: WafCmd,
+    },
     /// Start a sample API with Rampart in front of it, using the demo policy (examples/demo.yaml).
     Demo {
         /// Where Rampart listens.
@@ -131,6 +136,29 @@ enum KeyCmd {
         /// Default: the provider's rotation_grace.
         #[arg(long)]
         grace: Option<String>,
+    },
+}
+
+#[derive(Subcommand)]
+enum WafCmd {
+    /// Run CRS's go-ftw regression tests against a real Rampart listener; prints each failure
+    /// and `N passed, M failed, K skipped`. Exit 1 when any test fails.
+    Ftw {
+        /// The CRS directory (with rules/ and crs-setup.conf.example).
+        #[arg(long)]
+        crs: PathBuf,
+        /// The test directory (default: CRS/tests/regression/tests).
+        #[arg(long)]
+        tests: Option<PathBuf>,
+        /// YAML file listing tests to skip, each with its reason.
+        #[arg(long)]
+        overrides: Option<PathBuf>,
+        /// Only run tests whose id (e.g. 942100-1) matches this regex.
+        #[arg(long)]
+        include: Option<String>,
+        /// Also print passes and skips.
+        #[arg(long)]
+        verbose: bool,
     },
 }
 
@@ -373,6 +401,47 @@ fn main() -> ExitCode {
             ),
             BanCmd::Remove { ip } => admin_call(admin, "DELETE", &format!("/bans?ip={ip}"), None),
         },
+        Cmd::Waf {
+            action:
+                WafCmd::Ftw {
+                    crs,
+                    tests,
+                    overrides,
+                    include,
+                    verbose,
+                },
+        } => {
+            let include = match include.map(|i| regex::Regex::new(&i)) {
+                None => None,
+                Some(Ok(r)) => Some(r),
+                Some(Err(e)) => {
+                    eprintln!("--include: {e}");
+                    return ExitCode::from(2);
+                }
+            };
+            let o = rampart::waf::FtwOptions {
+                tests: tests.unwrap_or_else(|| crs.join("tests/regression/tests")),
+                crs,
+                overrides,
+                include,
+                show_passes: verbose,
+            };
+            let rt = match runtime(2) {
+                Ok(rt) => rt,
+                Err(e) => {
+                    eprintln!("cannot start runtime: {e}");
+                    return ExitCode::from(1);
+                }
+            };
+            match rt.block_on(rampart::waf::run(&o)) {
+                Ok(s) if s.failed.is_empty() => ExitCode::SUCCESS,
+                Ok(_) => ExitCode::from(1),
+                Err(e) => {
+                    eprintln!("{e}");
+                    ExitCode::from(2)
+                }
+            }
+        }
         Cmd::Demo { listen, admin } => {
             init_tracing("info");
             let rt = match runtime(2) {
