@@ -556,33 +556,72 @@ fn parse_disposition(
     filename: &mut Option<Vec<u8>>,
     f: &mut MultipartFlags,
 ) {
-    let mut parts = v.split(|&c| c == b';').skip(1).peekable();
-    if parts.peek().is_none() && v.contains(&b'=') {
+    // `form-data; name="a;b"; filename="x.txt"`: parameters split on `;` outside quotes.
+    let mut i = v.iter().position(|&c| c == b';').unwrap_or(v.len());
+    if i == v.len() && v.contains(&b'=') {
         f.missing_semicolon = true;
     }
-    for p in parts {
-        let p = p.trim_ascii();
-        let Some(eq) = p.iter().position(|&c| c == b'=') else {
+    while i < v.len() {
+        i += 1; // the `;`
+        while i < v.len() && (v[i] == b' ' || v[i] == b'\t') {
+            i += 1;
+        }
+        let ks = i;
+        while i < v.len() && v[i] != b'=' && v[i] != b';' {
+            i += 1;
+        }
+        let key = v[ks..i].trim_ascii().to_ascii_lowercase();
+        if i >= v.len() || v[i] == b';' {
             continue;
-        };
-        let key = p[..eq].trim_ascii().to_ascii_lowercase();
-        let mut val = p[eq + 1..].trim_ascii();
-        if val.first() == Some(&b'"') {
-            if val.len() < 2 || val.last() != Some(&b'"') {
-                f.invalid_quoting = true;
-                val = &val[1..];
-            } else {
-                val = &val[1..val.len() - 1];
+        }
+        i += 1; // the `=`
+        while i < v.len() && (v[i] == b' ' || v[i] == b'\t') {
+            i += 1;
+        }
+        let mut val = Vec::new();
+        if v.get(i) == Some(&b'"') {
+            i += 1;
+            let mut closed = false;
+            while i < v.len() {
+                match v[i] {
+                    b'\\' if matches!(v.get(i + 1), Some(b'"') | Some(b'\\')) => {
+                        val.push(v[i + 1]);
+                        i += 2;
+                    }
+                    b'"' => {
+                        closed = true;
+                        i += 1;
+                        break;
+                    }
+                    c => {
+                        val.push(c);
+                        i += 1;
+                    }
+                }
             }
-            if val.contains(&b'\\') {
+            if !closed {
                 f.invalid_quoting = true;
             }
-        } else if val.contains(&b'\'') {
-            f.invalid_quoting = true;
+            // Anything but blanks between the closing quote and the next `;` is odd.
+            while i < v.len() && v[i] != b';' {
+                if !v[i].is_ascii_whitespace() {
+                    f.invalid_quoting = true;
+                }
+                i += 1;
+            }
+        } else {
+            let vs = i;
+            while i < v.len() && v[i] != b';' {
+                i += 1;
+            }
+            val = v[vs..i].trim_ascii().to_vec();
+            if val.first() == Some(&b'\'') {
+                f.invalid_quoting = true;
+            }
         }
         match key.as_slice() {
-            b"name" => *name = Some(val.to_vec()),
-            b"filename" | b"filename*" => *filename = Some(val.to_vec()),
+            b"name" => *name = Some(val),
+            b"filename" | b"filename*" => *filename = Some(val),
             _ => {}
         }
     }

@@ -45,6 +45,13 @@ async fn reflect(req: http::Request<hyper::body::Incoming>) -> Result<http::Resp
     let spec: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
     let status = spec.get("status").and_then(|s| s.as_u64()).unwrap_or(200) as u16;
     let mut b = http::Response::builder().status(status);
+    let has_type = spec
+        .get("headers")
+        .and_then(|h| h.as_object())
+        .is_some_and(|h| h.keys().any(|k| k.eq_ignore_ascii_case("content-type")));
+    if !has_type {
+        b = b.header("content-type", "text/plain");
+    }
     if let Some(h) = spec.get("headers").and_then(|h| h.as_object()) {
         for (k, v) in h {
             if let Some(v) = v.as_str() {
@@ -117,7 +124,7 @@ impl LogReader {
 
     /// Wait (bounded) for the request's access record, then hand over its events.
     async fn take(&mut self, rid: &str) -> Vec<serde_json::Value> {
-        let deadline = Instant::now() + Duration::from_secs(2);
+        let deadline = Instant::now() + Duration::from_millis(500);
         loop {
             self.poll();
             if self.done.remove(rid) || Instant::now() > deadline {
@@ -212,15 +219,44 @@ pub async fn run(o: &FtwOptions) -> Result<Summary, String> {
         events: HashMap::new(),
         done: Default::default(),
     };
-    let mut sum = Summary::default();
-    let mut n = 0u64;
-    for c in &cases {
-        if let Some(re) = &o.include {
-            if !re.is_match(&c.name) {
-                continue;
-            }
+    // Send every stage (stages of one test in order, tests 16 at a time), then read the log.
+    let mut selected: Vec<(usize, Option<String>)> = Vec::new();
+    for (i, c) in cases.iter().enumerate() {
+        if o.include.as_ref().is_some_and(|re| !re.is_match(&c.name)) {
+            continue;
         }
-        if let Some(reason) = overrides.reason(&c.name) {
+        selected.push((i, overrides.reason(&c.name).map(str::to_string)));
+    }
+    let cases = std::sync::Arc::new(cases);
+    let sem = std::sync::Arc::new(tokio::sync::Semaphore::new(16));
+    let mut handles = Vec::new();
+    for (i, skip) in &selected {
+        if skip.is_some() {
+            continue;
+        }
+        let (cases, sem, i) = (cases.clone(), sem.clone(), *i);
+        handles.push(tokio::spawn(async move {
+            let _permit = sem.acquire().await;
+            let mut sent: Vec<Result<(String, Option<u16>), String>> = Vec::new();
+            for (si, st) in cases[i].test.stages.iter().enumerate() {
+                let rid = format!("ftw-{i}-{si}");
+                match ftw::raw_request(&st.input, &[("X-Request-Id".into(), rid.clone())]) {
+                    Ok(raw) => sent.push(Ok((rid, send(addr, &raw).await))),
+                    Err(e) => sent.push(Err(e)),
+                }
+            }
+            (i, sent)
+        }));
+    }
+    let mut results = HashMap::new();
+    for h in handles {
+        let (i, sent) = h.await.map_err(|e| e.to_string())?;
+        results.insert(i, sent);
+    }
+    let mut sum = Summary::default();
+    for (i, skip) in &selected {
+        let c = &cases[*i];
+        if let Some(reason) = skip {
             sum.skipped += 1;
             if o.show_passes {
                 println!("SKIP {}: {reason}", c.name);
@@ -228,17 +264,14 @@ pub async fn run(o: &FtwOptions) -> Result<Summary, String> {
             continue;
         }
         let mut result = Ok(());
-        for (si, st) in c.test.stages.iter().enumerate() {
-            n += 1;
-            let rid = format!("ftw-{n}");
-            let raw = match ftw::raw_request(&st.input, &[("X-Request-Id".into(), rid.clone())]) {
-                Ok(r) => r,
+        for (si, (st, sent)) in c.test.stages.iter().zip(results.remove(i).unwrap_or_default()).enumerate() {
+            let (rid, status) = match sent {
+                Ok(x) => x,
                 Err(e) => {
                     result = Err(format!("stage {}: {e}", si + 1));
                     break;
                 }
             };
-            let status = send(addr, &raw).await;
             let events = reader.take(&rid).await;
             let seen = Observed {
                 status,
@@ -249,7 +282,7 @@ pub async fn run(o: &FtwOptions) -> Result<Summary, String> {
                 lines: events.iter().map(line).collect(),
             };
             if let Err(e) = ftw::check(&st.output, &seen) {
-                result = Err(format!("stage {}: {e}", si + 1));
+                result = Err(format!("stage {}: {e} [status {:?}]", si + 1, seen.status));
                 break;
             }
         }
