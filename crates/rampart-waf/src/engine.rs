@@ -144,10 +144,11 @@ impl Transaction {
             Some(h) => &path[..h],
             None => path,
         };
-        d.filename = path.to_vec();
-        d.basename = match path.iter().rposition(|&c| c == b'/') {
-            Some(i) => path[i + 1..].to_vec(),
-            None => path.to_vec(),
+        // REQUEST_FILENAME is the percent-decoded path, as ModSecurity gives it.
+        d.filename = percent_decode(path);
+        d.basename = match d.filename.iter().rposition(|&c| c == b'/') {
+            Some(i) => d.filename[i + 1..].to_vec(),
+            None => d.filename.clone(),
         };
         d.query = query.to_vec();
         let mut rl = method.to_vec();
@@ -183,6 +184,15 @@ impl Transaction {
             .map(|(_, v)| v.split(|&c| c == b':').next().unwrap_or(v).to_vec())
             .unwrap_or_default();
         d.unique_id = unique_id.as_bytes().to_vec();
+        // The processor the content type selects; rules may change it in phase 1.
+        let ct = self.header(b"content-type").map(<[u8]>::to_ascii_lowercase).unwrap_or_default();
+        self.data.processor = if ct.starts_with(b"application/x-www-form-urlencoded") {
+            Some("URLENCODED")
+        } else if ct.starts_with(b"multipart/form-data") {
+            Some("MULTIPART")
+        } else {
+            None
+        };
     }
 
     fn header(&self, name: &[u8]) -> Option<&[u8]> {
@@ -206,13 +216,8 @@ impl Transaction {
         }
         let ct = self.header(b"content-type").map(<[u8]>::to_vec).unwrap_or_default();
         let lct = ct.to_ascii_lowercase();
-        let processor = self.processor.or(if lct.starts_with(b"application/x-www-form-urlencoded") {
-            Some("URLENCODED")
-        } else if lct.starts_with(b"multipart/form-data") {
-            Some("MULTIPART")
-        } else {
-            None
-        });
+        let _ = lct;
+        let processor = self.processor.or(self.data.processor);
         self.data.processor = processor;
         let mut err = None;
         match processor {
@@ -252,7 +257,8 @@ impl Transaction {
             ));
         }
         self.data.reqbody_error = err;
-        if processor == Some("URLENCODED") || self.force_body_variable || processor.is_none() {
+        // REQUEST_BODY is there unless a structured processor (XML, multipart) took the body.
+        if !matches!(processor, Some("XML") | Some("MULTIPART")) || self.force_body_variable {
             self.data.body = Some(b.to_vec());
         }
     }
@@ -509,7 +515,10 @@ impl Transaction {
                     self.removed.targets.push((RuleSel::Msg(m.clone()), t.clone()))
                 }
                 Ctl::RuleEngine(m) => self.engine = *m,
-                Ctl::RequestBodyProcessor(p) => self.processor = Some(p),
+                Ctl::RequestBodyProcessor(p) => {
+                    self.processor = Some(p);
+                    self.data.processor = Some(p);
+                }
                 Ctl::ForceRequestBodyVariable(b) => self.force_body_variable = *b,
                 Ctl::RequestBodyAccess(b) => self.request_body_access = *b,
                 Ctl::ResponseBodyAccess(b) => self.response_body_access = *b,
@@ -561,6 +570,24 @@ impl Transaction {
             log,
         });
     }
+}
+
+fn percent_decode(v: &[u8]) -> Vec<u8> {
+    let mut o = Vec::with_capacity(v.len());
+    let mut i = 0;
+    while i < v.len() {
+        if v[i] == b'%' && i + 2 < v.len() {
+            let h = |c: u8| (c as char).to_digit(16);
+            if let (Some(a), Some(b)) = (h(v[i + 1]), h(v[i + 2])) {
+                o.push((a * 16 + b) as u8);
+                i += 3;
+                continue;
+            }
+        }
+        o.push(v[i]);
+        i += 1;
+    }
+    o
 }
 
 fn apply<'a>(t: Transform, v: &'a [u8]) -> Cow<'a, [u8]> {

@@ -286,7 +286,7 @@ pub fn raw_request(i: &Input, extra: &[(String, String)]) -> Result<Vec<u8>, Str
     if let Some(enc) = &i.encoded_request {
         use base64::Engine;
         let raw = base64::engine::general_purpose::STANDARD
-            .decode(enc.trim())
+            .decode(enc.split_ascii_whitespace().collect::<String>())
             .map_err(|e| format!("encoded_request: {e}"))?;
         let mut out = Vec::with_capacity(raw.len() + 64);
         match raw.windows(2).position(|w| w == b"\r\n") {
@@ -338,7 +338,7 @@ pub fn raw_request(i: &Input, extra: &[(String, String)]) -> Result<Vec<u8>, Str
         if !has(&headers, "connection") {
             headers.push(("Connection".into(), "close".into()));
         }
-        if !data.is_empty() && !has(&headers, "content-length") {
+        if !has(&headers, "content-length") {
             headers.push(("Content-Length".into(), data.len().to_string()));
         }
     }
@@ -399,7 +399,7 @@ pub fn check(o: &Output, seen: &Observed) -> Result<(), String> {
         if let Some(r) = &l.no_match_regex {
             let re = regex::Regex::new(r).map_err(|e| format!("bad no_match_regex: {e}"))?;
             if re.is_match(&text) {
-                return Err(format!("log matches /{r}/ but must not"));
+                return Err(format!("log matches /{r}/ but must not (fired: {:?})", seen.ids));
             }
         }
     }
@@ -435,5 +435,7 @@ mod tests {
         assert!(raw.starts_with("POST / HTTP/1.1\r\nX-Request-Id: t1\r\n"));
         assert!(raw.contains("Content-Type: application/x-www-form-urlencoded\r\n"));
         assert!(raw.ends_with("Content-Length: 3\r\n\r\na=1"));
+        let get = raw_request(&Input::default(), &[]).unwrap();
+        assert!(String::from_utf8(get).unwrap().contains("Content-Length: 0\r\n"));
     }
 }

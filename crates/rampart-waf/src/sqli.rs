@@ -300,7 +300,8 @@ fn injection(t: &[Tok], broke_out: bool) -> Option<&'static str> {
             while j < t.len() && (t[j].class == KEYWORD || t[j].class == OPEN || t[j].class == COMMENT) {
                 j += 1;
             }
-            if t.get(j).is_some_and(|x| x.class == STATEMENT || (x.class == FUNCTION && x.word == "select")) {
+            let all = t.get(i + 1).is_some_and(|x| x.class == KEYWORD && (x.word == "all" || x.word == "distinct"));
+            if all || t.get(j).is_some_and(|x| x.class == STATEMENT || (x.class == FUNCTION && x.word == "select")) {
                 return Some("union");
             }
         }

@@ -174,7 +174,16 @@ pub fn detect(s: &[u8]) -> bool {
 
 fn event_or_url_after_quote(s: &[u8], from: usize) -> bool {
     // The attribute list after a quote must start with blank, `/` or `>` to be a breakout.
-    matches!(s.get(from), Some(b' ') | Some(b'\t') | Some(b'\n') | Some(b'/') | Some(b'>') | Some(0x0c))
+    if matches!(s.get(from), Some(b' ') | Some(b'\t') | Some(b'\n') | Some(b'/') | Some(b'>') | Some(0x0c)) {
+        return true;
+    }
+    // `"onmouseover=...`: an event handler right after the quote.
+    let rest = s[from.min(s.len())..].to_ascii_lowercase();
+    rest.starts_with(b"on")
+        && rest[2..]
+            .iter()
+            .position(|c| !c.is_ascii_alphabetic())
+            .is_some_and(|p| p > 2 && rest[2 + p..].trim_ascii_start().first() == Some(&b'='))
 }
 
 #[cfg(test)]
@@ -189,6 +198,7 @@ mod tests {
             "<xss onbeforehellfreezes=alerw(1)>",
             "<img src=x onerror=alert(1)>",
             "\" onmouseover=\"alert(1)",
+            "/get/\"onmouseover='prompt(document.cookie)'\"",
             "javascript:alert(document.cookie)",
             "<a href=\"javascript:alert(1)\">x</a>",
             "<svg/onload=alert(1)>",

@@ -204,7 +204,7 @@ pub async fn run(o: &FtwOptions) -> Result<Summary, String> {
     std::fs::write(&settings, HARNESS_RULES).map_err(|e| e.to_string())?;
     let crs = std::fs::canonicalize(&o.crs).map_err(|e| format!("--crs {}: {e}", o.crs.display()))?;
     let yaml = format!(
-        "server:\n  worker_threads: 2\n  trusted_proxies: [\"127.0.0.1/32\"]\nlisteners:\n  - address: 127.0.0.1:0\nadmin:\n  address: \"off\"\nlog:\n  access: {log}\nupstreams:\n  - name: albedo\n    targets: [\"http://{upstream}\"]\nroutes:\n  - name: ftw\n    path_prefix: /\n    upstream: albedo\nguards:\n  waf:\n    crs: {crs}\n    paranoia_level: 4\n    mode: monitor\n    inspect_responses: true\n    max_body_bytes: 16MiB\n    max_response_bytes: 16MiB\n    extra_rules: [{settings}]\n",
+        "server:\n  worker_threads: 2\n  trusted_proxies: [\"127.0.0.1/32\"]\nlisteners:\n  - address: 127.0.0.1:0\nadmin:\n  address: \"off\"\nlog:\n  access: {log}\nupstreams:\n  - name: albedo\n    targets: [\"http://{upstream}\"]\nroutes:\n  - name: ftw\n    path_prefix: /\n    upstream: albedo\nguards:\n  limits:\n    mode: monitor\n  waf:\n    crs: {crs}\n    paranoia_level: 4\n    mode: monitor\n    inspect_responses: true\n    max_body_bytes: 16MiB\n    max_response_bytes: 16MiB\n    extra_rules: [{settings}]\n",
         log = serde_json::Value::String(log.display().to_string()),
         crs = serde_json::Value::String(crs.display().to_string()),
         settings = serde_json::Value::String(settings.display().to_string()),
