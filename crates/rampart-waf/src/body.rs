@@ -43,7 +43,12 @@ fn invalid_pct(v: &[u8]) -> bool {
 /// `json.items.0`), the way CRS expects. Duplicate keys and nesting deeper than `depth` are
 /// errors.
 pub fn json(body: &[u8], depth: usize, out: &mut Pairs) -> Result<(), String> {
-    let mut p = JsonParser { s: body, i: 0, depth, out };
+    let mut p = JsonParser {
+        s: body,
+        i: 0,
+        depth,
+        out,
+    };
     p.ws();
     let mut name = b"json".to_vec();
     p.value(&mut name, 0)?;
@@ -155,7 +160,10 @@ impl JsonParser<'_, '_> {
             Some(_) => {
                 let st = self.i;
                 while self.i < self.s.len()
-                    && !matches!(self.s[self.i], b',' | b'}' | b']' | b' ' | b'\t' | b'\n' | b'\r')
+                    && !matches!(
+                        self.s[self.i],
+                        b',' | b'}' | b']' | b' ' | b'\t' | b'\n' | b'\r'
+                    )
                 {
                     self.i += 1;
                 }
@@ -344,7 +352,10 @@ pub fn xml(body: &[u8]) -> Result<(Vec<u8>, Vec<Vec<u8>>), String> {
                 if q != b'"' && q != b'\'' {
                     return Err(format!("unquoted attribute at byte {j}"));
                 }
-                let e = s[j + 1..].iter().position(|&c| c == q).ok_or("unterminated attribute")?;
+                let e = s[j + 1..]
+                    .iter()
+                    .position(|&c| c == q)
+                    .ok_or("unterminated attribute")?;
                 attrs.push(decode_entities(&s[j + 1..j + 1 + e]));
                 j += e + 2;
             }
@@ -365,7 +376,9 @@ pub fn xml(body: &[u8]) -> Result<(Vec<u8>, Vec<Vec<u8>>), String> {
 
 fn decode_entities(v: &[u8]) -> Vec<u8> {
     if v.contains(&b'&') {
-        crate::transform::Transform::HtmlEntityDecode.apply(v).into_owned()
+        crate::transform::Transform::HtmlEntityDecode
+            .apply(v)
+            .into_owned()
     } else {
         v.to_vec()
     }
@@ -419,7 +432,12 @@ pub fn multipart(ct: &[u8], body: &[u8], d: &mut Data) -> Result<(), String> {
     res
 }
 
-fn multipart_inner(ct: &[u8], body: &[u8], d: &mut Data, f: &mut MultipartFlags) -> Result<(), String> {
+fn multipart_inner(
+    ct: &[u8],
+    body: &[u8],
+    d: &mut Data,
+    f: &mut MultipartFlags,
+) -> Result<(), String> {
     let b = boundary(ct, f).ok_or("multipart body without a usable boundary")?;
     let mut delim = b"--".to_vec();
     delim.extend_from_slice(&b);
@@ -635,7 +653,10 @@ mod tests {
     fn json_names() {
         let mut out = Vec::new();
         json(br#"{"a":{"b":[1,"x"]},"c":null}"#, 10, &mut out).unwrap();
-        let names: Vec<String> = out.iter().map(|(k, _)| String::from_utf8_lossy(k).into()).collect();
+        let names: Vec<String> = out
+            .iter()
+            .map(|(k, _)| String::from_utf8_lossy(k).into())
+            .collect();
         assert_eq!(names, ["json.a.b.0", "json.a.b.1", "json.c"]);
         assert!(json(br#"{"a":1,"a":2}"#, 10, &mut Vec::new()).is_err());
         assert!(json(b"[[[[1]]]]", 2, &mut Vec::new()).is_err());
@@ -643,7 +664,9 @@ mod tests {
 
     #[test]
     fn xml_text_and_attrs() {
-        let (t, a) = xml(b"<?xml version=\"1.0\"?><a x='1'><b y=\"&lt;2\">hi</b><![CDATA[<c>]]></a>").unwrap();
+        let (t, a) =
+            xml(b"<?xml version=\"1.0\"?><a x='1'><b y=\"&lt;2\">hi</b><![CDATA[<c>]]></a>")
+                .unwrap();
         assert_eq!(t, b"hi<c>");
         assert_eq!(a, vec![b"1".to_vec(), b"<2".to_vec()]);
         assert!(xml(b"<a><b></a>").is_err());

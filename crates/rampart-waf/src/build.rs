@@ -42,14 +42,21 @@ pub fn build(lc: &LoadedConfig) -> Result<Vec<Option<Arc<WafGuard>>>, Vec<Config
         };
         o.response_body_access = w.inspect_responses;
         o.response_mime_types = w.response_mime_types.clone();
-        o.extra_rules = w.extra_rules.iter().map(|f| lc.resolve_path(&f.value)).collect();
+        o.extra_rules = w
+            .extra_rules
+            .iter()
+            .map(|f| lc.resolve_path(&f.value))
+            .collect();
         let mut bad = false;
         for e in &w.exclusions {
             let ev = &e.value;
             if crate::rules::id_ranges(&ev.rule.value).is_err() || ev.rule.value.trim().is_empty() {
                 errors.push(ConfigError {
                     loc: lc.loc(&ev.rule),
-                    message: format!("waf.exclusions: `{}` is not a rule id or id range", ev.rule.value),
+                    message: format!(
+                        "waf.exclusions: `{}` is not a rule id or id range",
+                        ev.rule.value
+                    ),
                 });
                 bad = true;
                 continue;
@@ -64,8 +71,10 @@ pub fn build(lc: &LoadedConfig) -> Result<Vec<Option<Arc<WafGuard>>>, Vec<Config
                     continue;
                 }
             }
-            o.exclusions
-                .push((ev.rule.value.clone(), ev.target.as_ref().map(|t| t.value.clone())));
+            o.exclusions.push((
+                ev.rule.value.clone(),
+                ev.target.as_ref().map(|t| t.value.clone()),
+            ));
         }
         if w.paranoia_level.value == 0 || w.paranoia_level.value > 4 {
             errors.push(ConfigError {

@@ -167,7 +167,9 @@ impl Transaction {
                         continue;
                     }
                     match c.iter().position(|&x| x == b'=') {
-                        Some(i) => d.cookies.push((c[..i].trim_ascii().to_vec(), c[i + 1..].to_vec())),
+                        Some(i) => d
+                            .cookies
+                            .push((c[..i].trim_ascii().to_vec(), c[i + 1..].to_vec())),
                         None => d.cookies.push((c.trim_ascii().to_vec(), Vec::new())),
                     }
                 }
@@ -185,7 +187,10 @@ impl Transaction {
             .unwrap_or_default();
         d.unique_id = unique_id.as_bytes().to_vec();
         // The processor the content type selects; rules may change it in phase 1.
-        let ct = self.header(b"content-type").map(<[u8]>::to_ascii_lowercase).unwrap_or_default();
+        let ct = self
+            .header(b"content-type")
+            .map(<[u8]>::to_ascii_lowercase)
+            .unwrap_or_default();
         self.data.processor = if ct.starts_with(b"application/x-www-form-urlencoded") {
             Some("URLENCODED")
         } else if ct.starts_with(b"multipart/form-data") {
@@ -214,7 +219,10 @@ impl Transaction {
         if b.is_empty() || !self.request_body_access {
             return;
         }
-        let ct = self.header(b"content-type").map(<[u8]>::to_vec).unwrap_or_default();
+        let ct = self
+            .header(b"content-type")
+            .map(<[u8]>::to_vec)
+            .unwrap_or_default();
         let lct = ct.to_ascii_lowercase();
         let _ = lct;
         let processor = self.processor.or(self.data.processor);
@@ -342,7 +350,11 @@ impl Transaction {
                             id: r.id,
                             status: r.status.or(def.status).unwrap_or(403),
                             action: disruptive,
-                            msg: self.matched.last().map(|m| m.msg.clone()).unwrap_or_default(),
+                            msg: self
+                                .matched
+                                .last()
+                                .map(|m| m.msg.clone())
+                                .unwrap_or_default(),
                         });
                         if n < 5 && self.engine == EngineMode::On {
                             return;
@@ -391,7 +403,9 @@ impl Transaction {
     fn is_removed(&self, r: &Rule) -> bool {
         in_ranges(&self.removed.ids, r.id)
             || (!self.removed.tags.is_empty()
-                && r.tags.iter().any(|t| self.removed.tags.iter().any(|re| re.is_match(t))))
+                && r.tags
+                    .iter()
+                    .any(|t| self.removed.tags.iter().any(|re| re.is_match(t))))
             || (!self.removed.msgs.is_empty() && self.removed.msgs.contains(&r.msg_text))
     }
 
@@ -415,7 +429,9 @@ impl Transaction {
             let removed = &self.removed.targets;
             let ex = |c: Coll, k: &[u8]| {
                 r.targets.iter().any(|t| t.excludes(c, k))
-                    || removed.iter().any(|(sel, t)| t.excludes(c, k) && sel.picks(head))
+                    || removed
+                        .iter()
+                        .any(|(sel, t)| t.excludes(c, k) && sel.picks(head))
             };
             let mut items = Vec::new();
             for t in r.targets.iter().filter(|t| !t.exclude) {
@@ -434,7 +450,8 @@ impl Transaction {
                             let next = apply(*t, &v);
                             let changed = next.as_ref() != v.as_ref();
                             v = Cow::Owned(next.into_owned());
-                            if changed && op.matches(&self.data, &v, want_caps.then_some(&mut caps)) {
+                            if changed && op.matches(&self.data, &v, want_caps.then_some(&mut caps))
+                            {
                                 hit = Some(v.to_vec());
                                 break;
                             }
@@ -490,7 +507,11 @@ impl Transaction {
                 }
                 SetOp::Add(m) | SetOp::Sub(m) => {
                     let n = crate::operator::atoi(&self.expand(m, head));
-                    let cur = self.data.tx_get(&full).map(crate::operator::atoi).unwrap_or(0);
+                    let cur = self
+                        .data
+                        .tx_get(&full)
+                        .map(crate::operator::atoi)
+                        .unwrap_or(0);
                     let v = if matches!(sv.op, SetOp::Add(_)) {
                         cur.saturating_add(n)
                     } else {
@@ -505,15 +526,18 @@ impl Transaction {
                 Ctl::RuleRemoveById(ids) => self.removed.ids.extend(ids.iter().copied()),
                 Ctl::RuleRemoveByTag(re) => self.removed.tags.push(re.clone()),
                 Ctl::RuleRemoveByMsg(m) => self.removed.msgs.push(m.clone()),
-                Ctl::RuleRemoveTargetById(ids, t) => {
-                    self.removed.targets.push((RuleSel::Ids(ids.clone()), t.clone()))
-                }
-                Ctl::RuleRemoveTargetByTag(re, t) => {
-                    self.removed.targets.push((RuleSel::Tag(re.clone()), t.clone()))
-                }
-                Ctl::RuleRemoveTargetByMsg(m, t) => {
-                    self.removed.targets.push((RuleSel::Msg(m.clone()), t.clone()))
-                }
+                Ctl::RuleRemoveTargetById(ids, t) => self
+                    .removed
+                    .targets
+                    .push((RuleSel::Ids(ids.clone()), t.clone())),
+                Ctl::RuleRemoveTargetByTag(re, t) => self
+                    .removed
+                    .targets
+                    .push((RuleSel::Tag(re.clone()), t.clone())),
+                Ctl::RuleRemoveTargetByMsg(m, t) => self
+                    .removed
+                    .targets
+                    .push((RuleSel::Msg(m.clone()), t.clone())),
                 Ctl::RuleEngine(m) => self.engine = *m,
                 Ctl::RequestBodyProcessor(p) => {
                     self.processor = Some(p);

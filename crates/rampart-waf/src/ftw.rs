@@ -207,13 +207,20 @@ impl Overrides {
             serde_saphyr::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?;
         for s in &o.skip {
             if s.reason.trim().is_empty() {
-                return Err(format!("{}: skip of {} has no reason", path.display(), s.test));
+                return Err(format!(
+                    "{}: skip of {} has no reason",
+                    path.display(),
+                    s.test
+                ));
             }
         }
         Ok(o)
     }
     pub fn reason(&self, name: &str) -> Option<&str> {
-        self.skip.iter().find(|s| s.test == name).map(|s| s.reason.as_str())
+        self.skip
+            .iter()
+            .find(|s| s.test == name)
+            .map(|s| s.reason.as_str())
     }
 }
 
@@ -382,11 +389,24 @@ pub fn check(o: &Output, seen: &Observed) -> Result<(), String> {
     }
     let text = seen.lines.join("\n");
     if let Some(l) = &o.log {
-        let missing: Vec<u64> = l.expect_ids.iter().copied().filter(|i| !seen.ids.contains(i)).collect();
+        let missing: Vec<u64> = l
+            .expect_ids
+            .iter()
+            .copied()
+            .filter(|i| !seen.ids.contains(i))
+            .collect();
         if !missing.is_empty() {
-            return Err(format!("expected rule(s) {missing:?} did not fire (fired: {:?})", seen.ids));
+            return Err(format!(
+                "expected rule(s) {missing:?} did not fire (fired: {:?})",
+                seen.ids
+            ));
         }
-        let unwanted: Vec<u64> = l.no_expect_ids.iter().copied().filter(|i| seen.ids.contains(i)).collect();
+        let unwanted: Vec<u64> = l
+            .no_expect_ids
+            .iter()
+            .copied()
+            .filter(|i| seen.ids.contains(i))
+            .collect();
         if !unwanted.is_empty() {
             return Err(format!("rule(s) {unwanted:?} fired but must not"));
         }
@@ -399,7 +419,10 @@ pub fn check(o: &Output, seen: &Observed) -> Result<(), String> {
         if let Some(r) = &l.no_match_regex {
             let re = regex::Regex::new(r).map_err(|e| format!("bad no_match_regex: {e}"))?;
             if re.is_match(&text) {
-                return Err(format!("log matches /{r}/ but must not (fired: {:?})", seen.ids));
+                return Err(format!(
+                    "log matches /{r}/ but must not (fired: {:?})",
+                    seen.ids
+                ));
             }
         }
     }
@@ -431,11 +454,15 @@ mod tests {
             data: Some("a=1".into()),
             ..Default::default()
         };
-        let raw = String::from_utf8(raw_request(&i, &[("X-Request-Id".into(), "t1".into())]).unwrap()).unwrap();
+        let raw =
+            String::from_utf8(raw_request(&i, &[("X-Request-Id".into(), "t1".into())]).unwrap())
+                .unwrap();
         assert!(raw.starts_with("POST / HTTP/1.1\r\nX-Request-Id: t1\r\n"));
         assert!(raw.contains("Content-Type: application/x-www-form-urlencoded\r\n"));
         assert!(raw.ends_with("Content-Length: 3\r\n\r\na=1"));
         let get = raw_request(&Input::default(), &[]).unwrap();
-        assert!(String::from_utf8(get).unwrap().contains("Content-Length: 0\r\n"));
+        assert!(String::from_utf8(get)
+            .unwrap()
+            .contains("Content-Length: 0\r\n"));
     }
 }

@@ -6,7 +6,9 @@ use crate::engine::{Matched, Transaction};
 use crate::rules::RuleSet;
 use bytes::Bytes;
 use http::StatusCode;
-use rampart_core::guard::{Block, Guard, Mode, RequestContext, RequestHead, Step, TypedInputs, Verdict};
+use rampart_core::guard::{
+    Block, Guard, Mode, RequestContext, RequestHead, Step, TypedInputs, Verdict,
+};
 use rampart_telemetry::{Action, SecurityEvent};
 use std::sync::Arc;
 
@@ -41,9 +43,19 @@ fn version(v: http::Version) -> &'static [u8] {
 /// Names that suggest a secret: their values never reach the log.
 fn sensitive(var: &str) -> bool {
     let l = var.to_ascii_lowercase();
-    ["pass", "pwd", "token", "secret", "authorization", "api_key", "apikey", "session", "cookie"]
-        .iter()
-        .any(|k| l.contains(k))
+    [
+        "pass",
+        "pwd",
+        "token",
+        "secret",
+        "authorization",
+        "api_key",
+        "apikey",
+        "session",
+        "cookie",
+    ]
+    .iter()
+    .any(|k| l.contains(k))
 }
 
 fn truncate(s: &str, n: usize) -> String {
@@ -186,7 +198,11 @@ impl Guard for WafGuard {
         self.s.mode
     }
 
-    fn on_request_headers<'a>(&'a self, req: &'a mut RequestHead, ctx: &'a mut RequestContext) -> Step<'a> {
+    fn on_request_headers<'a>(
+        &'a self,
+        req: &'a mut RequestHead,
+        ctx: &'a mut RequestContext,
+    ) -> Step<'a> {
         let mut tx = Transaction::new(self.rules.clone());
         let target = req
             .uri
@@ -197,7 +213,9 @@ impl Guard for WafGuard {
             req.method.as_str().as_bytes(),
             &target,
             version(req.version),
-            req.headers.iter().map(|(k, v)| (k.as_str().as_bytes(), v.as_bytes())),
+            req.headers
+                .iter()
+                .map(|(k, v)| (k.as_str().as_bytes(), v.as_bytes())),
             std::net::SocketAddr::new(ctx.client_ip, ctx.conn.peer.port()),
             ctx.conn.local,
             &ctx.request_id,
@@ -216,7 +234,12 @@ impl Guard for WafGuard {
         slot.0.wants_request_body().then_some(self.s.max_body)
     }
 
-    fn on_request_body<'a>(&'a self, _req: &'a RequestHead, body: &'a mut Bytes, ctx: &'a mut RequestContext) -> Step<'a> {
+    fn on_request_body<'a>(
+        &'a self,
+        _req: &'a RequestHead,
+        body: &'a mut Bytes,
+        ctx: &'a mut RequestContext,
+    ) -> Step<'a> {
         let Some(mut slot) = Self::take(ctx) else {
             return Verdict::Continue.into();
         };
@@ -226,7 +249,11 @@ impl Guard for WafGuard {
         self.finish(slot, ctx).into()
     }
 
-    fn on_response_headers(&self, resp: &mut http::response::Parts, ctx: &mut RequestContext) -> Verdict {
+    fn on_response_headers(
+        &self,
+        resp: &mut http::response::Parts,
+        ctx: &mut RequestContext,
+    ) -> Verdict {
         let Some(mut slot) = Self::take(ctx) else {
             return Verdict::Continue;
         };
@@ -235,7 +262,9 @@ impl Guard for WafGuard {
         slot.0.response_head(
             resp.status.as_u16(),
             version(resp.version),
-            resp.headers.iter().map(|(k, v)| (k.as_str().as_bytes(), v.as_bytes())),
+            resp.headers
+                .iter()
+                .map(|(k, v)| (k.as_str().as_bytes(), v.as_bytes())),
         );
         slot.0.phase(3);
         if !slot.0.wants_response_body() {
@@ -245,12 +274,21 @@ impl Guard for WafGuard {
         self.finish(slot, ctx)
     }
 
-    fn response_body_limit(&self, _resp: &http::response::Parts, ctx: &RequestContext) -> Option<usize> {
+    fn response_body_limit(
+        &self,
+        _resp: &http::response::Parts,
+        ctx: &RequestContext,
+    ) -> Option<usize> {
         let slot = ctx.extensions.get::<Slot>()?;
         slot.0.wants_response_body().then_some(self.s.max_response)
     }
 
-    fn on_response_body(&self, _resp: &mut http::response::Parts, body: &mut Bytes, ctx: &mut RequestContext) -> Verdict {
+    fn on_response_body(
+        &self,
+        _resp: &mut http::response::Parts,
+        body: &mut Bytes,
+        ctx: &mut RequestContext,
+    ) -> Verdict {
         let Some(mut slot) = Self::take(ctx) else {
             return Verdict::Continue;
         };
@@ -267,8 +305,14 @@ mod tests {
 
     #[test]
     fn typed_names() {
-        assert!(name_matches(&pointer_to_name("/items/*/qty"), b"json.items.3.qty"));
-        assert!(!name_matches(&pointer_to_name("/items/*/qty"), b"json.items.x.qty"));
+        assert!(name_matches(
+            &pointer_to_name("/items/*/qty"),
+            b"json.items.3.qty"
+        ));
+        assert!(!name_matches(
+            &pointer_to_name("/items/*/qty"),
+            b"json.items.x.qty"
+        ));
         assert!(name_matches(&pointer_to_name("/id"), b"json.id"));
     }
 }

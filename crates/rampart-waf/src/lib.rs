@@ -123,7 +123,10 @@ pub fn load_crs(o: &CrsOptions) -> Result<RuleSet, WafError> {
         }
     ));
     if !(1..=4).contains(&o.paranoia_level) {
-        return Err(text_err("<rampart settings>", "paranoia_level must be 1 to 4"));
+        return Err(text_err(
+            "<rampart settings>",
+            "paranoia_level must be 1 to 4",
+        ));
     }
     let mut vars = format!(
         "setvar:tx.blocking_paranoia_level={},setvar:tx.inbound_anomaly_score_threshold={},setvar:tx.outbound_anomaly_score_threshold={}",
@@ -147,7 +150,12 @@ pub fn load_crs(o: &CrsOptions) -> Result<RuleSet, WafError> {
     }
     let rules_dir = o.crs.join("rules");
     let mut files: Vec<PathBuf> = std::fs::read_dir(&rules_dir)
-        .map_err(|e| text_err(&rules_dir.display().to_string(), format!("cannot list CRS rules: {e}")))?
+        .map_err(|e| {
+            text_err(
+                &rules_dir.display().to_string(),
+                format!("cannot list CRS rules: {e}"),
+            )
+        })?
         .filter_map(|e| e.ok().map(|e| e.path()))
         .filter(|p| p.extension().is_some_and(|x| x == "conf"))
         .collect();

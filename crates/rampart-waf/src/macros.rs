@@ -26,7 +26,7 @@ impl Macro {
                 break;
             };
             if i > 0 {
-                parts.push(Part::Lit(rest[..i].as_bytes().to_vec()));
+                parts.push(Part::Lit(rest.as_bytes()[..i].to_vec()));
             }
             let inner = &rest[i + 2..i + end];
             let (c, k) = match inner.split_once('.') {

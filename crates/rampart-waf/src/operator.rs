@@ -18,7 +18,10 @@ pub fn compile_regex(pattern: &str, caseless: bool) -> Result<Regex, String> {
             if b[i + 1] == b'x' && b.get(i + 2) == Some(&b'{') {
                 if let Some(close) = pattern[i + 3..].find('}') {
                     let hex = &pattern[i + 3..i + 3 + close];
-                    if hex.len() <= 2 && !hex.is_empty() && hex.bytes().all(|c| c.is_ascii_hexdigit()) {
+                    if hex.len() <= 2
+                        && !hex.is_empty()
+                        && hex.bytes().all(|c| c.is_ascii_hexdigit())
+                    {
                         p.push_str("\\x");
                         if hex.len() == 1 {
                             p.push('0');
@@ -205,7 +208,10 @@ impl Rx {
             Ok(r) => Ok(Rx::Bytes(r)),
             Err(e) => {
                 let p = format!("(?s){pattern}");
-                match fancy_regex::RegexBuilder::new(&p).backtrack_limit(100_000).build() {
+                match fancy_regex::RegexBuilder::new(&p)
+                    .backtrack_limit(100_000)
+                    .build()
+                {
                     Ok(f) => Ok(Rx::Fancy(Box::new(f))),
                     Err(f) => Err(format!("{e} (and as a backtracking regex: {f})")),
                 }
@@ -215,7 +221,9 @@ impl Rx {
     fn is_match(&self, v: &[u8]) -> bool {
         match self {
             Rx::Bytes(r) => r.is_match(v),
-            Rx::Fancy(f) => f.is_match(String::from_utf8_lossy(v).as_ref()).unwrap_or(false),
+            Rx::Fancy(f) => f
+                .is_match(String::from_utf8_lossy(v).as_ref())
+                .unwrap_or(false),
         }
     }
     fn captures(&self, v: &[u8], c: &mut Vec<Vec<u8>>) -> bool {
@@ -235,7 +243,10 @@ impl Rx {
                 match f.captures(s.as_ref()) {
                     Ok(Some(caps)) => {
                         for m in caps.iter().take(10) {
-                            c.push(m.map(|m| m.as_str().as_bytes().to_vec()).unwrap_or_default());
+                            c.push(
+                                m.map(|m| m.as_str().as_bytes().to_vec())
+                                    .unwrap_or_default(),
+                            );
                         }
                         true
                     }
@@ -288,7 +299,10 @@ impl Operator {
         let lname = name.to_ascii_lowercase();
         let op = match lname.as_str() {
             "rx" => Op::Rx(Rx::compile(arg).map_err(|e| format!("@rx: {e}"))?),
-            "pm" => Op::Pm(pm(arg.split_ascii_whitespace().map(str::to_string).collect())?),
+            "pm" => Op::Pm(pm(arg
+                .split_ascii_whitespace()
+                .map(str::to_string)
+                .collect())?),
             "pmfromfile" | "pmf" => {
                 let mut phrases = Vec::new();
                 for f in arg.split_ascii_whitespace() {
@@ -321,8 +335,9 @@ impl Operator {
             "ipmatch" => Op::IpMatch(ip_list(arg.split(',').map(str::to_string))?),
             "ipmatchfromfile" | "ipmatchf" => {
                 let path = dir.join(arg.trim());
-                let text = std::fs::read_to_string(&path)
-                    .map_err(|e| format!("@ipMatchFromFile: cannot read {}: {e}", path.display()))?;
+                let text = std::fs::read_to_string(&path).map_err(|e| {
+                    format!("@ipMatchFromFile: cannot read {}: {e}", path.display())
+                })?;
                 ip_list(
                     text.lines()
                         .map(str::trim)
@@ -461,7 +476,8 @@ fn ip_list(items: impl Iterator<Item = String>) -> Result<Vec<ipnet::IpNet>, Str
             continue;
         }
         let net = if s.contains('/') {
-            s.parse::<ipnet::IpNet>().map_err(|e| format!("@ipMatch: `{s}`: {e}"))?
+            s.parse::<ipnet::IpNet>()
+                .map_err(|e| format!("@ipMatch: `{s}`: {e}"))?
         } else {
             let ip: std::net::IpAddr = s.parse().map_err(|e| format!("@ipMatch: `{s}`: {e}"))?;
             ipnet::IpNet::from(ip)
@@ -482,8 +498,12 @@ fn byte_range(arg: &str) -> Result<Box<[bool; 256]>, String> {
             Some((a, b)) => (a.trim(), b.trim()),
             None => (part, part),
         };
-        let a: u8 = a.parse().map_err(|_| format!("@validateByteRange: bad byte `{a}`"))?;
-        let b: u8 = b.parse().map_err(|_| format!("@validateByteRange: bad byte `{b}`"))?;
+        let a: u8 = a
+            .parse()
+            .map_err(|_| format!("@validateByteRange: bad byte `{a}`"))?;
+        let b: u8 = b
+            .parse()
+            .map_err(|_| format!("@validateByteRange: bad byte `{b}`"))?;
         if a > b {
             return Err(format!("@validateByteRange: empty range `{part}`"));
         }

@@ -243,7 +243,10 @@ impl Loader {
         if let Some((i, _)) = self.pending_chain.take() {
             return Err(WafError::new(
                 &self.rules[i].pos,
-                format!("rule {} ends with `chain` but no rule follows", self.rules[i].id),
+                format!(
+                    "rule {} ends with `chain` but no rule follows",
+                    self.rules[i].id
+                ),
             ));
         }
         let mut phases: [Vec<Entry>; 5] = Default::default();
@@ -582,11 +585,14 @@ impl Loader {
         // Default transformations come first unless the rule starts with t:none.
         let def = &self.defaults[(r.phase - 1) as usize];
         if !acts.iter().any(|a| {
-            a.name.eq_ignore_ascii_case("t") && a.value.as_deref().is_some_and(|v| v.eq_ignore_ascii_case("none"))
+            a.name.eq_ignore_ascii_case("t")
+                && a.value
+                    .as_deref()
+                    .is_some_and(|v| v.eq_ignore_ascii_case("none"))
         }) && !def.transforms.is_empty()
         {
             let mut t = def.transforms.clone();
-            t.extend(r.transforms.drain(..));
+            t.append(&mut r.transforms);
             r.transforms = t;
         }
         let i = self.rules.len();
@@ -624,7 +630,9 @@ fn push_transform(list: &mut Vec<Transform>, v: Option<&str>) -> Result<(), Stri
         list.clear();
         return Ok(());
     }
-    list.push(Transform::by_name(name).ok_or_else(|| format!("unknown transformation `t:{name}`"))?);
+    list.push(
+        Transform::by_name(name).ok_or_else(|| format!("unknown transformation `t:{name}`"))?,
+    );
     Ok(())
 }
 
@@ -650,8 +658,14 @@ pub(crate) fn id_ranges(s: &str) -> Result<IdRanges, String> {
             Some((a, b)) => (a, b),
             None => (part, part),
         };
-        let a: u32 = a.trim().parse().map_err(|_| format!("bad rule id `{part}`"))?;
-        let b: u32 = b.trim().parse().map_err(|_| format!("bad rule id `{part}`"))?;
+        let a: u32 = a
+            .trim()
+            .parse()
+            .map_err(|_| format!("bad rule id `{part}`"))?;
+        let b: u32 = b
+            .trim()
+            .parse()
+            .map_err(|_| format!("bad rule id `{part}`"))?;
         out.push((a.min(b), a.max(b)));
     }
     Ok(out)
@@ -662,7 +676,12 @@ pub(crate) fn in_ranges(r: &IdRanges, id: u32) -> bool {
 }
 
 /// Apply actions to a rule; returns whether it chains.
-fn apply_actions(r: &mut Rule, acts: &[RawAction], is_link: bool, dir: &Path) -> Result<bool, String> {
+fn apply_actions(
+    r: &mut Rule,
+    acts: &[RawAction],
+    is_link: bool,
+    dir: &Path,
+) -> Result<bool, String> {
     let _ = dir;
     let mut chained = false;
     for a in acts {
@@ -709,8 +728,8 @@ fn apply_actions(r: &mut Rule, acts: &[RawAction], is_link: bool, dir: &Path) ->
                     other => return Err(format!("bad severity `{other}`")),
                 })
             }
-            "ver" | "rev" | "maturity" | "accuracy" | "auditlog" | "noauditlog" | "sanitisematched"
-            | "sanitizematched" | "sanitisearg" | "sanitizearg" => {}
+            "ver" | "rev" | "maturity" | "accuracy" | "auditlog" | "noauditlog"
+            | "sanitisematched" | "sanitizematched" | "sanitisearg" | "sanitizearg" => {}
             "log" => r.log = Some(true),
             "nolog" => r.log = Some(false),
             "capture" => r.capture = true,
@@ -722,7 +741,9 @@ fn apply_actions(r: &mut Rule, acts: &[RawAction], is_link: bool, dir: &Path) ->
             "allow" => r.disruptive = Some(Disruptive::Allow),
             "redirect" => r.disruptive = Some(Disruptive::Redirect),
             "status" => {
-                let s: u16 = need()?.parse().map_err(|_| format!("bad status `{}`", v.unwrap_or("")))?;
+                let s: u16 = need()?
+                    .parse()
+                    .map_err(|_| format!("bad status `{}`", v.unwrap_or("")))?;
                 if !(100..=599).contains(&s) {
                     return Err(format!("status {s} out of range"));
                 }
@@ -771,7 +792,10 @@ fn parse_setvar(s: &str) -> Result<SetVar, String> {
         .split_once('.')
         .ok_or_else(|| format!("setvar `{s}` needs COLLECTION.NAME"))?;
     let coll = coll.to_ascii_lowercase();
-    if !matches!(coll.as_str(), "tx" | "ip" | "global" | "session" | "user" | "resource") {
+    if !matches!(
+        coll.as_str(),
+        "tx" | "ip" | "global" | "session" | "user" | "resource"
+    ) {
         return Err(format!("setvar: unknown collection `{coll}`"));
     }
     Ok(SetVar {
@@ -822,13 +846,19 @@ fn parse_ctl(s: &str) -> Result<Ctl, String> {
         "ruleengine" => Ctl::RuleEngine(
             EngineMode::parse(v).ok_or_else(|| format!("ctl:ruleEngine: bad mode `{v}`"))?,
         ),
-        "requestbodyprocessor" => Ctl::RequestBodyProcessor(match v.to_ascii_uppercase().as_str() {
-            "URLENCODED" => "URLENCODED",
-            "MULTIPART" => "MULTIPART",
-            "JSON" => "JSON",
-            "XML" => "XML",
-            other => return Err(format!("ctl:requestBodyProcessor: unknown processor `{other}`")),
-        }),
+        "requestbodyprocessor" => {
+            Ctl::RequestBodyProcessor(match v.to_ascii_uppercase().as_str() {
+                "URLENCODED" => "URLENCODED",
+                "MULTIPART" => "MULTIPART",
+                "JSON" => "JSON",
+                "XML" => "XML",
+                other => {
+                    return Err(format!(
+                        "ctl:requestBodyProcessor: unknown processor `{other}`"
+                    ))
+                }
+            })
+        }
         "forcerequestbodyvariable" => Ctl::ForceRequestBodyVariable(onoff(v)?),
         "requestbodyaccess" => Ctl::RequestBodyAccess(onoff(v)?),
         "responsebodyaccess" => Ctl::ResponseBodyAccess(onoff(v)?),
@@ -844,7 +874,11 @@ fn glob(p: &Path) -> Result<Vec<PathBuf>, String> {
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
     if !name.contains('*') && !name.contains('?') {
-        return Ok(if p.exists() { vec![p.to_path_buf()] } else { Vec::new() });
+        return Ok(if p.exists() {
+            vec![p.to_path_buf()]
+        } else {
+            Vec::new()
+        });
     }
     let dir = p.parent().unwrap_or(Path::new("."));
     let rd = std::fs::read_dir(dir).map_err(|e| format!("cannot list {}: {e}", dir.display()))?;

@@ -338,7 +338,8 @@ mod tests {
 
     #[test]
     fn regex_selectors_keep_bars() {
-        let t = targets("REQUEST_COOKIES|!REQUEST_COOKIES:/^(?:a|b)$/|&ARGS|XML:/*|XML://@*").unwrap();
+        let t =
+            targets("REQUEST_COOKIES|!REQUEST_COOKIES:/^(?:a|b)$/|&ARGS|XML:/*|XML://@*").unwrap();
         assert_eq!(t.len(), 5);
         assert_eq!(t[1].selector.as_deref(), Some("/^(?:a|b)$/"));
         assert!(t[1].exclude);

@@ -33,10 +33,45 @@ const STATEMENTS: &[&str] = &[
     "handler", "load", "use",
 ];
 const KEYWORDS: &[&str] = &[
-    "from", "where", "having", "group", "order", "by", "limit", "offset", "into", "values",
-    "table", "procedure", "analyse", "delay", "case", "when", "then", "else", "end", "all",
-    "distinct", "as", "on", "join", "null", "top", "outfile", "dumpfile", "begin", "set",
-    "collate", "escape", "asc", "desc", "exists", "database", "schema", "sysdate", "current_user",
+    "from",
+    "where",
+    "having",
+    "group",
+    "order",
+    "by",
+    "limit",
+    "offset",
+    "into",
+    "values",
+    "table",
+    "procedure",
+    "analyse",
+    "delay",
+    "case",
+    "when",
+    "then",
+    "else",
+    "end",
+    "all",
+    "distinct",
+    "as",
+    "on",
+    "join",
+    "null",
+    "top",
+    "outfile",
+    "dumpfile",
+    "begin",
+    "set",
+    "collate",
+    "escape",
+    "asc",
+    "desc",
+    "exists",
+    "database",
+    "schema",
+    "sysdate",
+    "current_user",
 ];
 const LOGICS: &[&str] = &["and", "or", "xor", "&&", "||", "not"];
 const WORD_OPS: &[&str] = &[
@@ -44,15 +79,73 @@ const WORD_OPS: &[&str] = &[
 ];
 /// Functions that are rare outside SQL and common in injections (time, error and file based).
 const FUNCTIONS: &[&str] = &[
-    "sleep", "benchmark", "pg_sleep", "extractvalue", "updatexml", "load_file", "xmltype",
-    "char", "chr", "concat", "concat_ws", "ascii", "substring", "substr", "mid", "version",
-    "database", "user", "if", "ifnull", "coalesce", "cast", "convert", "md5", "sha1",
-    "group_concat", "count", "unhex", "hex", "ord", "length", "randomblob", "dbms_pipe",
-    "receive_message", "utl_inaddr", "get_host_address", "xp_cmdshell", "waitfor", "row",
-    "exp", "floor", "rand", "name_const", "json_keys", "geometrycollection", "polygon",
-    "multipoint", "linestring", "schema", "current_user", "system_user", "session_user",
-    "pg_read_file", "lo_import", "make_set", "elt", "instr", "locate", "position", "sys_eval",
-    "sys_exec", "to_char", "to_number", "nullif", "iif", "case", "exists",
+    "sleep",
+    "benchmark",
+    "pg_sleep",
+    "extractvalue",
+    "updatexml",
+    "load_file",
+    "xmltype",
+    "char",
+    "chr",
+    "concat",
+    "concat_ws",
+    "ascii",
+    "substring",
+    "substr",
+    "mid",
+    "version",
+    "database",
+    "user",
+    "if",
+    "ifnull",
+    "coalesce",
+    "cast",
+    "convert",
+    "md5",
+    "sha1",
+    "group_concat",
+    "count",
+    "unhex",
+    "hex",
+    "ord",
+    "length",
+    "randomblob",
+    "dbms_pipe",
+    "receive_message",
+    "utl_inaddr",
+    "get_host_address",
+    "xp_cmdshell",
+    "waitfor",
+    "row",
+    "exp",
+    "floor",
+    "rand",
+    "name_const",
+    "json_keys",
+    "geometrycollection",
+    "polygon",
+    "multipoint",
+    "linestring",
+    "schema",
+    "current_user",
+    "system_user",
+    "session_user",
+    "pg_read_file",
+    "lo_import",
+    "make_set",
+    "elt",
+    "instr",
+    "locate",
+    "position",
+    "sys_eval",
+    "sys_exec",
+    "to_char",
+    "to_number",
+    "nullif",
+    "iif",
+    "case",
+    "exists",
 ];
 
 struct Tok {
@@ -140,7 +233,12 @@ fn tokenize(s: &[u8], quote: Option<u8>, limit: usize) -> Vec<Tok> {
         }
         if c.is_ascii_digit() || (c == b'.' && s.get(i + 1).is_some_and(|d| d.is_ascii_digit())) {
             let st = i;
-            if c == b'0' && matches!(s.get(i + 1), Some(b'x') | Some(b'X') | Some(b'b') | Some(b'B')) {
+            if c == b'0'
+                && matches!(
+                    s.get(i + 1),
+                    Some(b'x') | Some(b'X') | Some(b'b') | Some(b'B')
+                )
+            {
                 i += 2;
                 while i < s.len() && s[i].is_ascii_hexdigit() {
                     i += 1;
@@ -297,17 +395,27 @@ fn injection(t: &[Tok], broke_out: bool) -> Option<&'static str> {
     for (i, tok) in t.iter().enumerate() {
         if tok.class == UNION {
             let mut j = i + 1;
-            while j < t.len() && (t[j].class == KEYWORD || t[j].class == OPEN || t[j].class == COMMENT) {
+            while j < t.len()
+                && (t[j].class == KEYWORD || t[j].class == OPEN || t[j].class == COMMENT)
+            {
                 j += 1;
             }
-            let all = t.get(i + 1).is_some_and(|x| x.class == KEYWORD && (x.word == "all" || x.word == "distinct"));
-            if all || t.get(j).is_some_and(|x| x.class == STATEMENT || (x.class == FUNCTION && x.word == "select")) {
+            let all = t
+                .get(i + 1)
+                .is_some_and(|x| x.class == KEYWORD && (x.word == "all" || x.word == "distinct"));
+            if all
+                || t.get(j).is_some_and(|x| {
+                    x.class == STATEMENT || (x.class == FUNCTION && x.word == "select")
+                })
+            {
                 return Some("union");
             }
         }
         if tok.class == SEMI
-            && t.get(i + 1)
-                .is_some_and(|x| x.class == STATEMENT || (x.class == FUNCTION && STATEMENTS.contains(&x.word.as_str())))
+            && t.get(i + 1).is_some_and(|x| {
+                x.class == STATEMENT
+                    || (x.class == FUNCTION && STATEMENTS.contains(&x.word.as_str()))
+            })
             && i <= 4
         {
             return Some("stacked");
@@ -320,17 +428,23 @@ fn injection(t: &[Tok], broke_out: bool) -> Option<&'static str> {
         let closes = i > 1;
         match t.get(i).map(|x| x.class) {
             Some(LOGIC) => {
-                let j = if t.get(i + 1).is_some_and(|x| x.class == LOGIC && x.word == "not") {
+                let j = if t
+                    .get(i + 1)
+                    .is_some_and(|x| x.class == LOGIC && x.word == "not")
+                {
                     i + 2
                 } else {
                     i + 1
                 };
                 if let Some(n) = t.get(j) {
-                    if matches!(n.class, STRING | NUMBER | VARIABLE | OPEN | STATEMENT) || known_fn(n) {
+                    if matches!(n.class, STRING | NUMBER | VARIABLE | OPEN | STATEMENT)
+                        || known_fn(n)
+                    {
                         return Some("tautology");
                     }
                     if matches!(n.class, BAREWORD | FUNCTION)
-                        && t.get(j + 1).is_some_and(|x| matches!(x.class, OPERATOR | OPEN))
+                        && t.get(j + 1)
+                            .is_some_and(|x| matches!(x.class, OPERATOR | OPEN))
                     {
                         return Some("tautology");
                     }
@@ -343,7 +457,17 @@ fn injection(t: &[Tok], broke_out: bool) -> Option<&'static str> {
             Some(STATEMENT) if broke_out || closes => return Some("statement"),
             Some(KEYWORD)
                 if (broke_out || closes)
-                    && matches!(t[i].word.as_str(), "order" | "group" | "having" | "limit" | "procedure" | "into" | "where" | "from") =>
+                    && matches!(
+                        t[i].word.as_str(),
+                        "order"
+                            | "group"
+                            | "having"
+                            | "limit"
+                            | "procedure"
+                            | "into"
+                            | "where"
+                            | "from"
+                    ) =>
             {
                 return Some("clause");
             }
@@ -353,7 +477,8 @@ fn injection(t: &[Tok], broke_out: bool) -> Option<&'static str> {
                     if known_fn(n) {
                         return Some("function");
                     }
-                    if broke_out && matches!(n.class, BAREWORD | NUMBER | VARIABLE)
+                    if broke_out
+                        && matches!(n.class, BAREWORD | NUMBER | VARIABLE)
                         && t.get(i + 2).is_some_and(|x| x.class == OPERATOR)
                         && first == STRING
                     {
@@ -372,12 +497,17 @@ fn injection(t: &[Tok], broke_out: bool) -> Option<&'static str> {
     // Not a breakout: whole-value shapes.
     if first == FUNCTION && known_fn(&t[0]) && t.get(1).is_some_and(|x| x.class == OPEN) {
         // `sleep(20)`: a known function called with an operand.
-        if t.get(2).is_some_and(|x| operand(x.class) || x.class == STATEMENT) {
+        if t.get(2)
+            .is_some_and(|x| operand(x.class) || x.class == STATEMENT)
+        {
             return Some("function");
         }
     }
     if first == STATEMENT && t[0].word == "select" {
-        if t.iter().take(8).any(|x| x.class == KEYWORD && x.word == "from") {
+        if t.iter()
+            .take(8)
+            .any(|x| x.class == KEYWORD && x.word == "from")
+        {
             return Some("select");
         }
         if t.get(1).is_some_and(|x| known_fn(x) || x.class == VARIABLE) {
@@ -468,7 +598,11 @@ mod tests {
             "a-b-c",
             "don't stop",
         ] {
-            assert!(detect(b.as_bytes()).is_none(), "false positive: {b} -> {:?}", detect(b.as_bytes()));
+            assert!(
+                detect(b.as_bytes()).is_none(),
+                "false positive: {b} -> {:?}",
+                detect(b.as_bytes())
+            );
         }
     }
 }

@@ -106,10 +106,16 @@ impl Transform {
             JsDecode => lazy(v, |c| c == b'\\', js_decode),
             HtmlEntityDecode => lazy(v, |c| c == b'&', html_entity_decode),
             Utf8ToUnicode => lazy(v, |c| c >= 0x80, utf8_to_unicode),
-            RemoveNulls => lazy(v, |c| c == 0, |v| v.iter().copied().filter(|&c| c != 0).collect()),
-            ReplaceNulls => lazy(v, |c| c == 0, |v| {
-                v.iter().map(|&c| if c == 0 { b' ' } else { c }).collect()
-            }),
+            RemoveNulls => lazy(
+                v,
+                |c| c == 0,
+                |v| v.iter().copied().filter(|&c| c != 0).collect(),
+            ),
+            ReplaceNulls => lazy(
+                v,
+                |c| c == 0,
+                |v| v.iter().map(|&c| if c == 0 { b' ' } else { c }).collect(),
+            ),
             CssDecode => lazy(v, |c| c == b'\\', css_decode),
             CmdLine => Cow::Owned(cmd_line(v)),
             RemoveWhitespace => lazy(v, is_ws_nbsp, |v| {
@@ -117,19 +123,33 @@ impl Transform {
             }),
             CompressWhitespace => lazy(v, is_ws_nbsp, compress_whitespace),
             ReplaceComments => lazy(v, |c| c == b'/' || c == b'*', replace_comments),
-            RemoveComments => lazy(v, |c| matches!(c, b'/' | b'*' | b'-' | b'#'), remove_comments),
-            RemoveCommentsChar => lazy(v, |c| matches!(c, b'/' | b'*' | b'-' | b'#'), remove_comments_char),
+            RemoveComments => lazy(
+                v,
+                |c| matches!(c, b'/' | b'*' | b'-' | b'#'),
+                remove_comments,
+            ),
+            RemoveCommentsChar => lazy(
+                v,
+                |c| matches!(c, b'/' | b'*' | b'-' | b'#'),
+                remove_comments_char,
+            ),
             NormalizePath => lazy(v, |c| c == b'/' || c == b'.', |v| normalize_path(v, false)),
-            NormalizePathWin => lazy(v, |c| matches!(c, b'/' | b'.' | b'\\'), |v| {
-                normalize_path(v, true)
-            }),
+            NormalizePathWin => lazy(
+                v,
+                |c| matches!(c, b'/' | b'.' | b'\\'),
+                |v| normalize_path(v, true),
+            ),
             EscapeSeqDecode => lazy(v, |c| c == b'\\', escape_seq_decode),
             Length => Cow::Owned(v.len().to_string().into_bytes()),
             Base64Decode => Cow::Owned(base64_decode(v, false)),
             Base64DecodeExt => Cow::Owned(base64_decode(v, true)),
             Base64Encode => {
                 use base64::Engine;
-                Cow::Owned(base64::engine::general_purpose::STANDARD.encode(v).into_bytes())
+                Cow::Owned(
+                    base64::engine::general_purpose::STANDARD
+                        .encode(v)
+                        .into_bytes(),
+                )
             }
             HexDecode => Cow::Owned(hex_decode(v)),
             HexEncode => {
@@ -166,7 +186,11 @@ fn parity(c: u8, odd: u32) -> u8 {
 }
 
 /// Run `f` only when some byte could need it.
-fn lazy<'a>(v: &'a [u8], trigger: impl Fn(u8) -> bool, f: impl Fn(&[u8]) -> Vec<u8>) -> Cow<'a, [u8]> {
+fn lazy<'a>(
+    v: &'a [u8],
+    trigger: impl Fn(u8) -> bool,
+    f: impl Fn(&[u8]) -> Vec<u8>,
+) -> Cow<'a, [u8]> {
     if v.iter().any(|&c| trigger(c)) {
         Cow::Owned(f(v))
     } else {
@@ -213,7 +237,9 @@ pub fn url_decode(v: &[u8], uni: bool) -> Vec<u8> {
             if uni && i + 5 < v.len() && (v[i + 1] == b'u' || v[i + 1] == b'U') {
                 let h = &v[i + 2..i + 6];
                 if h.iter().all(|c| c.is_ascii_hexdigit()) {
-                    let code = h.iter().fold(0u32, |a, &c| a << 4 | hexval(c).unwrap_or(0) as u32);
+                    let code = h
+                        .iter()
+                        .fold(0u32, |a, &c| a << 4 | hexval(c).unwrap_or(0) as u32);
                     o.push(code_to_byte(code));
                     i += 6;
                     continue;
@@ -269,7 +295,8 @@ fn js_decode(v: &[u8]) -> Vec<u8> {
                 .fold(0u32, |a, &c| a << 4 | hexval(c).unwrap_or(0) as u32);
             o.push(code_to_byte(code));
             i += 6;
-        } else if (n == b'x' || n == b'X') && i + 3 < v.len() && hex2(v[i + 2], v[i + 3]).is_some() {
+        } else if (n == b'x' || n == b'X') && i + 3 < v.len() && hex2(v[i + 2], v[i + 3]).is_some()
+        {
             o.push(hex2(v[i + 2], v[i + 3]).unwrap_or(0));
             i += 4;
         } else if (b'0'..=b'7').contains(&n) {
@@ -317,10 +344,18 @@ fn html_entity_decode(v: &[u8]) -> Vec<u8> {
             let mut val: u32 = 0;
             while j < rest.len() {
                 let d = rest[j];
-                let digit = if hex { hexval(d) } else if d.is_ascii_digit() { Some(d - b'0') } else { None };
+                let digit = if hex {
+                    hexval(d)
+                } else if d.is_ascii_digit() {
+                    Some(d - b'0')
+                } else {
+                    None
+                };
                 match digit {
                     Some(x) => {
-                        val = val.saturating_mul(if hex { 16 } else { 10 }).saturating_add(x as u32);
+                        val = val
+                            .saturating_mul(if hex { 16 } else { 10 })
+                            .saturating_add(x as u32);
                         j += 1;
                     }
                     None => break,
@@ -409,8 +444,14 @@ fn css_decode(v: &[u8]) -> Vec<u8> {
         }
         if j > i + 1 {
             let h = &v[i + 1..j];
-            let code = h.iter().fold(0u32, |a, &c| a << 4 | hexval(c).unwrap_or(0) as u32);
-            o.push(if h.len() >= 5 || code > 0xff { code_to_byte(code) } else { code as u8 });
+            let code = h
+                .iter()
+                .fold(0u32, |a, &c| a << 4 | hexval(c).unwrap_or(0) as u32);
+            o.push(if h.len() >= 5 || code > 0xff {
+                code_to_byte(code)
+            } else {
+                code as u8
+            });
             i = j;
             if i < v.len() && v[i].is_ascii_whitespace() {
                 i += 1;
@@ -539,7 +580,9 @@ fn remove_comments_char(v: &[u8]) -> Vec<u8> {
 
 fn normalize_path(v: &[u8], win: bool) -> Vec<u8> {
     let s: Vec<u8> = if win {
-        v.iter().map(|&c| if c == b'\\' { b'/' } else { c }).collect()
+        v.iter()
+            .map(|&c| if c == b'\\' { b'/' } else { c })
+            .collect()
     } else {
         v.to_vec()
     };
@@ -604,7 +647,8 @@ fn escape_seq_decode(v: &[u8]) -> Vec<u8> {
         if let Some(c) = simple {
             o.push(c);
             i += 2;
-        } else if (n == b'x' || n == b'X') && i + 3 < v.len() && hex2(v[i + 2], v[i + 3]).is_some() {
+        } else if (n == b'x' || n == b'X') && i + 3 < v.len() && hex2(v[i + 2], v[i + 3]).is_some()
+        {
             o.push(hex2(v[i + 2], v[i + 3]).unwrap_or(0));
             i += 4;
         } else if (b'0'..=b'7').contains(&n) {
@@ -711,7 +755,8 @@ fn md5(input: &[u8]) -> [u8; 16] {
         msg.push(0);
     }
     msg.extend_from_slice(&bits.to_le_bytes());
-    let (mut a0, mut b0, mut c0, mut d0) = (0x67452301u32, 0xefcdab89u32, 0x98badcfeu32, 0x10325476u32);
+    let (mut a0, mut b0, mut c0, mut d0) =
+        (0x67452301u32, 0xefcdab89u32, 0x98badcfeu32, 0x10325476u32);
     for chunk in msg.chunks(64) {
         let m: Vec<u32> = chunk
             .chunks(4)
@@ -754,18 +799,30 @@ mod tests {
 
     #[test]
     fn decoders() {
-        assert_eq!(t(Transform::UrlDecodeUni, b"a%20b+c%u0041%uff1c%zz"), b"a b cA<%zz");
+        assert_eq!(
+            t(Transform::UrlDecodeUni, b"a%20b+c%u0041%uff1c%zz"),
+            b"a b cA<%zz"
+        );
         assert_eq!(t(Transform::JsDecode, b"\\x41\\u0042\\101\\n"), b"ABA\n");
-        assert_eq!(t(Transform::HtmlEntityDecode, b"&lt;&#x41;&#66&quot;&bogus;"), b"<AB\"&bogus;");
+        assert_eq!(
+            t(Transform::HtmlEntityDecode, b"&lt;&#x41;&#66&quot;&bogus;"),
+            b"<AB\"&bogus;"
+        );
         assert_eq!(t(Transform::CssDecode, b"\\3c script\\>"), b"<script>");
         assert_eq!(t(Transform::Utf8ToUnicode, "é".as_bytes()), b"%u00e9");
-        assert_eq!(t(Transform::CmdLine, b"C:\\Win\"dows ,  /c  ( Echo"), b"c:windows/c( echo");
+        assert_eq!(
+            t(Transform::CmdLine, b"C:\\Win\"dows ,  /c  ( Echo"),
+            b"c:windows/c( echo"
+        );
         assert_eq!(t(Transform::NormalizePath, b"/a/./b/../../c//d"), b"/c/d");
         assert_eq!(t(Transform::NormalizePathWin, b"..\\..\\etc"), b"../../etc");
         assert_eq!(t(Transform::ReplaceComments, b"a/*x*/b/*open"), b"a b ");
         assert_eq!(t(Transform::Base64Decode, b"aGVsbG8="), b"hello");
         assert_eq!(t(Transform::Length, b"abcd"), b"4");
-        assert_eq!(t(Transform::HexEncode, &t(Transform::Sha1, b"abc"))[..8], *b"a9993e36");
+        assert_eq!(
+            t(Transform::HexEncode, &t(Transform::Sha1, b"abc"))[..8],
+            *b"a9993e36"
+        );
         assert_eq!(md5(b"abc")[..4], [0x90, 0x01, 0x50, 0x98]);
         assert_eq!(t(Transform::CompressWhitespace, b"a \t\n b"), b"a b");
         assert_eq!(t(Transform::RemoveCommentsChar, b"a/*b*/--c#"), b"abc");

@@ -144,7 +144,7 @@ pub fn selector(coll: Coll, raw: Option<&str>) -> Result<Selector, String> {
         return Ok(Selector::Regex(re));
     }
     if s.starts_with('\'') && s.ends_with('\'') && s.len() >= 2 {
-        return Ok(Selector::Key(s[1..s.len() - 1].as_bytes().to_vec()));
+        return Ok(Selector::Key(s.as_bytes()[1..s.len() - 1].to_vec()));
     }
     Ok(Selector::Key(s.as_bytes().to_vec()))
 }
@@ -161,7 +161,11 @@ impl Item<'_> {
         if self.key.is_empty() && !is_keyed(self.coll) {
             self.coll.name().to_string()
         } else {
-            format!("{}:{}", self.coll.name(), String::from_utf8_lossy(&self.key))
+            format!(
+                "{}:{}",
+                self.coll.name(),
+                String::from_utf8_lossy(&self.key)
+            )
         }
     }
 }
@@ -545,9 +549,10 @@ impl Data {
             }
             InboundDataError | OutboundDataError => single(flag(false), out),
             UrlencodedError => single(flag(self.urlencoded_error), out),
-            HighestSeverity => {
-                single(Cow::Owned(self.highest_severity.to_string().into_bytes()), out)
-            }
+            HighestSeverity => single(
+                Cow::Owned(self.highest_severity.to_string().into_bytes()),
+                out,
+            ),
             Duration | Time | TimeEpoch | TimeYear | TimeMon | TimeDay | TimeHour | TimeMin
             | TimeSec | TimeWday => single(Cow::Owned(time_value(c).into_bytes()), out),
         }

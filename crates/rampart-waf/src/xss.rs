@@ -7,16 +7,34 @@
 //! attribute value (`javascript:`, `vbscript:`, `data:text/html`), or a CSS expression.
 
 const DANGEROUS_TAGS: &[&str] = &[
-    "script", "iframe", "frame", "frameset", "object", "embed", "applet", "svg", "math",
-    "style", "link", "meta", "base", "form", "isindex", "xml", "import", "template", "video",
-    "audio", "source", "marquee", "bgsound", "layer", "ilayer", "xss", "html", "body",
-    "vmlframe", "animate", "set", "handler", "listener", "image",
+    "script", "iframe", "frame", "frameset", "object", "embed", "applet", "svg", "math", "style",
+    "link", "meta", "base", "form", "isindex", "xml", "import", "template", "video", "audio",
+    "source", "marquee", "bgsound", "layer", "ilayer", "xss", "html", "body", "vmlframe",
+    "animate", "set", "handler", "listener", "image",
 ];
 
 const URL_ATTRS: &[&str] = &[
-    "src", "href", "action", "formaction", "data", "xlink:href", "background", "dynsrc",
-    "lowsrc", "poster", "code", "codebase", "from", "to", "values", "by", "folder", "srcdoc",
-    "xmlns", "ping", "content",
+    "src",
+    "href",
+    "action",
+    "formaction",
+    "data",
+    "xlink:href",
+    "background",
+    "dynsrc",
+    "lowsrc",
+    "poster",
+    "code",
+    "codebase",
+    "from",
+    "to",
+    "values",
+    "by",
+    "folder",
+    "srcdoc",
+    "xmlns",
+    "ping",
+    "content",
 ];
 
 fn is_name(c: u8) -> bool {
@@ -42,7 +60,9 @@ fn dangerous_url(v: &[u8]) -> bool {
 /// Look at attributes from `i` until the tag ends. True when one is dangerous.
 fn bad_attributes(s: &[u8], mut i: usize) -> bool {
     while i < s.len() {
-        while i < s.len() && (s[i].is_ascii_whitespace() || s[i] == b'/' || s[i] == b'"' || s[i] == b'\'') {
+        while i < s.len()
+            && (s[i].is_ascii_whitespace() || s[i] == b'/' || s[i] == b'"' || s[i] == b'\'')
+        {
             i += 1;
         }
         if i >= s.len() || s[i] == b'>' {
@@ -56,10 +76,12 @@ fn bad_attributes(s: &[u8], mut i: usize) -> bool {
         while i < s.len() && s[i].is_ascii_whitespace() {
             i += 1;
         }
-        if name.len() > 2 && name.starts_with(b"on") && name[2..].iter().all(|c| c.is_ascii_alphabetic()) {
-            if s.get(i) == Some(&b'=') {
-                return true;
-            }
+        if name.len() > 2
+            && name.starts_with(b"on")
+            && name[2..].iter().all(|c| c.is_ascii_alphabetic())
+            && s.get(i) == Some(&b'=')
+        {
+            return true;
         }
         if s.get(i) != Some(&b'=') {
             continue;
@@ -71,7 +93,10 @@ fn bad_attributes(s: &[u8], mut i: usize) -> bool {
         let vst = i;
         let value: &[u8] = match s.get(i) {
             Some(&q) if q == b'"' || q == b'\'' || q == b'`' => {
-                let e = s[i + 1..].iter().position(|&c| c == q).map_or(s.len(), |e| i + 1 + e);
+                let e = s[i + 1..]
+                    .iter()
+                    .position(|&c| c == q)
+                    .map_or(s.len(), |e| i + 1 + e);
                 i = (e + 1).min(s.len());
                 &s[vst + 1..e]
             }
@@ -88,8 +113,15 @@ fn bad_attributes(s: &[u8], mut i: usize) -> bool {
         }
         if n == b"style" {
             let lv = value.to_ascii_lowercase();
-            let lv: Vec<u8> = lv.into_iter().filter(|c| !c.is_ascii_whitespace()).collect();
-            if contains(&lv, b"expression(") || contains(&lv, b"javascript:") || contains(&lv, b"-moz-binding") || contains(&lv, b"behavior:") {
+            let lv: Vec<u8> = lv
+                .into_iter()
+                .filter(|c| !c.is_ascii_whitespace())
+                .collect();
+            if contains(&lv, b"expression(")
+                || contains(&lv, b"javascript:")
+                || contains(&lv, b"-moz-binding")
+                || contains(&lv, b"behavior:")
+            {
                 return true;
             }
         }
@@ -117,7 +149,10 @@ pub fn detect(s: &[u8]) -> bool {
     // An attribute value position: the whole input is a URL.
     if dangerous_url(s) && s.len() > 11 {
         let l = s.trim_ascii_start().to_ascii_lowercase();
-        if l.starts_with(b"javascript:") || l.starts_with(b"vbscript:") || l.starts_with(b"data:text/html") {
+        if l.starts_with(b"javascript:")
+            || l.starts_with(b"vbscript:")
+            || l.starts_with(b"data:text/html")
+        {
             return true;
         }
     }
@@ -129,7 +164,10 @@ pub fn detect(s: &[u8]) -> bool {
         let Some(&c) = s.get(st) else { break };
         if c == b'!' {
             let rest = s[st..].to_ascii_lowercase();
-            if rest.starts_with(b"![cdata[") || rest.starts_with(b"!doctype") || rest.starts_with(b"!entity") {
+            if rest.starts_with(b"![cdata[")
+                || rest.starts_with(b"!doctype")
+                || rest.starts_with(b"!entity")
+            {
                 return true;
             }
             continue;
@@ -174,7 +212,10 @@ pub fn detect(s: &[u8]) -> bool {
 
 fn event_or_url_after_quote(s: &[u8], from: usize) -> bool {
     // The attribute list after a quote must start with blank, `/` or `>` to be a breakout.
-    if matches!(s.get(from), Some(b' ') | Some(b'\t') | Some(b'\n') | Some(b'/') | Some(b'>') | Some(0x0c)) {
+    if matches!(
+        s.get(from),
+        Some(b' ') | Some(b'\t') | Some(b'\n') | Some(b'/') | Some(b'>') | Some(0x0c)
+    ) {
         return true;
     }
     // `"onmouseover=...`: an event handler right after the quote.

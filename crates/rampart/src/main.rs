@@ -52,6 +52,10 @@ enum Cmd {
         /// invalid requests 400/415; responses are checked and violations logged.
         #[arg(long, value_name = "SPEC")]
         openapi: Option<PathBuf>,
+        /// Run the OWASP Core Rule Set from this directory (paranoia level 1, blocking at the
+        /// CRS anomaly thresholds).
+        #[arg(long, value_name = "DIR")]
+        crs: Option<PathBuf>,
     },
     /// Audit an OpenAPI spec for security problems; exit 1 when the score is under --fail-under.
     Audit {
@@ -319,6 +323,7 @@ fn main() -> ExitCode {
             workers,
             access_log,
             openapi,
+            crs,
         } => {
             if let Err(m) = check_target(&upstream) {
                 eprintln!("--upstream: {m}");
@@ -336,6 +341,12 @@ fn main() -> ExitCode {
                     Some(p) => format!(
                         "    openapi:\n      spec: {}\n",
                         serde_json::Value::String(p.display().to_string())
+                    ),
+                    None => String::new(),
+                } + &match &crs {
+                    Some(d) => format!(
+                        "    waf:\n      crs: {}\n",
+                        serde_json::Value::String(d.display().to_string())
                     ),
                     None => String::new(),
                 },

@@ -33,7 +33,9 @@ pub struct Summary {
 
 /// The reflect upstream: `POST /reflect` with `{"status", "headers", "body"}` answers exactly
 /// that (like CRS's albedo backend); anything else gets `200 ok`.
-async fn reflect(req: http::Request<hyper::body::Incoming>) -> Result<http::Response<Full<Bytes>>, hyper::Error> {
+async fn reflect(
+    req: http::Request<hyper::body::Incoming>,
+) -> Result<http::Response<Full<Bytes>>, hyper::Error> {
     let is_reflect = req.uri().path().starts_with("/reflect") && req.method() == http::Method::POST;
     let body = req.into_body().collect().await?.to_bytes();
     if !is_reflect {
@@ -61,15 +63,23 @@ async fn reflect(req: http::Request<hyper::body::Incoming>) -> Result<http::Resp
     }
     let content = if let Some(e) = spec.get("encodedBody").and_then(|e| e.as_str()) {
         use base64::Engine;
-        base64::engine::general_purpose::STANDARD.decode(e).unwrap_or_default()
+        base64::engine::general_purpose::STANDARD
+            .decode(e)
+            .unwrap_or_default()
     } else {
-        spec.get("body").and_then(|b| b.as_str()).unwrap_or("").as_bytes().to_vec()
+        spec.get("body")
+            .and_then(|b| b.as_str())
+            .unwrap_or("")
+            .as_bytes()
+            .to_vec()
     };
     Ok(b.body(Full::new(Bytes::from(content))).unwrap_or_default())
 }
 
 async fn start_reflect() -> Result<SocketAddr, String> {
-    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.map_err(|e| e.to_string())?;
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .map_err(|e| e.to_string())?;
     let addr = l.local_addr().map_err(|e| e.to_string())?;
     tokio::spawn(async move {
         while let Ok((s, _)) = l.accept().await {
@@ -100,18 +110,30 @@ struct LogReader {
 
 impl LogReader {
     fn poll(&mut self) {
-        let Ok(mut f) = std::fs::File::open(&self.file) else { return };
+        let Ok(mut f) = std::fs::File::open(&self.file) else {
+            return;
+        };
         if f.seek(SeekFrom::Start(self.pos)).is_err() {
             return;
         }
         let mut buf = String::new();
-        let Ok(n) = f.read_to_string(&mut buf) else { return };
+        let Ok(n) = f.read_to_string(&mut buf) else {
+            return;
+        };
         self.pos += n as u64;
         self.partial.push_str(&buf);
         while let Some(nl) = self.partial.find('\n') {
             let line: String = self.partial.drain(..=nl).collect();
-            let Ok(v) = serde_json::from_str::<serde_json::Value>(&line) else { continue };
-            let Some(rid) = v.get("request_id").and_then(|r| r.as_str()).map(str::to_string) else { continue };
+            let Ok(v) = serde_json::from_str::<serde_json::Value>(&line) else {
+                continue;
+            };
+            let Some(rid) = v
+                .get("request_id")
+                .and_then(|r| r.as_str())
+                .map(str::to_string)
+            else {
+                continue;
+            };
             match v.get("type").and_then(|t| t.as_str()) {
                 Some("access") => {
                     self.done.insert(rid);
@@ -152,7 +174,11 @@ fn line(e: &serde_json::Value) -> String {
         d("data"),
         d("severity")
     );
-    if let Some(tags) = e.get("detail").and_then(|d| d.get("tags")).and_then(|t| t.as_array()) {
+    if let Some(tags) = e
+        .get("detail")
+        .and_then(|d| d.get("tags"))
+        .and_then(|t| t.as_array())
+    {
         for t in tags {
             l.push_str(&format!(" [tag \"{}\"]", t.as_str().unwrap_or("")));
         }
@@ -202,7 +228,8 @@ pub async fn run(o: &FtwOptions) -> Result<Summary, String> {
     let _ = std::fs::remove_file(&log);
     let settings = dir.join("ftw-settings.conf");
     std::fs::write(&settings, HARNESS_RULES).map_err(|e| e.to_string())?;
-    let crs = std::fs::canonicalize(&o.crs).map_err(|e| format!("--crs {}: {e}", o.crs.display()))?;
+    let crs =
+        std::fs::canonicalize(&o.crs).map_err(|e| format!("--crs {}: {e}", o.crs.display()))?;
     let yaml = format!(
         "server:\n  worker_threads: 2\n  trusted_proxies: [\"127.0.0.1/32\"]\nlisteners:\n  - address: 127.0.0.1:0\nadmin:\n  address: \"off\"\nlog:\n  access: {log}\nupstreams:\n  - name: albedo\n    targets: [\"http://{upstream}\"]\nroutes:\n  - name: ftw\n    path_prefix: /\n    upstream: albedo\nguards:\n  limits:\n    mode: monitor\n  waf:\n    crs: {crs}\n    paranoia_level: 4\n    mode: monitor\n    inspect_responses: true\n    max_body_bytes: 16MiB\n    max_response_bytes: 16MiB\n    extra_rules: [{settings}]\n",
         log = serde_json::Value::String(log.display().to_string()),
@@ -264,7 +291,13 @@ pub async fn run(o: &FtwOptions) -> Result<Summary, String> {
             continue;
         }
         let mut result = Ok(());
-        for (si, (st, sent)) in c.test.stages.iter().zip(results.remove(i).unwrap_or_default()).enumerate() {
+        for (si, (st, sent)) in c
+            .test
+            .stages
+            .iter()
+            .zip(results.remove(i).unwrap_or_default())
+            .enumerate()
+        {
             let (rid, status) = match sent {
                 Ok(x) => x,
                 Err(e) => {
@@ -277,7 +310,11 @@ pub async fn run(o: &FtwOptions) -> Result<Summary, String> {
                 status,
                 ids: events
                     .iter()
-                    .filter_map(|e| e.get("rule").and_then(|r| r.as_str()).and_then(|r| r.parse().ok()))
+                    .filter_map(|e| {
+                        e.get("rule")
+                            .and_then(|r| r.as_str())
+                            .and_then(|r| r.parse().ok())
+                    })
                     .collect(),
                 lines: events.iter().map(line).collect(),
             };
@@ -301,10 +338,17 @@ pub async fn run(o: &FtwOptions) -> Result<Summary, String> {
     }
     drop(gw);
     let _ = std::fs::remove_dir_all(&dir);
-    println!("{} passed, {} failed, {} skipped", sum.passed, sum.failed.len(), sum.skipped);
+    println!(
+        "{} passed, {} failed, {} skipped",
+        sum.passed,
+        sum.failed.len(),
+        sum.skipped
+    );
     Ok(sum)
 }
 
 fn short(p: &Path) -> String {
-    p.file_name().map(|f| f.to_string_lossy().into_owned()).unwrap_or_default()
+    p.file_name()
+        .map(|f| f.to_string_lossy().into_owned())
+        .unwrap_or_default()
 }

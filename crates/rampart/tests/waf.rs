@@ -27,14 +27,17 @@ async fn events(log: &PathBuf, rid: &str) -> Vec<Value> {
             .filter(|v| v["request_id"] == rid)
             .collect();
         if lines.iter().any(|v| v["type"] == "access") {
-            return lines.into_iter().filter(|v| v["type"] == "security_event").collect();
+            return lines
+                .into_iter()
+                .filter(|v| v["type"] == "security_event")
+                .collect();
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     panic!("no access record for {rid}");
 }
 
-fn waf_config(up: std::net::SocketAddr, log: &PathBuf, waf: &str) -> String {
+fn waf_config(up: std::net::SocketAddr, log: &std::path::Path, waf: &str) -> String {
     format!(
         "server:\n  trusted_proxies: [\"127.0.0.1/32\"]\nlisteners:\n  - address: 127.0.0.1:0\nadmin:\n  address: \"off\"\nlog:\n  access: {}\nupstreams:\n  - name: api\n    targets: [\"http://{up}\"]\nroutes:\n  - name: api\n    path_prefix: /\n    upstream: api\n    waf:\n      crs: {}\n{waf}",
         log.display(),
@@ -52,14 +55,26 @@ async fn sql_injection_is_blocked_and_explained_benign_traffic_passes() {
     let c = client();
 
     // Benign: a JSON body and an ordinary query go through.
-    let (s, _, _) = send(&c, addr, "GET", "/users?name=O%27Reilly&page=2", &[("x-request-id", "ok-1"), ("host", "api.example.com")], b"").await;
+    let (s, _, _) = send(
+        &c,
+        addr,
+        "GET",
+        "/users?name=O%27Reilly&page=2",
+        &[("x-request-id", "ok-1"), ("host", "api.example.com")],
+        b"",
+    )
+    .await;
     assert_eq!(s, 200);
     let (s, _, _) = send(
         &c,
         addr,
         "POST",
         "/users",
-        &[("content-type", "application/json"), ("x-request-id", "ok-2"), ("host", "api.example.com")],
+        &[
+            ("content-type", "application/json"),
+            ("x-request-id", "ok-2"),
+            ("host", "api.example.com"),
+        ],
         br#"{"name":"Ann Smith","email":"ann@example.com","bio":"I like rock and roll"}"#,
     )
     .await;
@@ -67,18 +82,32 @@ async fn sql_injection_is_blocked_and_explained_benign_traffic_passes() {
     assert_eq!(up.count(), 2);
 
     // Attack: blocked with a short problem+json naming only the request id.
-    let (s, h, body) = send(&c, addr, "GET", "/users?id=1%27%20OR%20%271%27=%271", &[("x-request-id", "sqli-1")], b"").await;
+    let (s, h, body) = send(
+        &c,
+        addr,
+        "GET",
+        "/users?id=1%27%20OR%20%271%27=%271",
+        &[("x-request-id", "sqli-1")],
+        b"",
+    )
+    .await;
     assert_eq!(s, 403);
     assert_eq!(h["content-type"], "application/problem+json");
     let p: Value = serde_json::from_slice(&body).unwrap();
     assert_eq!(p["request_id"], "sqli-1");
-    assert!(!String::from_utf8_lossy(&body).contains("OR"), "the 403 echoes input: {p}");
+    assert!(
+        !String::from_utf8_lossy(&body).contains("OR"),
+        "the 403 echoes input: {p}"
+    );
     assert_eq!(up.count(), 2, "the attack reached the upstream");
 
     let ev = events(&log, "sqli-1").await;
     let ids: Vec<&str> = ev.iter().filter_map(|e| e["rule"].as_str()).collect();
     assert!(ids.contains(&"942100"), "{ids:?}");
-    let block = ev.iter().find(|e| e["action"] == "blocked").expect("a blocked event");
+    let block = ev
+        .iter()
+        .find(|e| e["action"] == "blocked")
+        .expect("a blocked event");
     assert_eq!(block["rule"], "949110");
     assert!(block["detail"]["inbound_anomaly_score"].as_i64().unwrap() >= 5);
     let m = ev.iter().find(|e| e["rule"] == "942100").unwrap();
@@ -97,11 +126,21 @@ async fn monitor_mode_logs_and_lets_through_and_exclusions_silence_one_rule() {
     let gw = gateway(&waf_config(up.addr, &log, "      mode: monitor\n")).await;
     let addr = gw.listen_addrs()[0];
     let c = client();
-    let (s, _, _) = send(&c, addr, "GET", "/q?x=%3Cscript%3Ealert(1)%3C/script%3E", &[("x-request-id", "xss-m")], b"").await;
+    let (s, _, _) = send(
+        &c,
+        addr,
+        "GET",
+        "/q?x=%3Cscript%3Ealert(1)%3C/script%3E",
+        &[("x-request-id", "xss-m")],
+        b"",
+    )
+    .await;
     assert_eq!(s, 200);
     let ev = events(&log, "xss-m").await;
     assert!(ev.iter().any(|e| e["rule"] == "941100"));
-    assert!(ev.iter().any(|e| e["action"] == "monitored" && e["rule"] == "949110"));
+    assert!(ev
+        .iter()
+        .any(|e| e["action"] == "monitored" && e["rule"] == "949110"));
 
     // The same request with every rule that fired excluded for ARGS:x passes quietly.
     let up2 = TestUpstream::start().await;
@@ -112,10 +151,22 @@ async fn monitor_mode_logs_and_lets_through_and_exclusions_silence_one_rule() {
         "      exclusions:\n        - rule: \"941000-941999\"\n          target: ARGS:x\n",
     ))
     .await;
-    let (s, _, _) = send(&c, gw2.listen_addrs()[0], "GET", "/q?x=%3Cscript%3Ealert(1)%3C/script%3E", &[("x-request-id", "xss-x")], b"").await;
+    let (s, _, _) = send(
+        &c,
+        gw2.listen_addrs()[0],
+        "GET",
+        "/q?x=%3Cscript%3Ealert(1)%3C/script%3E",
+        &[("x-request-id", "xss-x")],
+        b"",
+    )
+    .await;
     assert_eq!(s, 200);
     let ev = events(&log2, "xss-x").await;
-    assert!(!ev.iter().any(|e| e["rule"].as_str().unwrap_or("").starts_with("941")), "{ev:?}");
+    assert!(
+        !ev.iter()
+            .any(|e| e["rule"].as_str().unwrap_or("").starts_with("941")),
+        "{ev:?}"
+    );
 }
 
 #[test]
@@ -128,11 +179,19 @@ fn bad_waf_config_is_an_error_with_a_location() {
         Err(e) => e,
     };
     let text: Vec<String> = errs.iter().map(|e| e.to_string()).collect();
-    assert!(text.iter().any(|t| t.starts_with("waf.yaml:12:") && t.contains("paranoia_level")), "{text:?}");
+    assert!(
+        text.iter()
+            .any(|t| t.starts_with("waf.yaml:12:") && t.contains("paranoia_level")),
+        "{text:?}"
+    );
 
     // A broken rule file names its file and line.
     let rules = dir.join("bad.conf");
-    std::fs::write(&rules, "# comment\nSecRule ARGS \"@frobnicate x\" \"id:1,phase:2,pass\"\n").unwrap();
+    std::fs::write(
+        &rules,
+        "# comment\nSecRule ARGS \"@frobnicate x\" \"id:1,phase:2,pass\"\n",
+    )
+    .unwrap();
     let yaml = format!(
         "listeners:\n  - address: 127.0.0.1:0\nupstreams:\n  - name: api\n    targets: [\"http://127.0.0.1:9\"]\nroutes:\n  - name: api\n    path_prefix: /\n    upstream: api\n    waf:\n      crs: {}\n      extra_rules: [{}]\n",
         crs().display(),
@@ -144,7 +203,10 @@ fn bad_waf_config_is_an_error_with_a_location() {
         Err(e) => e,
     };
     let text = errs[0].to_string();
-    assert!(text.contains("bad.conf:2:") && text.contains("frobnicate"), "{text}");
+    assert!(
+        text.contains("bad.conf:2:") && text.contains("frobnicate"),
+        "{text}"
+    );
 }
 
 /// CRS's 5,003 go-ftw tests, end to end, as CRS's CI runs them (paranoia 4, detection only,
