@@ -229,6 +229,8 @@ impl Rx {
     fn captures(&self, v: &[u8], c: &mut Vec<Vec<u8>>) -> bool {
         c.clear();
         match self {
+            // The DFA answers "no" fast; capture groups only for a match.
+            Rx::Bytes(r) if !r.is_match(v) => false,
             Rx::Bytes(r) => match r.captures(v) {
                 Some(caps) => {
                     for m in caps.iter().take(10) {
