@@ -276,6 +276,26 @@ fn url_encode(v: &[u8]) -> Vec<u8> {
     o
 }
 
+/// `\xHH` or `\OOO` (1-3 octal digits) at `v[i]` (the backslash): the byte and where the
+/// escape ends.
+fn hex_or_octal_escape(v: &[u8], i: usize) -> Option<(u8, usize)> {
+    let n = *v.get(i + 1)?;
+    if n == b'x' || n == b'X' {
+        let b = hex2(*v.get(i + 2)?, *v.get(i + 3)?)?;
+        return Some((b, i + 4));
+    }
+    if !(b'0'..=b'7').contains(&n) {
+        return None;
+    }
+    let mut j = i + 1;
+    let mut val: u32 = 0;
+    while j < v.len() && j < i + 4 && (b'0'..=b'7').contains(&v[j]) {
+        val = val * 8 + (v[j] - b'0') as u32;
+        j += 1;
+    }
+    Some(((val & 0xff) as u8, j))
+}
+
 fn js_decode(v: &[u8]) -> Vec<u8> {
     let mut o = Vec::with_capacity(v.len());
     let mut i = 0;
@@ -295,19 +315,9 @@ fn js_decode(v: &[u8]) -> Vec<u8> {
                 .fold(0u32, |a, &c| a << 4 | hexval(c).unwrap_or(0) as u32);
             o.push(code_to_byte(code));
             i += 6;
-        } else if (n == b'x' || n == b'X') && i + 3 < v.len() && hex2(v[i + 2], v[i + 3]).is_some()
-        {
-            o.push(hex2(v[i + 2], v[i + 3]).unwrap_or(0));
-            i += 4;
-        } else if (b'0'..=b'7').contains(&n) {
-            let mut j = i + 1;
-            let mut val: u32 = 0;
-            while j < v.len() && j < i + 4 && (b'0'..=b'7').contains(&v[j]) {
-                val = val * 8 + (v[j] - b'0') as u32;
-                j += 1;
-            }
-            o.push((val & 0xff) as u8);
-            i = j;
+        } else if let Some((b, next)) = hex_or_octal_escape(v, i) {
+            o.push(b);
+            i = next;
         } else {
             o.push(match n {
                 b'a' => 7,
@@ -647,19 +657,9 @@ fn escape_seq_decode(v: &[u8]) -> Vec<u8> {
         if let Some(c) = simple {
             o.push(c);
             i += 2;
-        } else if (n == b'x' || n == b'X') && i + 3 < v.len() && hex2(v[i + 2], v[i + 3]).is_some()
-        {
-            o.push(hex2(v[i + 2], v[i + 3]).unwrap_or(0));
-            i += 4;
-        } else if (b'0'..=b'7').contains(&n) {
-            let mut j = i + 1;
-            let mut val: u32 = 0;
-            while j < v.len() && j < i + 4 && (b'0'..=b'7').contains(&v[j]) {
-                val = val * 8 + (v[j] - b'0') as u32;
-                j += 1;
-            }
-            o.push((val & 0xff) as u8);
-            i = j;
+        } else if let Some((b, next)) = hex_or_octal_escape(v, i) {
+            o.push(b);
+            i = next;
         } else {
             o.push(v[i]);
             o.push(n);

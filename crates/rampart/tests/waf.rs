@@ -169,16 +169,20 @@ async fn monitor_mode_logs_and_lets_through_and_exclusions_silence_one_rule() {
     );
 }
 
+/// The errors building guards for a config reports (the config itself parses).
+fn guard_errors(yaml: &str, dir: &std::path::Path) -> Vec<String> {
+    let lc = rampart::load_text(yaml, "waf.yaml", dir).unwrap();
+    match (rampart::guards(rampart_telemetry::Metrics::new()))(&lc) {
+        Ok(_) => panic!("accepted a bad waf config:\n{yaml}"),
+        Err(e) => e.iter().map(|e| e.to_string()).collect(),
+    }
+}
+
 #[test]
 fn bad_waf_config_is_an_error_with_a_location() {
     let dir = temp_dir("badcfg");
     let yaml = "listeners:\n  - address: 127.0.0.1:0\nupstreams:\n  - name: api\n    targets: [\"http://127.0.0.1:9\"]\nroutes:\n  - name: api\n    path_prefix: /\n    upstream: api\n    waf:\n      crs: /nonexistent/crs\n      paranoia_level: 7\n";
-    let lc = rampart::load_text(yaml, "waf.yaml", &dir).unwrap();
-    let errs = match (rampart::guards(rampart_telemetry::Metrics::new()))(&lc) {
-        Ok(_) => panic!("accepted a bad waf config"),
-        Err(e) => e,
-    };
-    let text: Vec<String> = errs.iter().map(|e| e.to_string()).collect();
+    let text = guard_errors(yaml, &dir);
     assert!(
         text.iter()
             .any(|t| t.starts_with("waf.yaml:12:") && t.contains("paranoia_level")),
@@ -197,12 +201,7 @@ fn bad_waf_config_is_an_error_with_a_location() {
         crs().display(),
         rules.display()
     );
-    let lc = rampart::load_text(&yaml, "waf.yaml", &dir).unwrap();
-    let errs = match (rampart::guards(rampart_telemetry::Metrics::new()))(&lc) {
-        Ok(_) => panic!("accepted a bad rule file"),
-        Err(e) => e,
-    };
-    let text = errs[0].to_string();
+    let text = guard_errors(&yaml, &dir).join("\n");
     assert!(
         text.contains("bad.conf:2:") && text.contains("frobnicate"),
         "{text}"
