@@ -9,7 +9,10 @@ use std::sync::Arc;
 fn headers() -> Vec<(&'static [u8], &'static [u8])> {
     vec![
         (b"host", b"api.example.com"),
-        (b"user-agent", b"Mozilla/5.0 (X11; Linux x86_64; rv:128.0) Gecko/20100101 Firefox/128.0"),
+        (
+            b"user-agent",
+            b"Mozilla/5.0 (X11; Linux x86_64; rv:128.0) Gecko/20100101 Firefox/128.0",
+        ),
         (b"accept", b"application/json"),
         (b"accept-language", b"en-US,en;q=0.5"),
         (b"accept-encoding", b"gzip, deflate, br"),
@@ -21,7 +24,11 @@ fn bench(c: &mut Criterion) {
     let crs = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/crs");
     let t = std::time::Instant::now();
     let rs = Arc::new(load_crs(&CrsOptions::new(&crs)).expect("CRS loads"));
-    eprintln!("CRS v4 load + compile: {:?} ({} rules)", t.elapsed(), rs.rules.len());
+    eprintln!(
+        "CRS v4 load + compile: {:?} ({} rules)",
+        t.elapsed(),
+        rs.rules.len()
+    );
     let peer = "10.1.2.3:50000".parse().unwrap();
     let local = "10.0.0.1:8080".parse().unwrap();
     c.bench_function("crs_pl1_get_query", |b| {
@@ -54,7 +61,15 @@ fn bench(c: &mut Criterion) {
     c.bench_function("crs_pl1_json_post_1k", |b| {
         b.iter(|| {
             let mut tx = Transaction::new(rs.clone());
-            tx.request_head(b"POST", b"/v1/orders", b"HTTP/1.1", h.clone().into_iter(), peer, local, "bench");
+            tx.request_head(
+                b"POST",
+                b"/v1/orders",
+                b"HTTP/1.1",
+                h.clone().into_iter(),
+                peer,
+                local,
+                "bench",
+            );
             tx.phase(1);
             tx.request_body(body.as_bytes());
             tx.phase(2);

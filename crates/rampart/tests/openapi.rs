@@ -253,7 +253,10 @@ async fn query_parameters_are_parsed_by_style_and_validated() {
             // (The random hex request id may spell `abc`; it is not input.)
             let shown = text.replace(body["request_id"].as_str().unwrap_or("-"), "");
             for raw in ["drop_table", "root", "maybe", "abc"] {
-                assert!(!shown.contains(raw), "the raw input is never echoed: {text}");
+                assert!(
+                    !shown.contains(raw),
+                    "the raw input is never echoed: {text}"
+                );
             }
         }
         assert_eq!(
