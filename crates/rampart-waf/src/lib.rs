@@ -7,11 +7,12 @@
 //! - [`engine`] runs one [`Transaction`] through phases 1-5.
 //! - [`sqli`] and [`xss`] are `@detectSQLi` and `@detectXSS`.
 //! - [`guard`] plugs the engine into the proxy; [`build`] turns config into guards.
-//! - [`ftw`] reads CRS's go-ftw regression tests.
+//! - [`ftw`] reads CRS's go-ftw regression tests; [`explain`] shows why a request fires.
 
 pub mod body;
 pub mod build;
 pub mod engine;
+pub mod explain;
 pub mod ftw;
 pub mod guard;
 pub mod macros;

@@ -145,6 +145,17 @@ enum KeyCmd {
 
 #[derive(Subcommand)]
 enum WafCmd {
+    /// Show which CRS rules a raw HTTP request fires and the narrowest exclusion for each.
+    Explain {
+        /// The CRS directory.
+        #[arg(long)]
+        crs: PathBuf,
+        /// Paranoia level (1-4).
+        #[arg(long, default_value_t = 1)]
+        paranoia_level: u8,
+        /// A file holding the raw request (`-` for stdin).
+        request: PathBuf,
+    },
     /// Run CRS's go-ftw regression tests against a real Rampart listener; prints each failure
     /// and `N passed, M failed, K skipped`. Exit 1 when any test fails.
     Ftw {
@@ -412,6 +423,47 @@ fn main() -> ExitCode {
             ),
             BanCmd::Remove { ip } => admin_call(admin, "DELETE", &format!("/bans?ip={ip}"), None),
         },
+        Cmd::Waf {
+            action:
+                WafCmd::Explain {
+                    crs,
+                    paranoia_level,
+                    request,
+                },
+        } => {
+            let raw = if request.as_os_str() == "-" {
+                let mut v = Vec::new();
+                std::io::Read::read_to_end(&mut std::io::stdin(), &mut v).map(|_| v)
+            } else {
+                std::fs::read(&request)
+            };
+            let raw = match raw {
+                Ok(r) => r,
+                Err(e) => {
+                    eprintln!("{}: {e}", request.display());
+                    return ExitCode::from(2);
+                }
+            };
+            let req = match rampart_waf::explain::parse_raw(&raw) {
+                Ok(r) => r,
+                Err(e) => {
+                    eprintln!("{}: {e}", request.display());
+                    return ExitCode::from(2);
+                }
+            };
+            let mut o = rampart_waf::CrsOptions::new(&crs);
+            o.paranoia_level = paranoia_level;
+            let rs = match rampart_waf::load_crs(&o) {
+                Ok(rs) => std::sync::Arc::new(rs),
+                Err(e) => {
+                    eprintln!("{e}");
+                    return ExitCode::from(2);
+                }
+            };
+            let tx = rampart_waf::explain::run(rs, &req);
+            print!("{}", rampart_waf::explain::report(&tx));
+            ExitCode::SUCCESS
+        }
         Cmd::Waf {
             action:
                 WafCmd::Ftw {
