@@ -32,13 +32,21 @@ pub fn compile_regex(pattern: &str, caseless: bool) -> Result<Regex, String> {
                     }
                 }
             }
-            p.push_str(&pattern[i..i + 2]);
-            i += 2;
+            // A backslash and the whole (possibly multi-byte) character after it.
+            let end = pattern[i + 1..]
+                .chars()
+                .next()
+                .map_or(i + 1, |c| i + 1 + c.len_utf8());
+            p.push_str(&pattern[i..end]);
+            i = end;
             continue;
         }
-        let ch_len = utf8_len(b[i]);
-        p.push_str(&pattern[i..(i + ch_len).min(b.len())]);
-        i += ch_len;
+        let end = pattern[i..]
+            .chars()
+            .next()
+            .map_or(i + 1, |c| i + c.len_utf8());
+        p.push_str(&pattern[i..end]);
+        i = end;
     }
     RegexBuilder::new(&p)
         .unicode(false)
@@ -159,15 +167,6 @@ fn pcre_to_rust(p: &str) -> String {
         i += 1;
     }
     String::from_utf8(out).unwrap_or_else(|_| p.to_string())
-}
-
-fn utf8_len(b: u8) -> usize {
-    match b {
-        0xc0..=0xdf => 2,
-        0xe0..=0xef => 3,
-        0xf0..=0xf7 => 4,
-        _ => 1,
-    }
 }
 
 /// An operator argument: fixed, or with macros expanded per transaction.
