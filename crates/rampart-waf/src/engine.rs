@@ -427,12 +427,20 @@ impl Transaction {
         let mut found: Vec<(String, Vec<u8>, Vec<Vec<u8>>)> = Vec::new();
         {
             let removed = &self.removed.targets;
-            let ex = |c: Coll, k: &[u8]| {
-                r.targets.iter().any(|t| t.excludes(c, k))
-                    || removed
+            // Only the exclusions that can apply: the rule's own `!` targets, and ctl
+            // removals aimed at this rule.
+            let excl: Vec<&Target> = r
+                .targets
+                .iter()
+                .filter(|t| t.exclude)
+                .chain(
+                    removed
                         .iter()
-                        .any(|(sel, t)| t.excludes(c, k) && sel.picks(head))
-            };
+                        .filter(|(sel, _)| sel.picks(head))
+                        .map(|(_, t)| t),
+                )
+                .collect();
+            let ex = |c: Coll, k: &[u8]| excl.iter().any(|t| t.excludes(c, k));
             let mut items = Vec::new();
             for t in r.targets.iter().filter(|t| !t.exclude) {
                 self.data.resolve(t, &ex, &mut items);

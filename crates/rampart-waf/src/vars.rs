@@ -402,6 +402,21 @@ impl Data {
             MatchedVars => pairs(&self.matched_vars, out, false),
             MatchedVarsNames => pairs(&self.matched_vars, out, true),
             Geo | Ip | Global | Session | User | Resource => {}
+            Tx if matches!(t.sel, Selector::Key(_)) => {
+                // A named TX variable: one map lookup, not a scan.
+                if let Selector::Key(k) = &t.sel {
+                    let lk = String::from_utf8_lossy(k).to_ascii_lowercase();
+                    if let Some((k, v)) = self.tx.get(&lk) {
+                        if !excluded(c, k) {
+                            out.push(Item {
+                                coll: c,
+                                key: Cow::Borrowed(k),
+                                value: Cow::Borrowed(v),
+                            });
+                        }
+                    }
+                }
+            }
             Tx => {
                 for (lk, (k, v)) in &self.tx {
                     if t.sel.matches(lk.as_bytes()) && !excluded(c, k) {
@@ -560,6 +575,12 @@ impl Data {
 
     /// The first value of a variable, for macros (`%{tx.score}`, `%{request_headers.host}`).
     pub fn first(&self, coll: Coll, key: Option<&[u8]>) -> Option<Vec<u8>> {
+        if let (Coll::Tx, Some(k)) = (coll, key) {
+            return self
+                .tx
+                .get(&String::from_utf8_lossy(k).to_ascii_lowercase())
+                .map(|(_, v)| v.clone());
+        }
         let t = Target {
             coll,
             sel: key.map_or(Selector::All, |k| Selector::Key(k.to_vec())),
