@@ -385,6 +385,10 @@ pub struct Waf {
     /// `block` answers 403 when CRS's anomaly score reaches the threshold; `monitor` logs.
     #[serde(default)]
     pub mode: Mode,
+    /// SecLang files loaded after the setup file and before CRS's rules (CRS settings such as
+    /// `setvar:tx.max_file_size`, and CRS's REQUEST-900-style exclusions).
+    #[serde(default)]
+    pub before_rules: Vec<Spanned<String>>,
     /// More SecLang files, loaded after CRS (relative to the config file).
     #[serde(default)]
     pub extra_rules: Vec<Spanned<String>>,

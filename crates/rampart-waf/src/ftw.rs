@@ -287,6 +287,28 @@ fn encode_form(data: &str) -> String {
     }
 }
 
+/// go-ftw's one data template CRS uses: `{{ "x" | repeat N }}` (N up to 16 MiB).
+fn expand_templates(data: &str) -> Result<String, String> {
+    if !data.contains("{{") {
+        return Ok(data.to_string());
+    }
+    let re = regex::Regex::new(r#"\{\{\s*"([^"]*)"\s*\|\s*repeat\s+(\d+)\s*\}\}"#)
+        .map_err(|e| e.to_string())?;
+    let mut err = None;
+    let out = re.replace_all(data, |c: &regex::Captures| {
+        let n: usize = c[2].parse().unwrap_or(usize::MAX);
+        if n.saturating_mul(c[1].len()) > 16 << 20 {
+            err = Some(format!("template repeats to more than 16 MiB: {}", &c[0]));
+            return String::new();
+        }
+        c[1].repeat(n)
+    });
+    match err {
+        Some(e) => Err(e),
+        None => Ok(out.into_owned()),
+    }
+}
+
 /// The raw bytes go-ftw would send for a stage, with `extra` headers added after the request
 /// line (the runner's request id).
 pub fn raw_request(i: &Input, extra: &[(String, String)]) -> Result<Vec<u8>, String> {
@@ -314,7 +336,7 @@ pub fn raw_request(i: &Input, extra: &[(String, String)]) -> Result<Vec<u8>, Str
     let auto = i.autocomplete_headers.unwrap_or(true);
     let mut headers = i.headers.0.clone();
     let has = |h: &[(String, String)], n: &str| h.iter().any(|(k, _)| k.eq_ignore_ascii_case(n));
-    let mut data = i.data.clone().unwrap_or_default();
+    let mut data = expand_templates(&i.data.clone().unwrap_or_default())?;
     if auto {
         if !data.is_empty() && !has(&headers, "content-type") {
             headers.push((
@@ -449,6 +471,11 @@ mod tests {
     fn form_data_is_encoded_like_go_ftw() {
         assert_eq!(encode_form("b=2&a=x y"), "a=x+y&b=2");
         assert_eq!(encode_form("a=%27"), "a=%27");
+        assert_eq!(
+            expand_templates(r#"x{{ "ab" | repeat 3 }}y"#).unwrap(),
+            "xabababy"
+        );
+        assert!(expand_templates(r#"{{ "a" | repeat 99999999999 }}"#).is_err());
         let i = Input {
             method: Some("POST".into()),
             data: Some("a=1".into()),

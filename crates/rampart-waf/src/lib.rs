@@ -50,6 +50,8 @@ pub struct CrsOptions {
     pub engine: EngineMode,
     pub response_body_access: bool,
     pub response_mime_types: Vec<String>,
+    /// SecLang files loaded after the setup file, before CRS's rules.
+    pub before_rules: Vec<PathBuf>,
     /// SecLang files loaded after CRS.
     pub extra_rules: Vec<PathBuf>,
     /// SecLang text loaded after the setup file (before the rules): test harness settings.
@@ -75,6 +77,7 @@ impl CrsOptions {
                 "text/xml".into(),
                 "application/json".into(),
             ],
+            before_rules: Vec::new(),
             extra_rules: Vec::new(),
             extra_setup: None,
             exclusions: Vec::new(),
@@ -148,6 +151,9 @@ pub fn load_crs(o: &CrsOptions) -> Result<RuleSet, WafError> {
     l.text(&settings, &Arc::from("<rampart settings>"), here)?;
     if let Some(extra) = &o.extra_setup {
         l.text(extra, &Arc::from("<harness settings>"), here)?;
+    }
+    for f in &o.before_rules {
+        l.file(f)?;
     }
     let rules_dir = o.crs.join("rules");
     let mut files: Vec<PathBuf> = std::fs::read_dir(&rules_dir)
