@@ -25,3 +25,32 @@ fn debian_crs_3_loads() {
     let rs = load_crs(&o).unwrap_or_else(|e| panic!("{e}"));
     assert!(rs.signatures.iter().any(|s| s.contains("3.3")));
 }
+
+/// CRS settings given in `before_rules` (between setup and rules) or `extra_rules` (after) both
+/// reach the phase-2 rules that read them: 920360 (argument name too long) with the limit 100.
+#[test]
+fn settings_files_reach_the_rules_before_or_after_crs() {
+    use rampart_waf::explain;
+    let f = std::env::temp_dir().join(format!("rampart-settings-{}.conf", std::process::id()));
+    std::fs::write(
+        &f,
+        "SecAction \"id:8800100,phase:1,pass,nolog,setvar:tx.arg_name_length=100\"\n",
+    )
+    .unwrap();
+    let raw = format!(
+        "GET /?{}=foo HTTP/1.1\r\nHost: localhost\r\nUser-Agent: x\r\nAccept: */*\r\n\r\n",
+        "1".repeat(101)
+    );
+    for before in [true, false] {
+        let mut o = CrsOptions::new(crs_dir());
+        if before {
+            o.before_rules = vec![f.clone()];
+        } else {
+            o.extra_rules = vec![f.clone()];
+        }
+        let rs = std::sync::Arc::new(load_crs(&o).unwrap());
+        let tx = explain::run(rs, &explain::parse_raw(raw.as_bytes()).unwrap());
+        let ids: Vec<u32> = tx.matched.iter().map(|m| m.id).collect();
+        assert!(ids.contains(&920360), "before={before}: {ids:?}");
+    }
+}
