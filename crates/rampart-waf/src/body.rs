@@ -3,6 +3,7 @@
 //! they cannot read sets `REQBODY_ERROR` (and for multipart the strictness flags), which the
 //! base rules turn into a block.
 
+use crate::operator::{bad_url_encoding, find};
 use crate::transform::url_decode;
 use crate::vars::{Data, MultipartFlags, Pairs};
 
@@ -18,25 +19,10 @@ pub fn urlencoded(s: &[u8], out: &mut Pairs) -> bool {
             Some(i) => (&part[..i], &part[i + 1..]),
             None => (part, &b""[..]),
         };
-        bad |= invalid_pct(k) || invalid_pct(v);
+        bad |= bad_url_encoding(k) || bad_url_encoding(v);
         out.push((url_decode(k, false), url_decode(v, false)));
     }
     bad
-}
-
-fn invalid_pct(v: &[u8]) -> bool {
-    let mut i = 0;
-    while i < v.len() {
-        if v[i] == b'%' {
-            if i + 2 >= v.len() || !v[i + 1].is_ascii_hexdigit() || !v[i + 2].is_ascii_hexdigit() {
-                return true;
-            }
-            i += 3;
-        } else {
-            i += 1;
-        }
-    }
-    false
 }
 
 /// JSON: every scalar becomes an argument named by its path (`json.user.name`,
@@ -382,10 +368,6 @@ fn decode_entities(v: &[u8]) -> Vec<u8> {
     } else {
         v.to_vec()
     }
-}
-
-fn find(h: &[u8], n: &[u8]) -> Option<usize> {
-    h.windows(n.len()).position(|w| w == n)
 }
 
 /// The boundary of a `multipart/form-data` content type, noting quoting and whitespace.

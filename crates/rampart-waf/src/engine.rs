@@ -223,8 +223,6 @@ impl Transaction {
             .header(b"content-type")
             .map(<[u8]>::to_vec)
             .unwrap_or_default();
-        let lct = ct.to_ascii_lowercase();
-        let _ = lct;
         let processor = self.processor.or(self.data.processor);
         self.data.processor = processor;
         let mut err = None;
@@ -455,7 +453,7 @@ impl Transaction {
                         hit = Some(v.to_vec());
                     } else {
                         for t in &r.transforms {
-                            let next = apply(*t, &v);
+                            let next = t.apply(&v);
                             let changed = next.as_ref() != v.as_ref();
                             v = Cow::Owned(next.into_owned());
                             if changed && op.matches(&self.data, &v, want_caps.then_some(&mut caps))
@@ -620,10 +618,6 @@ fn percent_decode(v: &[u8]) -> Vec<u8> {
         i += 1;
     }
     o
-}
-
-fn apply<'a>(t: Transform, v: &'a [u8]) -> Cow<'a, [u8]> {
-    t.apply(v)
 }
 
 /// Apply a pipeline, allocating only when a step changes the value.

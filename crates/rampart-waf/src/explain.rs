@@ -3,6 +3,7 @@
 //! one rule, one parameter.
 
 use crate::engine::{Matched, Transaction};
+use crate::operator::find;
 use crate::rules::RuleSet;
 use std::fmt::Write;
 use std::sync::Arc;
@@ -54,10 +55,6 @@ pub fn parse_raw(raw: &[u8]) -> Result<RawRequest, String> {
         headers,
         body: body.to_vec(),
     })
-}
-
-fn find(h: &[u8], n: &[u8]) -> Option<usize> {
-    h.windows(n.len()).position(|w| w == n)
 }
 
 /// Run request phases 1 and 2 (the request side) and return the transaction.

@@ -447,14 +447,15 @@ fn is_word(c: u8) -> bool {
     c.is_ascii_alphanumeric() || c == b'_'
 }
 
-fn find(h: &[u8], n: &[u8]) -> Option<usize> {
+/// First position of `n` in `h` (shared by the body processors and `explain`).
+pub(crate) fn find(h: &[u8], n: &[u8]) -> Option<usize> {
     if n.is_empty() {
         return Some(0);
     }
     h.windows(n.len()).position(|w| w == n)
 }
 
-fn contains(h: &[u8], n: &[u8]) -> bool {
+pub(crate) fn contains(h: &[u8], n: &[u8]) -> bool {
     find(h, n).is_some()
 }
 
@@ -515,7 +516,8 @@ fn byte_range(arg: &str) -> Result<Box<[bool; 256]>, String> {
     Ok(ok)
 }
 
-fn bad_url_encoding(v: &[u8]) -> bool {
+/// A `%` not followed by two hex digits (`@validateUrlEncoding`, `URLENCODED_ERROR`).
+pub(crate) fn bad_url_encoding(v: &[u8]) -> bool {
     let mut i = 0;
     while i < v.len() {
         if v[i] == b'%' {

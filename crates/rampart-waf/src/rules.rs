@@ -182,7 +182,8 @@ pub struct Loader {
     arguments_limit: usize,
     json_depth_limit: usize,
     signatures: Vec<String>,
-    pending_chain: Option<(usize, Vec<usize>)>,
+    /// The head rule whose chain is still open.
+    pending_chain: Option<usize>,
     ids: HashMap<u32, Pos>,
     depth: usize,
 }
@@ -240,7 +241,7 @@ impl Loader {
     }
 
     pub fn finish(mut self) -> Result<RuleSet, WafError> {
-        if let Some((i, _)) = self.pending_chain.take() {
+        if let Some(i) = self.pending_chain.take() {
             return Err(WafError::new(
                 &self.rules[i].pos,
                 format!(
@@ -551,7 +552,7 @@ impl Loader {
                     if acts.iter().any(|a| a.name.eq_ignore_ascii_case("t")) {
                         r.transforms.clear();
                     }
-                    apply_actions(&mut r, &acts, false, dir).map_err(err)?;
+                    apply_actions(&mut r, &acts, false).map_err(err)?;
                     self.rules[i] = r;
                 }
             }
@@ -605,15 +606,15 @@ impl Loader {
             None => Vec::new(),
         };
         let is_link = self.pending_chain.is_some();
-        let chained = apply_actions(&mut r, &acts, is_link, dir).map_err(err)?;
+        let chained = apply_actions(&mut r, &acts, is_link).map_err(err)?;
         if is_link {
-            let Some((head, path)) = self.pending_chain.take() else {
+            let Some(head) = self.pending_chain.take() else {
                 return Ok(());
             };
             r.phase = self.rules[head].phase;
             append_link(&mut self.rules[head], r);
             if chained {
-                self.pending_chain = Some((head, path));
+                self.pending_chain = Some(head);
             }
             return Ok(());
         }
@@ -645,7 +646,7 @@ impl Loader {
         self.rules.push(r);
         self.entries.push((phase, Entry::Rule(i)));
         if chained {
-            self.pending_chain = Some((i, Vec::new()));
+            self.pending_chain = Some(i);
         }
         Ok(())
     }
@@ -721,13 +722,7 @@ pub(crate) fn in_ranges(r: &IdRanges, id: u32) -> bool {
 }
 
 /// Apply actions to a rule; returns whether it chains.
-fn apply_actions(
-    r: &mut Rule,
-    acts: &[RawAction],
-    is_link: bool,
-    dir: &Path,
-) -> Result<bool, String> {
-    let _ = dir;
+fn apply_actions(r: &mut Rule, acts: &[RawAction], is_link: bool) -> Result<bool, String> {
     let mut chained = false;
     for a in acts {
         let v = a.value.as_deref();

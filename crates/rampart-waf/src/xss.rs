@@ -6,6 +6,8 @@
 //! `iframe`, `svg`, ...), or gives any element an event handler (`on...=`), a dangerous
 //! attribute value (`javascript:`, `vbscript:`, `data:text/html`), or a CSS expression.
 
+use crate::operator::contains;
+
 const DANGEROUS_TAGS: &[&str] = &[
     "script", "iframe", "frame", "frameset", "object", "embed", "applet", "svg", "math", "style",
     "link", "meta", "base", "form", "isindex", "xml", "import", "template", "video", "audio",
@@ -127,10 +129,6 @@ fn bad_attributes(s: &[u8], mut i: usize) -> bool {
         }
     }
     false
-}
-
-fn contains(h: &[u8], n: &[u8]) -> bool {
-    h.windows(n.len()).any(|w| w == n)
 }
 
 /// True when the input would inject script into an HTML page.

@@ -684,23 +684,26 @@ fn audit_scores_a_spec_in_text_json_and_sarif() {
     assert!(err.contains("cannot read"), "{err}");
 }
 
+/// `rampart waf explain --crs CRS FILE`.
+fn explain(req: &std::path::Path) -> std::process::Output {
+    let crs = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/crs");
+    Command::new(BIN)
+        .args(["waf", "explain", "--crs"])
+        .arg(&crs)
+        .arg(req)
+        .output()
+        .unwrap()
+}
+
 #[test]
 fn waf_explain_names_the_rule_the_variable_and_the_narrowest_exclusion() {
-    let dir = std::env::temp_dir().join(format!("rampart-explain-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let req = dir.join("req.txt");
+    let req = tmpdir("explain").join("req.txt");
     std::fs::write(
         &req,
         "GET /search?q=1%27%20OR%20%271%27=%271 HTTP/1.1\r\nHost: shop.example.com\r\nUser-Agent: curl/8\r\nAccept: */*\r\n\r\n",
     )
     .unwrap();
-    let crs = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/crs");
-    let out = std::process::Command::new(BIN)
-        .args(["waf", "explain", "--crs"])
-        .arg(&crs)
-        .arg(&req)
-        .output()
-        .unwrap();
+    let out = explain(&req);
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{text}");
     assert!(text.contains("942100 (phase 2)"), "{text}");
@@ -713,12 +716,7 @@ fn waf_explain_names_the_rule_the_variable_and_the_narrowest_exclusion() {
 
     // A request that is not HTTP is refused with its file name, exit 2.
     std::fs::write(&req, "GET / HTTP/1.1\r\nno colon here\r\n\r\n").unwrap();
-    let out = std::process::Command::new(BIN)
-        .args(["waf", "explain", "--crs"])
-        .arg(&crs)
-        .arg(&req)
-        .output()
-        .unwrap();
+    let out = explain(&req);
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("req.txt: header line 2"));
 }
