@@ -6,8 +6,10 @@ use crate::body;
 use crate::macros::Macro;
 use crate::rules::{in_ranges, Ctl, Disruptive, EngineMode, Entry, IdRanges, Rule, RuleSet, SetOp};
 use crate::transform::Transform;
-use crate::vars::{Coll, Data, Target};
+use crate::vars::{Coll, Data, Item, Target};
 use std::borrow::Cow;
+use std::collections::HashMap;
+use std::hash::BuildHasherDefault;
 use std::sync::Arc;
 
 /// A rule that matched (chain included) and logs.
@@ -76,6 +78,20 @@ pub struct Transaction {
     allow: bool,
     captures: Vec<Vec<u8>>,
     done: [bool; 5],
+    /// Transformed values by (address, length, pipeline) of a stable variable's value.
+    tcache: TransformCache,
+    /// The resolved-variables buffer, kept between rules to save an allocation per rule.
+    items: Vec<Item<'static>>,
+}
+
+type TransformCache =
+    HashMap<(usize, usize, u32), Option<Vec<u8>>, BuildHasherDefault<crate::vars::Fnv>>;
+
+/// An emptied buffer of items with any lifetime, keeping its allocation.
+fn recycle<'b>(mut v: Vec<Item<'_>>) -> Vec<Item<'b>> {
+    v.clear();
+    // In-place collection: same layout, so the allocation is reused.
+    v.into_iter().filter_map(|_| None).collect()
 }
 
 fn pairs_from<'a>(it: impl Iterator<Item = (&'a [u8], &'a [u8])>) -> Vec<(Vec<u8>, Vec<u8>)> {
@@ -98,6 +114,8 @@ impl Transaction {
             allow: false,
             captures: Vec::with_capacity(10),
             done: [false; 5],
+            tcache: TransformCache::default(),
+            items: Vec::new(),
         }
     }
 
@@ -200,6 +218,12 @@ impl Transaction {
         };
     }
 
+    /// Forget cached transformations. Call after changing request or response variables in
+    /// `data` from outside the engine (the cache keys on where values live).
+    pub fn invalidate_cache(&mut self) {
+        self.tcache.clear();
+    }
+
     fn header(&self, name: &[u8]) -> Option<&[u8]> {
         self.data
             .headers
@@ -215,6 +239,7 @@ impl Transaction {
 
     /// Run the body processor on the buffered request body (call before phase 2).
     pub fn request_body(&mut self, b: &[u8]) {
+        self.invalidate_cache();
         self.data.body_length = b.len();
         if b.is_empty() || !self.request_body_access {
             return;
@@ -276,6 +301,7 @@ impl Transaction {
         protocol: &[u8],
         headers: impl Iterator<Item = (&'a [u8], &'a [u8])>,
     ) {
+        self.invalidate_cache();
         self.data.response_status = status.to_string().into_bytes();
         self.data.response_protocol = protocol.to_vec();
         self.data.response_headers = pairs_from(headers);
@@ -301,6 +327,7 @@ impl Transaction {
     }
 
     pub fn response_body(&mut self, b: &[u8]) {
+        self.invalidate_cache();
         self.data.response_body = Some(b.to_vec());
     }
 
@@ -367,15 +394,8 @@ impl Transaction {
                 }
                 Disruptive::Pass | Disruptive::Block => {}
             }
-            if let Some(m) = &r.skip_after {
-                let to = entries[i + 1..].iter().position(|e| match e {
-                    Entry::Marker(x) => **x == **m,
-                    Entry::Rule(j) => rs.rules[*j].id.to_string() == *m,
-                });
-                i = match to {
-                    Some(p) => i + 1 + p + 1,
-                    None => entries.len(),
-                };
+            if r.skip_after.is_some() {
+                i = rs.skip_to[idx].get(i).copied().unwrap_or(entries.len());
                 continue;
             }
             if r.skip > 0 {
@@ -427,23 +447,25 @@ impl Transaction {
             let removed = &self.removed.targets;
             // Only the exclusions that can apply: the rule's own `!` targets, and ctl
             // removals aimed at this rule.
-            let excl: Vec<&Target> = r
-                .targets
-                .iter()
-                .filter(|t| t.exclude)
-                .chain(
-                    removed
-                        .iter()
-                        .filter(|(sel, _)| sel.picks(head))
-                        .map(|(_, t)| t),
-                )
-                .collect();
-            let ex = |c: Coll, k: &[u8]| excl.iter().any(|t| t.excludes(c, k));
-            let mut items = Vec::new();
+            let ctl_excl: Vec<&Target> = if removed.is_empty() {
+                Vec::new()
+            } else {
+                removed
+                    .iter()
+                    .filter(|(sel, _)| sel.picks(head))
+                    .map(|(_, t)| t)
+                    .collect()
+            };
+            let ex = |c: Coll, k: &[u8]| {
+                r.targets.iter().any(|t| t.excludes(c, k))
+                    || ctl_excl.iter().any(|t| t.excludes(c, k))
+            };
+            let mut items = recycle(std::mem::take(&mut self.items));
             for t in r.targets.iter().filter(|t| !t.exclude) {
                 self.data.resolve(t, &ex, &mut items);
             }
             let want_caps = r.capture;
+            let cache = &mut self.tcache;
             for it in &items {
                 let mut caps = Vec::new();
                 let hit = if r.multi_match {
@@ -464,6 +486,22 @@ impl Transaction {
                         }
                     }
                     hit
+                } else if !r.transforms.is_empty()
+                    && !it.value.is_empty()
+                    && matches!(it.value, Cow::Borrowed(_))
+                    && crate::vars::is_stable(it.coll)
+                {
+                    // A value that stays put: transform it once per pipeline.
+                    let key = (it.value.as_ptr() as usize, it.value.len(), r.pipeline);
+                    let slot = cache.entry(key).or_insert_with(|| {
+                        match transform_all(&r.transforms, &it.value) {
+                            Cow::Borrowed(_) => None,
+                            Cow::Owned(o) => Some(o),
+                        }
+                    });
+                    let v: &[u8] = slot.as_deref().unwrap_or(&it.value);
+                    op.matches(&self.data, v, want_caps.then_some(&mut caps))
+                        .then(|| v.to_vec())
                 } else {
                     let v = transform_all(&r.transforms, &it.value);
                     op.matches(&self.data, &v, want_caps.then_some(&mut caps))
@@ -473,6 +511,7 @@ impl Transaction {
                     found.push((it.name(), v, caps));
                 }
             }
+            self.items = recycle(items);
         }
         if found.is_empty() {
             return false;
@@ -496,23 +535,29 @@ impl Transaction {
     /// Non-disruptive actions of one link: setvar and ctl.
     fn actions(&mut self, r: &Rule, head: &Rule) {
         for sv in &r.setvars {
-            let key = String::from_utf8_lossy(&self.expand(&sv.key, head)).into_owned();
-            let full = if sv.coll == "tx" {
-                key
-            } else {
-                // Other collections live in TX under their prefix for this transaction.
-                format!("{}.{key}", sv.coll)
+            let full: Cow<str> = match &sv.fixed {
+                Some(f) => Cow::Borrowed(f),
+                None => {
+                    let key = String::from_utf8_lossy(&self.expand(&sv.key, head)).into_owned();
+                    if sv.coll == "tx" {
+                        Cow::Owned(key)
+                    } else {
+                        // Other collections live in TX under their prefix for this transaction.
+                        Cow::Owned(format!("{}.{key}", sv.coll))
+                    }
+                }
             };
             match &sv.op {
                 SetOp::Unset => {
-                    self.data.tx.remove(&full.to_ascii_lowercase());
+                    self.data.tx.remove(crate::vars::lower(&full).as_ref());
                 }
                 SetOp::Set(m) => {
                     let v = self.expand(m, head);
                     self.data.tx_set(&full, v);
                 }
                 SetOp::Add(m) | SetOp::Sub(m) => {
-                    let n = crate::operator::atoi(&self.expand(m, head));
+                    let n =
+                        crate::operator::atoi(&m.expand_cow(&self.data, &|f| rule_field(head, f)));
                     let cur = self
                         .data
                         .tx_get(&full)
@@ -523,7 +568,7 @@ impl Transaction {
                     } else {
                         cur.saturating_sub(n)
                     };
-                    self.data.tx_set(&full, v.to_string().into_bytes());
+                    self.data.tx_set_int(&full, v);
                 }
             }
         }
@@ -558,13 +603,7 @@ impl Transaction {
     }
 
     fn expand(&self, m: &Macro, head: &Rule) -> Vec<u8> {
-        m.expand(&self.data, &|f| match f {
-            "id" => Some(head.id.to_string()),
-            "msg" => Some(head.msg_text.clone()),
-            "severity" => head.severity.map(|s| s.to_string()),
-            "phase" => Some(head.phase.to_string()),
-            _ => None,
-        })
+        m.expand(&self.data, &|f| rule_field(head, f))
     }
 
     fn log_match(&mut self, head: &Rule, phase: u8) {
@@ -599,6 +638,17 @@ impl Transaction {
             value: self.data.matched_var.clone(),
             log,
         });
+    }
+}
+
+/// `%{rule.id}` and friends.
+fn rule_field(head: &Rule, f: &str) -> Option<String> {
+    match f {
+        "id" => Some(head.id.to_string()),
+        "msg" => Some(head.msg_text.clone()),
+        "severity" => head.severity.map(|s| s.to_string()),
+        "phase" => Some(head.phase.to_string()),
+        _ => None,
     }
 }
 

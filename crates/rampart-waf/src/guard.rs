@@ -158,6 +158,7 @@ impl WafGuard {
         let Some(t) = ctx.extensions.get::<Arc<TypedInputs>>() else {
             return;
         };
+        tx.invalidate_cache();
         tx.data
             .args_get
             .retain(|(k, _)| !t.query.iter().any(|q| q.as_bytes() == k.as_slice()));

@@ -2,6 +2,7 @@
 //! arguments, `msg`, `logdata` and `setvar`.
 
 use crate::vars::{Coll, Data};
+use std::borrow::Cow;
 
 #[derive(Clone, Debug)]
 enum Part {
@@ -38,7 +39,12 @@ impl Macro {
             } else {
                 let coll = Coll::by_name(c)
                     .ok_or_else(|| format!("unknown variable `{c}` in macro `%{{{inner}}}`"))?;
-                parts.push(Part::Var(coll, k.map(|k| k.as_bytes().to_vec())));
+                // TX names are looked up lower-cased; do it once here.
+                let k = k.map(|k| match coll {
+                    Coll::Tx => k.to_ascii_lowercase().into_bytes(),
+                    _ => k.as_bytes().to_vec(),
+                });
+                parts.push(Part::Var(coll, k));
             }
             rest = &rest[i + end + 1..];
         }
@@ -54,6 +60,20 @@ impl Macro {
             [] => Some(b""),
             [Part::Lit(l)] => Some(l),
             _ => None,
+        }
+    }
+
+    /// Expand without copying when the text is literal or one variable.
+    pub fn expand_cow<'a>(
+        &'a self,
+        data: &'a Data,
+        rule: &dyn Fn(&str) -> Option<String>,
+    ) -> Cow<'a, [u8]> {
+        match self.parts.as_slice() {
+            [] => Cow::Borrowed(b""),
+            [Part::Lit(l)] => Cow::Borrowed(l),
+            [Part::Var(c, k)] => data.first(*c, k.as_deref()).unwrap_or(Cow::Borrowed(b"")),
+            _ => Cow::Owned(self.expand(data, rule)),
         }
     }
 

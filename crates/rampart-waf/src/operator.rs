@@ -184,10 +184,10 @@ impl Arg {
             None => Arg::Macro(m),
         })
     }
-    fn get<'a>(&'a self, data: &Data) -> std::borrow::Cow<'a, [u8]> {
+    fn get<'a>(&'a self, data: &'a Data) -> std::borrow::Cow<'a, [u8]> {
         match self {
             Arg::Lit(l) => std::borrow::Cow::Borrowed(l),
-            Arg::Macro(m) => std::borrow::Cow::Owned(m.expand(data, &|_| None)),
+            Arg::Macro(m) => m.expand_cow(data, &|_| None),
         }
     }
 }

@@ -54,6 +54,9 @@ pub struct SetVar {
     /// collections).
     pub coll: String,
     pub key: Macro,
+    /// The full TX name when the key has no macros (`inbound_anomaly_score_pl1`,
+    /// `ip.reput_block_flag`), worked out once at load.
+    pub fixed: Option<String>,
     pub op: SetOp,
 }
 
@@ -88,6 +91,9 @@ pub struct Rule {
     pub targets: Vec<Target>,
     pub op: Option<Operator>,
     pub transforms: Vec<Transform>,
+    /// The pipeline's number, shared by every rule with the same transformations (set when
+    /// the rule set is finished): transformed values are cached per value and pipeline.
+    pub pipeline: u32,
     pub multi_match: bool,
     pub capture: bool,
     pub msg: Option<Macro>,
@@ -148,6 +154,8 @@ impl Default for Defaults {
 pub struct RuleSet {
     pub rules: Vec<Rule>,
     pub phases: [Vec<Entry>; 5],
+    /// Per phase and entry: where a rule's `skipAfter` resumes (worked out at load).
+    pub skip_to: [Vec<usize>; 5],
     pub defaults: [Defaults; 5],
     pub engine: EngineMode,
     pub request_body_access: bool,
@@ -295,6 +303,18 @@ impl Loader {
         for r in &mut self.rules {
             fold(r);
         }
+        // Number the distinct transformation pipelines.
+        fn number(r: &mut Rule, ids: &mut std::collections::HashMap<Vec<Transform>, u32>) {
+            let n = ids.len() as u32;
+            r.pipeline = *ids.entry(r.transforms.clone()).or_insert(n);
+            if let Some(ch) = r.chain.as_deref_mut() {
+                number(ch, ids);
+            }
+        }
+        let mut ids = std::collections::HashMap::new();
+        for r in &mut self.rules {
+            number(r, &mut ids);
+        }
         let mut phases: [Vec<Entry>; 5] = Default::default();
         for (p, e) in self.entries {
             if let Entry::Rule(i) = &e {
@@ -305,16 +325,20 @@ impl Loader {
             phases[(p - 1) as usize].push(e);
         }
         // Every skipAfter must name a marker that follows in its phase.
+        let mut skip_to: [Vec<usize>; 5] = Default::default();
         for (pi, list) in phases.iter().enumerate() {
+            skip_to[pi] = vec![list.len(); list.len()];
             for (at, e) in list.iter().enumerate() {
                 let Entry::Rule(i) = e else { continue };
                 let r = &self.rules[*i];
                 if let Some(m) = &r.skip_after {
-                    let found = list[at + 1..].iter().any(|e| match e {
+                    let found = list[at + 1..].iter().position(|e| match e {
                         Entry::Marker(n) => **n == **m,
                         Entry::Rule(j) => self.rules[*j].id.to_string() == *m,
                     });
-                    if !found {
+                    if let Some(p) = found {
+                        skip_to[pi][at] = at + 1 + p + 1;
+                    } else {
                         return Err(WafError::new(
                             &r.pos,
                             format!(
@@ -330,6 +354,7 @@ impl Loader {
         Ok(RuleSet {
             rules: self.rules,
             phases,
+            skip_to,
             defaults: self.defaults,
             engine: self.engine,
             request_body_access: self.request_body_access,
@@ -580,6 +605,7 @@ impl Loader {
             targets: Vec::new(),
             op: None,
             transforms: Vec::new(),
+            pipeline: 0,
             multi_match: false,
             capture: false,
             msg: None,
@@ -838,9 +864,19 @@ fn parse_setvar(s: &str) -> Result<SetVar, String> {
     ) {
         return Err(format!("setvar: unknown collection `{coll}`"));
     }
+    let key = Macro::parse(key)?;
+    let fixed = key.literal().map(|k| {
+        let k = String::from_utf8_lossy(k);
+        if coll == "tx" {
+            k.into_owned()
+        } else {
+            format!("{coll}.{k}")
+        }
+    });
     Ok(SetVar {
         coll,
-        key: Macro::parse(key)?,
+        key,
+        fixed,
         op,
     })
 }

@@ -4,6 +4,58 @@
 use regex::bytes::Regex;
 use std::borrow::Cow;
 use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
+
+/// TX variables by lower-cased name: (name as set, value).
+pub type TxMap = HashMap<String, (Vec<u8>, Vec<u8>), BuildHasherDefault<Fnv>>;
+
+/// FNV-1a (whole words mixed at once): TX names are short and set by the rules, not by clients, so a fast non-keyed hash
+/// is fine here (SipHash cost more than the lookups it guards).
+#[derive(Default)]
+pub struct Fnv(u64);
+
+impl Hasher for Fnv {
+    fn finish(&self) -> u64 {
+        // A final mix so that the low bits (which pick the bucket) depend on every input bit.
+        let mut h = self.0;
+        h ^= h >> 33;
+        h = h.wrapping_mul(0xff51_afd7_ed55_8ccd);
+        h ^= h >> 33;
+        h
+    }
+    fn write_u64(&mut self, x: u64) {
+        self.0 = (self.0 ^ x)
+            .wrapping_mul(0x9e37_79b9_7f4a_7c15)
+            .rotate_left(29);
+    }
+    fn write_usize(&mut self, x: usize) {
+        self.write_u64(x as u64);
+    }
+    fn write_u32(&mut self, x: u32) {
+        self.write_u64(x as u64);
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        let mut h = if self.0 == 0 {
+            0xcbf2_9ce4_8422_2325
+        } else {
+            self.0
+        };
+        for &b in bytes {
+            h ^= b as u64;
+            h = h.wrapping_mul(0x0100_0000_01b3);
+        }
+        self.0 = h;
+    }
+}
+
+/// `s` lower-cased, borrowed when it already is.
+pub fn lower(s: &str) -> Cow<'_, str> {
+    if s.bytes().any(|c| c.is_ascii_uppercase()) {
+        Cow::Owned(s.to_ascii_lowercase())
+    } else {
+        Cow::Borrowed(s)
+    }
+}
 
 /// Name/value pairs in arrival order (names keep their case; lookups ignore it).
 pub type Pairs = Vec<(Vec<u8>, Vec<u8>)>;
@@ -84,6 +136,9 @@ pub enum Selector {
     Key(Vec<u8>),
     /// A `/regex/` on keys (case-insensitive, like ModSecurity).
     Regex(Regex),
+    /// A `/^literal/` regex: a case-insensitive prefix test, no regex run. Keeps the source
+    /// pattern for comparisons.
+    Prefix(Vec<u8>, String),
     /// An XPath expression on `XML`; the engine supports `/*` (all text) and `//@*` (all
     /// attribute values), which is what CRS uses.
     XPath(String),
@@ -95,6 +150,9 @@ impl Selector {
             Selector::All | Selector::XPath(_) => true,
             Selector::Key(k) => k.eq_ignore_ascii_case(key),
             Selector::Regex(r) => r.is_match(key),
+            Selector::Prefix(p, _) => {
+                key.len() >= p.len() && key[..p.len()].eq_ignore_ascii_case(p)
+            }
         }
     }
     pub fn same(&self, other: &Selector) -> bool {
@@ -102,6 +160,7 @@ impl Selector {
             (Selector::All, Selector::All) => true,
             (Selector::Key(a), Selector::Key(b)) => a.eq_ignore_ascii_case(b),
             (Selector::Regex(a), Selector::Regex(b)) => a.as_str() == b.as_str(),
+            (Selector::Prefix(_, a), Selector::Prefix(_, b)) => a == b,
             (Selector::XPath(a), Selector::XPath(b)) => a == b,
             _ => false,
         }
@@ -139,17 +198,30 @@ pub fn selector(coll: Coll, raw: Option<&str>) -> Result<Selector, String> {
     }
     if s.len() >= 2 && s.starts_with('/') && s.ends_with('/') {
         let pat = &s[1..s.len() - 1];
+        if let Some(lit) = pat.strip_prefix('^') {
+            if !lit.is_empty()
+                && lit
+                    .bytes()
+                    .all(|c| c.is_ascii_alphanumeric() || c == b'_' || c == b'-')
+            {
+                return Ok(Selector::Prefix(lit.as_bytes().to_vec(), pat.to_string()));
+            }
+        }
         let re = crate::operator::compile_regex(pat, true)
             .map_err(|e| format!("bad /regex/ selector `{s}`: {e}"))?;
         return Ok(Selector::Regex(re));
     }
     if s.starts_with('\'') && s.ends_with('\'') && s.len() >= 2 {
-        return Ok(Selector::Key(s.as_bytes()[1..s.len() - 1].to_vec()));
+        return Ok(Selector::Key(
+            s.as_bytes()[1..s.len() - 1].to_ascii_lowercase(),
+        ));
     }
-    Ok(Selector::Key(s.as_bytes().to_vec()))
+    // Keys compare without case; lower-cased once here so TX lookups need no copy.
+    Ok(Selector::Key(s.as_bytes().to_ascii_lowercase()))
 }
 
 /// One resolved variable: its name as logged (`ARGS:id`) and value.
+#[derive(Clone)]
 pub struct Item<'a> {
     pub coll: Coll,
     pub key: Cow<'a, [u8]>,
@@ -168,6 +240,40 @@ impl Item<'_> {
             )
         }
     }
+}
+
+/// Collections whose values stay put in memory from the moment they are filled until the
+/// request body or the response arrives (the transform cache keys on their addresses).
+pub fn is_stable(c: Coll) -> bool {
+    use Coll::*;
+    matches!(
+        c,
+        Args | ArgsGet
+            | ArgsPost
+            | ArgsNames
+            | ArgsGetNames
+            | ArgsPostNames
+            | RequestHeaders
+            | RequestHeadersNames
+            | RequestCookies
+            | RequestCookiesNames
+            | RequestMethod
+            | RequestLine
+            | RequestUri
+            | RequestUriRaw
+            | RequestFilename
+            | RequestBasename
+            | RequestProtocol
+            | QueryString
+            | RequestBody
+            | Files
+            | FilesNames
+            | MultipartPartHeaders
+            | Xml
+            | ResponseHeaders
+            | ResponseHeadersNames
+            | ResponseBody
+    )
 }
 
 fn is_keyed(c: Coll) -> bool {
@@ -239,7 +345,7 @@ pub struct Data {
     pub server_port: Vec<u8>,
     pub server_name: Vec<u8>,
     pub unique_id: Vec<u8>,
-    pub tx: HashMap<String, (Vec<u8>, Vec<u8>)>,
+    pub tx: TxMap,
     pub env: Pairs,
     pub matched_var: Vec<u8>,
     pub matched_var_name: Vec<u8>,
@@ -295,14 +401,29 @@ fn flag(b: bool) -> Cow<'static, [u8]> {
 
 impl Data {
     pub fn tx_get(&self, key: &str) -> Option<&[u8]> {
-        self.tx
-            .get(&key.to_ascii_lowercase())
-            .map(|(_, v)| v.as_slice())
+        self.tx.get(lower(key).as_ref()).map(|(_, v)| v.as_slice())
+    }
+
+    /// Set a TX variable to a number, reusing the old value's buffer.
+    pub fn tx_set_int(&mut self, key: &str, n: i64) {
+        use std::io::Write;
+        match self.tx.get_mut(lower(key).as_ref()) {
+            Some(slot) => {
+                slot.1.clear();
+                let _ = write!(slot.1, "{n}");
+            }
+            None => self.tx_set(key, n.to_string().into_bytes()),
+        }
     }
 
     pub fn tx_set(&mut self, key: &str, value: Vec<u8>) {
-        self.tx
-            .insert(key.to_ascii_lowercase(), (key.as_bytes().to_vec(), value));
+        match self.tx.get_mut(lower(key).as_ref()) {
+            Some(slot) => slot.1 = value,
+            None => {
+                self.tx
+                    .insert(key.to_ascii_lowercase(), (key.as_bytes().to_vec(), value));
+            }
+        }
     }
 
     /// Resolve one (non-exclusion) target into items, skipping members `excluded` says to.
@@ -405,8 +526,8 @@ impl Data {
             Tx if matches!(t.sel, Selector::Key(_)) => {
                 // A named TX variable: one map lookup, not a scan.
                 if let Selector::Key(k) = &t.sel {
-                    let lk = String::from_utf8_lossy(k).to_ascii_lowercase();
-                    if let Some((k, v)) = self.tx.get(&lk) {
+                    let lk = String::from_utf8_lossy(k);
+                    if let Some((k, v)) = self.tx.get(lower(&lk).as_ref()) {
                         if !excluded(c, k) {
                             out.push(Item {
                                 coll: c,
@@ -574,12 +695,13 @@ impl Data {
     }
 
     /// The first value of a variable, for macros (`%{tx.score}`, `%{request_headers.host}`).
-    pub fn first(&self, coll: Coll, key: Option<&[u8]>) -> Option<Vec<u8>> {
+    pub fn first(&self, coll: Coll, key: Option<&[u8]>) -> Option<Cow<'_, [u8]>> {
         if let (Coll::Tx, Some(k)) = (coll, key) {
+            let k = String::from_utf8_lossy(k);
             return self
                 .tx
-                .get(&String::from_utf8_lossy(k).to_ascii_lowercase())
-                .map(|(_, v)| v.clone());
+                .get(lower(&k).as_ref())
+                .map(|(_, v)| Cow::Borrowed(v.as_slice()));
         }
         let t = Target {
             coll,
@@ -589,7 +711,9 @@ impl Data {
         };
         let mut v = Vec::new();
         self.resolve(&t, &|_, _| false, &mut v);
-        v.into_iter().next().map(|i| i.value.into_owned())
+        v.into_iter()
+            .next()
+            .map(|i| Cow::Owned(i.value.into_owned()))
     }
 }
 
