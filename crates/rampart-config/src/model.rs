@@ -28,6 +28,39 @@ pub struct Config {
     /// Identity providers (referenced by name from `auth` blocks) and brute-force lockout.
     #[serde(default)]
     pub identity: IdentityConfig,
+    /// The country database `geo` blocks look client addresses up in.
+    #[serde(default)]
+    pub geoip: GeoIp,
+}
+
+/// `geoip:`: a MaxMind-format (`.mmdb`) country or city database, such as GeoLite2-Country.
+#[derive(Clone, Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct GeoIp {
+    pub database: Option<Spanned<String>>,
+}
+
+/// `geo:`: allow or deny clients by the country of their address (after trusted proxies).
+#[derive(Clone, Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct Geo {
+    pub mode: Mode,
+    /// ISO 3166 alpha-2 codes; if non-empty, only clients from these countries pass.
+    pub allow_countries: Vec<Spanned<String>>,
+    /// Clients from these countries are refused (deny wins over allow).
+    pub deny_countries: Vec<Spanned<String>>,
+    /// Clients whose country is unknown (private addresses, not in the database).
+    pub unknown: GeoUnknown,
+}
+
+#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum GeoUnknown {
+    /// Let them through unless `allow_countries` is set.
+    #[default]
+    Default,
+    Allow,
+    Deny,
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -333,6 +366,9 @@ pub struct Route {
     /// The WAF for this route (overrides `guards.waf`).
     #[serde(default)]
     pub waf: Option<Spanned<Waf>>,
+    /// Country allow/deny lists for this route (overrides `guards.geo`).
+    #[serde(default)]
+    pub geo: Option<Spanned<Geo>>,
     /// Enforce an OpenAPI spec on this route (overrides the upstream's `openapi`).
     #[serde(default)]
     pub openapi: Option<Spanned<OpenApi>>,
@@ -360,6 +396,9 @@ pub struct Guards {
     /// The WAF (OWASP CRS) for every route that does not set its own `waf`.
     #[serde(default)]
     pub waf: Option<Spanned<Waf>>,
+    /// Country allow/deny lists for every route that does not set its own `geo`.
+    #[serde(default)]
+    pub geo: Option<Spanned<Geo>>,
 }
 
 /// The WAF: a SecLang rule engine running the OWASP Core Rule Set.
@@ -612,6 +651,25 @@ pub struct RateLimitStore {
     pub bans: bool,
     /// With `store: memory`, where quota counters are saved so a restart does not reset them.
     pub quota_file: Option<Spanned<String>>,
+    /// Ban client addresses that other guards keep blocking (WAF blocks, login lockouts).
+    pub auto_bans: Vec<Spanned<AutoBan>>,
+}
+
+/// `after` blocks decided by one of `guards` (and, if given, with one of `rules`) from one
+/// client address within `within` ban that address for `ban_for`.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AutoBan {
+    pub name: Spanned<String>,
+    /// Guard names whose blocks count: `waf`, `auth`, `openapi`, `limits`, ...
+    pub guards: Vec<Spanned<String>>,
+    /// Only blocks whose security event has one of these rules (`949110`, `locked_out`).
+    #[serde(default)]
+    pub rules: Vec<String>,
+    pub after: Spanned<u32>,
+    pub within: Duration,
+    #[serde(default = "d_ban_for")]
+    pub ban_for: Duration,
 }
 
 impl Default for RateLimitStore {
@@ -623,6 +681,7 @@ impl Default for RateLimitStore {
             on_failure: OnStoreFailure::FailOpen,
             bans: false,
             quota_file: None,
+            auto_bans: Vec::new(),
         }
     }
 }

@@ -1,5 +1,19 @@
 //! Checks the type system cannot express. Every problem is collected, none stops the others.
 
+/// Names of the guards that can block a request (what `auto_bans.guards` may name).
+pub const BLOCKING_GUARDS: &[&str] = &[
+    "ip_filter",
+    "geo",
+    "limits",
+    "auth",
+    "openapi",
+    "waf",
+    "rate_limit",
+    "concurrency_limit",
+    "quota",
+    "cors",
+];
+
 use crate::model::*;
 use crate::{ConfigError, LoadedConfig};
 use serde_saphyr::Spanned;
@@ -219,6 +233,70 @@ impl Validator<'_> {
                 loc: at.unwrap_or(crate::Loc { file: self.lc.source.clone(), line: 1, col: 1 }),
                 message: "quotas with ratelimit.store: memory need ratelimit.quota_file, so a restart does not reset them".into(),
             });
+        }
+        let geos = c
+            .routes
+            .iter()
+            .filter_map(|r| r.value.geo.as_ref())
+            .chain(c.guards.geo.as_ref());
+        for g in geos {
+            if c.geoip.database.is_none() {
+                self.err(
+                    g,
+                    "`geo` needs a country database: set geoip.database to a .mmdb file",
+                );
+            }
+            for code in g
+                .value
+                .allow_countries
+                .iter()
+                .chain(&g.value.deny_countries)
+            {
+                let v = code.value.as_bytes();
+                if v.len() != 2 || !v.iter().all(u8::is_ascii_alphabetic) {
+                    self.err(
+                        code,
+                        format!(
+                            "`{}` is not a two-letter ISO 3166 country code (such as US, FR)",
+                            code.value
+                        ),
+                    );
+                }
+            }
+        }
+        let mut ban_names = HashSet::new();
+        for b in &c.ratelimit.auto_bans {
+            let v = &b.value;
+            if !ban_names.insert(v.name.value.as_str()) {
+                self.err(
+                    &v.name,
+                    format!("auto_bans name `{}` is used twice", v.name.value),
+                );
+            }
+            if v.guards.is_empty() {
+                self.err(
+                    b,
+                    "auto_bans entry needs `guards` (such as [waf] or [auth])",
+                );
+            }
+            for g in &v.guards {
+                if !BLOCKING_GUARDS.contains(&g.value.as_str()) {
+                    self.err(
+                        g,
+                        format!(
+                            "unknown guard `{}` in auto_bans (known: {})",
+                            g.value,
+                            BLOCKING_GUARDS.join(", ")
+                        ),
+                    );
+                }
+            }
+            if v.after.value == 0 {
+                self.err(&v.after, "`after` must be at least 1");
+            }
+            if v.within.0.is_zero() || v.ban_for.0.is_zero() {
+                self.err(b, "`within` and `ban_for` must be longer than zero");
+            }
         }
         let rl = &c.ratelimit;
         match (&rl.store, &rl.redis_url) {

@@ -319,5 +319,5 @@ pub trait Guard: Send + Sync + 'static {
     }
 
     /// After the response is sent (or the client went away).
-    fn on_log(&self, _ctx: &RequestContext, _status: u16) {}
+    fn on_log(&self, _ctx: &mut RequestContext, _status: u16) {}
 }

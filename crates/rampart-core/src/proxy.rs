@@ -308,17 +308,15 @@ struct Done {
 }
 
 impl Done {
-    fn guards(&self) -> &[Arc<dyn Guard>] {
-        match self.route_idx {
-            Some(i) => &self.snap.routes[i].guards,
-            None => &self.snap.unrouted_guards,
-        }
-    }
-
-    fn finish(self, bytes_out: u64, complete: bool) {
+    fn finish(mut self, bytes_out: u64, complete: bool) {
         self.activity.request_done();
-        for g in self.guards() {
-            g.on_log(&self.ctx, self.status);
+        let snap = self.snap.clone();
+        let guards = match self.route_idx {
+            Some(i) => &snap.routes[i].guards,
+            None => &snap.unrouted_guards,
+        };
+        for g in guards {
+            g.on_log(&mut self.ctx, self.status);
         }
         let route_label = self.ctx.route.clone().unwrap_or_else(|| Arc::from("-"));
         let m = &self.shared.metrics;

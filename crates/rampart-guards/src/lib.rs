@@ -2,6 +2,7 @@
 //! route; the binary hands that function to the core.
 
 pub mod cors;
+pub mod geo;
 pub mod ip_filter;
 pub mod limits;
 pub mod security_headers;
@@ -11,7 +12,7 @@ use rampart_core::{BuiltGuards, Guard};
 use std::sync::Arc;
 
 /// The guard chains for a config: the global IP filter at connection time, and for each route,
-/// in order: IP filter, limits, CORS, security headers.
+/// in order: IP filter, geo, limits, CORS, security headers.
 pub fn build(lc: &LoadedConfig) -> Result<BuiltGuards, Vec<ConfigError>> {
     let c = &lc.config;
     let mut errors = Vec::new();
@@ -22,6 +23,17 @@ pub fn build(lc: &LoadedConfig) -> Result<BuiltGuards, Vec<ConfigError>> {
         ),
         None => None,
     };
+    // The country database, read once per config load (a reload reads it again).
+    let geo_db = match &c.geoip.database {
+        Some(p) => match geo::GeoDb::load(lc, p) {
+            Ok(db) => Some(Arc::new(db)),
+            Err(e) => {
+                errors.push(e);
+                None
+            }
+        },
+        None => None,
+    };
     let mut routes = Vec::new();
     for r in &c.routes {
         let r = &r.value;
@@ -30,6 +42,9 @@ pub fn build(lc: &LoadedConfig) -> Result<BuiltGuards, Vec<ConfigError>> {
             if let Some(g) = collect(&mut errors, ip_filter::IpFilterGuard::new(lc, f)) {
                 chain.push(Arc::new(g));
             }
+        }
+        if let (Some(g), Some(db)) = (pick(&r.geo, &c.guards.geo), &geo_db) {
+            chain.push(Arc::new(geo::GeoGuard::new(db.clone(), &g.value)));
         }
         let limits = pick(&r.limits, &c.guards.limits);
         chain.push(Arc::new(limits::LimitsGuard::new(

@@ -77,7 +77,7 @@ impl Guard for ConcurrencyGuard {
         Verdict::Continue.into()
     }
 
-    fn on_log(&self, ctx: &RequestContext, _status: u16) {
+    fn on_log(&self, ctx: &mut RequestContext, _status: u16) {
         let Some(held) = ctx.extensions.get::<Held>() else {
             return;
         };

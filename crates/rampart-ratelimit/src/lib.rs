@@ -6,6 +6,7 @@
 //! Each configured limit is one guard, so each has its own `block`/`monitor` mode. Global limits
 //! and a route's own limits all apply; all must pass.
 
+pub mod autoban;
 pub mod bans;
 pub mod concurrency;
 pub mod gcra;
@@ -31,6 +32,46 @@ use std::sync::{Arc, Mutex};
 
 /// Refusals per (limit, client) toward `ban_after`: (count, window start ms).
 type Strikes = Arc<Mutex<std::collections::HashMap<(Arc<str>, IpAddr), (u32, u64)>>>;
+
+/// Count one strike for `(name, ip)` in a window of `period_ms`; true (and the count starts
+/// over) when it reaches `after`.
+pub(crate) fn strike(
+    strikes: &Strikes,
+    name: &Arc<str>,
+    ip: IpAddr,
+    after: u32,
+    period_ms: u64,
+) -> bool {
+    let now = now_ms();
+    let Ok(mut m) = strikes.lock() else {
+        return false;
+    };
+    if m.len() > 100_000 {
+        m.retain(|_, (_, start)| now.saturating_sub(*start) < period_ms);
+    }
+    let e = m.entry((name.clone(), ip)).or_insert((0, now));
+    if now.saturating_sub(e.1) >= period_ms {
+        *e = (0, now);
+    }
+    e.0 += 1;
+    if e.0 >= after {
+        m.remove(&(name.clone(), ip));
+        true
+    } else {
+        false
+    }
+}
+
+/// Ban `ip` here at once, and in the shared store (if any) in the background.
+pub(crate) fn ban_now(bans: &Bans, ip: IpAddr, ban_ms: u64) {
+    bans.ban_local(ip, ban_ms);
+    let bans = bans.clone();
+    tokio::spawn(async move {
+        if let Err(e) = bans.ban_shared(ip, ban_ms).await {
+            tracing::warn!(ip = %ip, error = %e, "could not record ban in the shared store");
+        }
+    });
+}
 
 /// State that outlives config reloads: counters must not reset when the config changes.
 pub struct State {
@@ -246,35 +287,9 @@ impl RateLimitGuard {
             return;
         };
         let ip = ctx.client_ip;
-        let now = now_ms();
-        let reached = {
-            let Ok(mut m) = self.strikes.lock() else {
-                return;
-            };
-            if m.len() > 100_000 {
-                m.retain(|_, (_, start)| now.saturating_sub(*start) < period_ms);
-            }
-            let e = m.entry((self.name.clone(), ip)).or_insert((0, now));
-            if now.saturating_sub(e.1) >= period_ms {
-                *e = (0, now);
-            }
-            e.0 += 1;
-            if e.0 >= after {
-                m.remove(&(self.name.clone(), ip));
-                true
-            } else {
-                false
-            }
-        };
+        let reached = strike(&self.strikes, &self.name, ip, after, period_ms);
         if reached {
-            // Enforced here at once; shared with other instances in the background.
-            self.bans.ban_local(ip, ban_ms);
-            let bans = self.bans.clone();
-            tokio::spawn(async move {
-                if let Err(e) = bans.ban_shared(ip, ban_ms).await {
-                    tracing::warn!(ip = %ip, error = %e, "could not record ban in the shared store");
-                }
-            });
+            ban_now(&self.bans, ip, ban_ms);
             ctx.event(SecurityEvent {
                 guard: "rate_limit",
                 rule: format!("ban:{}", self.name),
@@ -534,7 +549,7 @@ pub fn build(
         .iter()
         .chain(c.routes.iter().filter_map(|r| r.value.rate_limits.as_ref()))
         .any(|ls| ls.value.iter().any(|l| l.value.ban_after.is_some()));
-    let bans_on = c.ratelimit.bans || any_ban;
+    let bans_on = c.ratelimit.bans || any_ban || !c.ratelimit.auto_bans.is_empty();
     state.bans.configure(
         match &store {
             Store::Redis(r, _) => Some(r.clone()),
@@ -546,6 +561,20 @@ pub fn build(
     if bans_on {
         global.push(Arc::new(BanGuard {
             bans: state.bans.clone(),
+        }));
+    }
+    for b in &c.ratelimit.auto_bans {
+        let b = &b.value;
+        global.push(Arc::new(autoban::AutoBanGuard {
+            name: Arc::from(b.name.value.as_str()),
+            key: Arc::from(format!("auto:{}", b.name.value)),
+            guards: b.guards.iter().map(|g| g.value.clone()).collect(),
+            rules: b.rules.clone(),
+            after: b.after.value.max(1),
+            within_ms: b.within.0.as_millis() as u64,
+            ban_ms: b.ban_for.0.as_millis() as u64,
+            bans: state.bans.clone(),
+            strikes: state.strikes.clone(),
         }));
     }
     if let Some(ls) = &c.guards.rate_limits {

@@ -12,8 +12,8 @@ use rampart_telemetry::{LogSink, Metrics};
 use std::sync::Arc;
 
 /// The guard builder for this build of Rampart: every built-in guard plus identity, OpenAPI,
-/// WAF and rate limits, in this order per route: ip_filter, limits, auth, openapi, waf, rate
-/// limits, cors, security_headers. (`openapi` runs before the WAF so it can skip strictly
+/// WAF and rate limits, in this order per route: ip_filter, geo, bans, limits, auth, openapi,
+/// waf, rate limits (and auto_bans, which act in the log phase), cors, security_headers. (`openapi` runs before the WAF so it can skip strictly
 /// typed inputs, and before rate limits so they can key on the operation; it lets CORS
 /// preflights through to `cors`.) Rate-limit counters, lockouts, JWKS and API key caches live in state that
 /// survives reloads.
@@ -52,6 +52,14 @@ fn guards_with(
             .zip(spec)
             .zip(waf)
         {
+            // The ban list goes before everything but the IP filter: a banned client costs
+            // nothing more.
+            let (bans, extra): (Vec<_>, Vec<_>) =
+                extra.into_iter().partition(|g| g.name() == "bans");
+            let limits_at = chain.iter().position(|g| g.name() == "limits").unwrap_or(0);
+            for (i, g) in bans.into_iter().enumerate() {
+                chain.insert(limits_at + i, g);
+            }
             let mut at = chain
                 .iter()
                 .position(|g| g.name() == "limits")

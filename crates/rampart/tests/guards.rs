@@ -1,5 +1,5 @@
 //! The built-in guards through a real gateway: limits (431/414/413/405), CORS, IP filters,
-//! monitor mode.
+//! country filters (with a MaxMind database written by the test), monitor mode.
 
 mod common;
 use common::*;
@@ -194,4 +194,113 @@ async fn global_ip_deny_refuses_connections_and_route_allow_list_applies() {
     .await;
     let (s, _, _) = get(gw3.listen_addrs()[0], "/").await;
     assert_eq!(s, 200);
+}
+
+/// A country database written by the test: 203.0.113.0/24 is FR, 198.51.100.0/24 is US.
+fn geo_db(tag: &str) -> std::path::PathBuf {
+    let db = common::mmdb::country_db(&[
+        ("203.0.113.0".parse().unwrap(), 24, "FR"),
+        ("198.51.100.0".parse().unwrap(), 24, "US"),
+    ]);
+    let p = std::env::temp_dir().join(format!("rampart-geo-{tag}-{}.mmdb", std::process::id()));
+    std::fs::write(&p, db).unwrap();
+    p
+}
+
+async fn from(addr: std::net::SocketAddr, ip: &str) -> u16 {
+    send(&client(), addr, "GET", "/", &[("x-forwarded-for", ip)], b"")
+        .await
+        .0
+}
+
+#[tokio::test]
+async fn geo_denies_and_allows_countries_by_client_address() {
+    let up = TestUpstream::start().await;
+    let db = geo_db("lists");
+    let top = format!(
+        "server:\n  trusted_proxies: [\"127.0.0.1\"]\ngeoip:\n  database: \"{}\"\nguards:\n  geo:\n    deny_countries: [FR]\n",
+        db.display()
+    );
+    // Global deny list: FR refused, US and unknown addresses pass.
+    let gw = gateway(&config(up.addr, "", &top)).await;
+    let addr = gw.listen_addrs()[0];
+    assert_eq!(from(addr, "203.0.113.7").await, 403);
+    assert_eq!(from(addr, "198.51.100.7").await, 200);
+    assert_eq!(from(addr, "192.0.2.1").await, 200);
+    assert_eq!(from(addr, "::ffff:203.0.113.9").await, 403);
+    let before = up.count();
+    let (s, _, body) = send(
+        &client(),
+        addr,
+        "GET",
+        "/",
+        &[("x-forwarded-for", "203.0.113.8")],
+        b"",
+    )
+    .await;
+    assert_eq!(s, 403);
+    assert!(String::from_utf8_lossy(&body).contains("application/problem") || !body.is_empty());
+    assert_eq!(
+        up.count(),
+        before,
+        "refused requests never reach the upstream"
+    );
+    // A route's allow list replaces the global block: only US; unknown refused with it.
+    let route = "    geo:\n      allow_countries: [us]\n";
+    let gw = gateway(&config(up.addr, route, &top)).await;
+    let addr = gw.listen_addrs()[0];
+    assert_eq!(from(addr, "198.51.100.7").await, 200);
+    assert_eq!(from(addr, "203.0.113.7").await, 403);
+    assert_eq!(from(addr, "192.0.2.1").await, 403);
+    // ... unless unknown addresses are let through explicitly.
+    let route = "    geo:\n      allow_countries: [US]\n      unknown: allow\n";
+    let gw = gateway(&config(up.addr, route, &top)).await;
+    assert_eq!(from(gw.listen_addrs()[0], "192.0.2.1").await, 200);
+    // Monitor mode lets everyone through.
+    let route = "    geo:\n      mode: monitor\n      deny_countries: [FR]\n";
+    let gw = gateway(&config(up.addr, route, &top)).await;
+    assert_eq!(from(gw.listen_addrs()[0], "203.0.113.7").await, 200);
+    let _ = std::fs::remove_file(db);
+}
+
+#[test]
+fn geo_config_errors_say_what_and_where() {
+    let dir = std::env::temp_dir();
+    let bad_db = dir.join(format!("rampart-geo-bad-{}.mmdb", std::process::id()));
+    std::fs::write(&bad_db, b"not a database").unwrap();
+    let base = |top: &str, route: &str| {
+        format!(
+            "listeners:\n  - address: 127.0.0.1:0\n{top}upstreams:\n  - name: api\n    targets: [\"http://127.0.0.1:9\"]\nroutes:\n  - name: api\n    path_prefix: /\n    upstream: api\n{route}"
+        )
+    };
+    // `geo` without a database; a code that is not two letters.
+    let text = base("", "    geo:\n      deny_countries: [FRA]\n");
+    let Err(err) = rampart::load_text(&text, "geo.yaml", &dir) else {
+        panic!("config accepted");
+    };
+    let err = err.to_string();
+    assert!(err.contains("geo.yaml:11:7: `geo` needs"), "{err}");
+    assert!(err.contains("needs a country database"), "{err}");
+    assert!(
+        err.contains("geo.yaml:11:24: `FRA` is not a two-letter"),
+        "{err}"
+    );
+    // A database file that is not one: refused when the guards are built, with its location.
+    let text = base(
+        &format!("geoip:\n  database: \"{}\"\n", bad_db.display()),
+        "    geo:\n      deny_countries: [FR]\n",
+    );
+    let lc = rampart::load_text(&text, "geo.yaml", &dir).expect("valid config");
+    let built = (rampart::guards(rampart_telemetry::Metrics::new()))(&lc);
+    let Err(err) = built else {
+        panic!("bad database accepted");
+    };
+    let msg = err
+        .iter()
+        .map(|e| e.to_string())
+        .collect::<Vec<_>>()
+        .join("\n");
+    assert!(msg.contains("geo.yaml:4:13:"), "{msg}");
+    assert!(msg.contains("is not a MaxMind DB"), "{msg}");
+    let _ = std::fs::remove_file(bad_db);
 }

@@ -1245,3 +1245,55 @@ async fn access_log_names_the_subject_and_never_the_credential() {
     assert!(!text.contains(sig), "the token is never logged");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[tokio::test]
+async fn repeated_lockout_refusals_ban_the_address_through_auto_bans() {
+    let up = login_upstream().await;
+    let yaml = format!(
+        "ratelimit:\n  auto_bans:\n    - name: lockouts\n      guards: [auth]\n      rules: [locked_out]\n      after: 2\n      within: 1m\n      ban_for: 1m\n{}",
+        login_config(up)
+    );
+    let gw = gateway(&yaml).await;
+    let addr = gw.listen_addrs()[0];
+    let c = client();
+    for u in ["s1", "s2", "s3"] {
+        assert_eq!(login(&c, addr, "10.0.2.5", u, "wrong").await.0, 401);
+    }
+    // Two refusals while locked out count as strikes; the address is then banned.
+    assert_eq!(login(&c, addr, "10.0.2.5", "s4", "right").await.0, 429);
+    assert_eq!(login(&c, addr, "10.0.2.5", "s5", "right").await.0, 429);
+    // The ban is set in the log phase of the last refusal; give it a moment (bounded).
+    let mut banned = None;
+    for _ in 0..100 {
+        let (s, h, body) = send(
+            &c,
+            addr,
+            "GET",
+            "/anything",
+            &[("x-forwarded-for", "10.0.2.5")],
+            b"",
+        )
+        .await;
+        if s == 403 {
+            banned = Some((h, body));
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let (h, _) = banned.expect("the address is banned");
+    assert!(
+        h.contains_key("retry-after"),
+        "a ban says how long it lasts"
+    );
+    // Other addresses are not.
+    let (s, _, _) = send(
+        &c,
+        addr,
+        "GET",
+        "/anything",
+        &[("x-forwarded-for", "10.0.2.6")],
+        b"",
+    )
+    .await;
+    assert_ne!(s, 403);
+}

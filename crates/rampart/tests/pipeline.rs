@@ -104,7 +104,7 @@ impl Guard for Watcher {
         self.0.lock().unwrap().push("response_headers");
         Verdict::Continue
     }
-    fn on_log(&self, ctx: &RequestContext, _status: u16) {
+    fn on_log(&self, ctx: &mut RequestContext, _status: u16) {
         // The first request is only watched: its verdict is "monitored", with one event.
         let mut p = self.0.lock().unwrap();
         if p.len() == 2 && ctx.verdict == "monitored" && ctx.events.len() == 1 {

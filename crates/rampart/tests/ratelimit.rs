@@ -422,3 +422,20 @@ async fn quotas_are_shared_through_redis() {
     }
     assert_eq!(codes, vec![200, 200, 200, 200, 429, 429]);
 }
+
+#[test]
+fn auto_bans_config_errors_say_what_and_where() {
+    let text = "listeners:\n  - address: 127.0.0.1:0\nratelimit:\n  auto_bans:\n    - name: x\n      guards: [wafx]\n      after: 0\n      within: 1m\nupstreams:\n  - name: api\n    targets: [\"http://127.0.0.1:9\"]\nroutes:\n  - name: api\n    path_prefix: /\n    upstream: api\n";
+    let Err(err) = rampart::load_text(text, "ab.yaml", &std::env::temp_dir()) else {
+        panic!("config accepted");
+    };
+    let err = err.to_string();
+    assert!(
+        err.contains("ab.yaml:6:16: unknown guard `wafx` in auto_bans"),
+        "{err}"
+    );
+    assert!(
+        err.contains("ab.yaml:7:14: `after` must be at least 1"),
+        "{err}"
+    );
+}

@@ -229,3 +229,51 @@ async fn crs_regression_suite() {
         s.failed
     );
 }
+
+#[tokio::test]
+async fn repeated_waf_blocks_ban_the_client_through_auto_bans() {
+    let up = TestUpstream::start().await;
+    let dir = temp_dir("autoban");
+    let log = dir.join("access.log");
+    let yaml = format!(
+        "ratelimit:\n  auto_bans:\n    - name: waf-offenders\n      guards: [waf]\n      after: 2\n      within: 10m\n      ban_for: 5m\n{}",
+        waf_config(up.addr, &log, "")
+    );
+    let gw = gateway(&yaml).await;
+    let addr = gw.listen_addrs()[0];
+    let c = client();
+    let attack = "/users?id=1%27%20OR%20%271%27=%271";
+    let hdrs = |rid: &'static str| [("x-request-id", rid), ("x-forwarded-for", "10.9.9.9")];
+    let (s, _, _) = send(&c, addr, "GET", attack, &hdrs("ab-1"), b"").await;
+    assert_eq!(s, 403);
+    events(&log, "ab-1").await;
+    let (s, _, _) = send(&c, addr, "GET", attack, &hdrs("ab-2"), b"").await;
+    assert_eq!(s, 403);
+    // The second block bans the address; the event says so.
+    let ev = events(&log, "ab-2").await;
+    assert!(
+        ev.iter()
+            .any(|e| e["guard"] == "auto_ban" && e["rule"] == "ban:waf-offenders"),
+        "{ev:?}"
+    );
+    // Now even a harmless request from it is refused, by the ban list, before the WAF.
+    let (s, h, _) = send(&c, addr, "GET", "/users?page=1", &hdrs("ab-3"), b"").await;
+    assert_eq!(s, 403);
+    assert!(h.contains_key("retry-after"));
+    let ev = events(&log, "ab-3").await;
+    assert!(ev.iter().any(|e| e["guard"] == "bans"), "{ev:?}");
+    assert!(!ev.iter().any(|e| e["guard"] == "waf"), "{ev:?}");
+    // Others pass.
+    let (s, _, _) = send(
+        &c,
+        addr,
+        "GET",
+        "/users?page=1",
+        &[("x-forwarded-for", "10.9.9.10")],
+        b"",
+    )
+    .await;
+    assert_eq!(s, 200);
+    assert_eq!(up.count(), 1);
+    let _ = std::fs::remove_dir_all(dir);
+}

@@ -2,6 +2,8 @@
 //! clients. Everything listens on 127.0.0.1 with ephemeral ports.
 #![allow(dead_code)]
 
+pub mod mmdb;
+
 use bytes::Bytes;
 use http::{Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full, StreamBody};
