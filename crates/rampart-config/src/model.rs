@@ -709,6 +709,19 @@ pub struct RateLimit {
     /// How long such a ban lasts.
     #[serde(default = "d_ban_for")]
     pub ban_for: Duration,
+    /// When to send the `RateLimit` / `RateLimit-Policy` headers.
+    #[serde(default)]
+    pub headers: RateLimitHeaders,
+}
+
+/// `always`: every answer on a limited route says what is left; `on_refusal`: only 429s do
+/// (saves encoding two headers per response).
+#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum RateLimitHeaders {
+    #[default]
+    Always,
+    OnRefusal,
 }
 
 fn d_ban_for() -> Duration {

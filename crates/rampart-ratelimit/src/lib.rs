@@ -163,6 +163,8 @@ pub struct RateLimitGuard {
     ban: Option<(u32, u64, u64)>,
     bans: Bans,
     strikes: Strikes,
+    /// `RateLimit` headers on every answer (`headers: always`), or only on 429s.
+    headers_always: bool,
 }
 
 /// The tightest limit seen for this request, for the response headers.
@@ -308,6 +310,9 @@ impl RateLimitGuard {
     fn verdict(&self, d: Decision, ctx: &mut RequestContext) -> Verdict {
         if d.allowed {
             self.count("allowed");
+            if !self.headers_always {
+                return Verdict::Continue;
+            }
             let reset_s = d.reset_ms.div_ceil(1000);
             let tighter = match ctx.extensions.get::<Tightest>() {
                 Some(t) => d.remaining < t.remaining,
@@ -495,6 +500,7 @@ fn compile(
         period_ms.div_ceil(1000).max(1)
     );
     Ok(RateLimitGuard {
+        headers_always: l.headers == rampart_config::RateLimitHeaders::Always,
         name: Arc::from(l.name.value.as_str()),
         counters: ["allowed", "limited", "store_error"].map(|result| {
             state

@@ -439,3 +439,23 @@ fn auto_bans_config_errors_say_what_and_where() {
         "{err}"
     );
 }
+
+#[tokio::test]
+async fn headers_on_refusal_only_mark_the_429() {
+    let up = TestUpstream::start().await;
+    let route = limits(
+        "      - name: quiet\n        key: [client_ip]\n        rate: 2\n        period: 1m\n        headers: on_refusal\n",
+    );
+    let gw = gateway(&config(up.addr, &route, "")).await;
+    let addr = gw.listen_addrs()[0];
+    let c = client();
+    for _ in 0..2 {
+        let (s, h, _) = send(&c, addr, "GET", "/r", &[], b"").await;
+        assert_eq!(s, 200);
+        assert!(!h.contains_key("ratelimit") && !h.contains_key("ratelimit-policy"));
+    }
+    let (s, h, _) = send(&c, addr, "GET", "/r", &[], b"").await;
+    assert_eq!(s, 429);
+    assert!(h.contains_key("retry-after"));
+    assert_eq!(h["ratelimit-policy"], "\"quiet\";q=2;w=60");
+}
