@@ -82,6 +82,9 @@ pub struct Transaction {
     tcache: TransformCache,
     /// The resolved-variables buffer, kept between rules to save an allocation per rule.
     items: Vec<Item<'static>>,
+    /// Per transformation pipeline: the prefilter slots whose literals occur somewhere in the
+    /// request (after that pipeline). Worked out on first use; reset with the cache.
+    universe: Vec<(u32, Vec<u64>)>,
 }
 
 type TransformCache =
@@ -118,6 +121,7 @@ impl Transaction {
             done: [false; 5],
             tcache: TransformCache::default(),
             items: Vec::new(),
+            universe: Vec::new(),
         }
     }
 
@@ -224,6 +228,55 @@ impl Transaction {
     /// `data` from outside the engine (the cache keys on where values live).
     pub fn invalidate_cache(&mut self) {
         self.tcache.clear();
+        self.universe.clear();
+    }
+
+    /// Could rule `r` (which has prefilter slot `slot`) match anything in this request?
+    fn may_match(&mut self, pf: &crate::prefilter::Prefilter, r: &Rule, slot: u32) -> bool {
+        let bit = |bits: &[u64]| {
+            bits.get(slot as usize / 64)
+                .is_some_and(|w| w & (1 << (slot % 64)) != 0)
+        };
+        if let Some((_, bits)) = self.universe.iter().find(|(p, _)| *p == r.pipeline) {
+            return bit(bits);
+        }
+        let mut bits = vec![0u64; (pf.slots as usize).div_ceil(64)];
+        let mut seen = Vec::new();
+        let mut items = recycle(std::mem::take(&mut self.items));
+        let targets = pf
+            .targets
+            .iter()
+            .find(|(p, _)| *p == r.pipeline)
+            .map(|(_, t)| t.as_slice())
+            .unwrap_or_default();
+        for t in targets {
+            self.data.resolve(t, &|_, _| false, &mut items);
+        }
+        let cache = &mut self.tcache;
+        for it in &items {
+            if r.transforms.is_empty() || it.value.is_empty() {
+                pf.scan(&it.value, &mut bits, &mut seen);
+            } else if matches!(it.value, Cow::Borrowed(_)) && crate::vars::is_stable(it.coll) {
+                let key = (it.value.as_ptr() as usize, it.value.len(), r.pipeline);
+                let slot = cache.entry(key).or_insert_with(|| {
+                    match transform_all(&r.transforms, &it.value) {
+                        Cow::Borrowed(_) => None,
+                        Cow::Owned(o) => Some(o),
+                    }
+                });
+                pf.scan(slot.as_deref().unwrap_or(&it.value), &mut bits, &mut seen);
+            } else {
+                pf.scan(
+                    &transform_all(&r.transforms, &it.value),
+                    &mut bits,
+                    &mut seen,
+                );
+            }
+        }
+        self.items = recycle(items);
+        let hit = bit(&bits);
+        self.universe.push((r.pipeline, bits));
+        hit
     }
 
     fn header(&self, name: &[u8]) -> Option<&[u8]> {
@@ -356,6 +409,12 @@ impl Transaction {
             if self.is_removed(r) {
                 i += 1;
                 continue;
+            }
+            if let (Some(slot), Some(pf)) = (r.pf, &rs.prefilter) {
+                if !self.may_match(pf, r, slot) {
+                    i += 1;
+                    continue;
+                }
             }
             if !self.eval(r) {
                 i += 1;

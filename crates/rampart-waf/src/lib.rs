@@ -4,7 +4,8 @@
 //! - [`seclang`] reads rule files into directives; [`rules`] compiles them into a [`RuleSet`].
 //! - [`vars`], [`transform`], [`operator`], [`macros`] are the language's parts.
 //! - [`body`] holds the request body processors (URL-encoded, multipart, JSON, XML).
-//! - [`engine`] runs one [`Transaction`] through phases 1-5.
+//! - [`engine`] runs one [`Transaction`] through phases 1-5; [`prefilter`] lets it skip rules
+//!   whose required literals occur nowhere in the request.
 //! - [`sqli`] and [`xss`] are `@detectSQLi` and `@detectXSS`.
 //! - [`guard`] plugs the engine into the proxy; [`build`] turns config into guards.
 //! - [`ftw`] reads CRS's go-ftw regression tests; [`explain`] shows why a request fires.
@@ -17,6 +18,7 @@ pub mod ftw;
 pub mod guard;
 pub mod macros;
 pub mod operator;
+pub mod prefilter;
 pub mod rules;
 pub mod seclang;
 pub mod sqli;

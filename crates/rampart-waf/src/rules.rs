@@ -94,6 +94,8 @@ pub struct Rule {
     /// The pipeline's number, shared by every rule with the same transformations (set when
     /// the rule set is finished): transformed values are cached per value and pipeline.
     pub pipeline: u32,
+    /// The rule's slot in the [`crate::prefilter::Prefilter`], when it has one.
+    pub pf: Option<u32>,
     pub multi_match: bool,
     pub capture: bool,
     pub msg: Option<Macro>,
@@ -156,6 +158,8 @@ pub struct RuleSet {
     pub phases: [Vec<Entry>; 5],
     /// Per phase and entry: where a rule's `skipAfter` resumes (worked out at load).
     pub skip_to: [Vec<usize>; 5],
+    /// Literal prefilter for request-side `@rx` rules.
+    pub prefilter: Option<crate::prefilter::Prefilter>,
     pub defaults: [Defaults; 5],
     pub engine: EngineMode,
     pub request_body_access: bool,
@@ -173,6 +177,38 @@ impl RuleSet {
     pub fn rule(&self, id: u32) -> Option<&Rule> {
         self.rules.iter().find(|r| r.id == id)
     }
+}
+
+/// The literals one of which any match of `r` needs, if `r` (the head of its chain) is a
+/// request-side, non-negated `@rx` on request variables that stay put (so the engine can scan
+/// them all up front) and its pattern proves such a set.
+fn prefilterable(r: &Rule) -> Option<Vec<Vec<u8>>> {
+    if r.phase > 2 || r.multi_match {
+        return None;
+    }
+    let op = r.op.as_ref()?;
+    if op.negated {
+        return None;
+    }
+    let crate::operator::Op::Rx(crate::operator::Rx::Bytes(re)) = &op.op else {
+        return None;
+    };
+    let reads: Vec<&Target> = r.targets.iter().filter(|t| !t.exclude).collect();
+    if reads.is_empty()
+        || reads
+            .iter()
+            .any(|t| t.count || !vars::is_stable(t.coll) || is_response(t.coll))
+    {
+        return None;
+    }
+    crate::prefilter::required_literals(re.as_str(), false)
+}
+
+fn is_response(c: Coll) -> bool {
+    matches!(
+        c,
+        Coll::ResponseHeaders | Coll::ResponseHeadersNames | Coll::ResponseBody
+    )
 }
 
 /// Reads rule files into a [`RuleSet`].
@@ -315,6 +351,36 @@ impl Loader {
         for r in &mut self.rules {
             number(r, &mut ids);
         }
+        // Prefilter slots for the request-side rules whose match needs a literal, in the
+        // pipelines shared by enough such rules to pay for a scan of the request.
+        let lits: Vec<Option<Vec<Vec<u8>>>> = self.rules.iter().map(prefilterable).collect();
+        let mut per_pipe: std::collections::BTreeMap<u32, usize> = Default::default();
+        for (r, l) in self.rules.iter().zip(&lits) {
+            if l.is_some() {
+                *per_pipe.entry(r.pipeline).or_default() += 1;
+            }
+        }
+        let mut sets = Vec::new();
+        let mut colls: std::collections::BTreeMap<u32, std::collections::BTreeSet<Coll>> =
+            Default::default();
+        for (r, l) in self.rules.iter_mut().zip(lits) {
+            let Some(l) = l else { continue };
+            if per_pipe[&r.pipeline] < crate::prefilter::MIN_RULES_PER_PIPELINE {
+                continue;
+            }
+            r.pf = Some(sets.len() as u32);
+            sets.push(l);
+            colls
+                .entry(r.pipeline)
+                .or_default()
+                .extend(r.targets.iter().filter(|t| !t.exclude).map(|t| t.coll));
+        }
+        let prefilter = crate::prefilter::Prefilter::build(&sets, &colls);
+        if prefilter.is_none() {
+            for r in &mut self.rules {
+                r.pf = None;
+            }
+        }
         let mut phases: [Vec<Entry>; 5] = Default::default();
         for (p, e) in self.entries {
             if let Entry::Rule(i) = &e {
@@ -355,6 +421,7 @@ impl Loader {
             rules: self.rules,
             phases,
             skip_to,
+            prefilter,
             defaults: self.defaults,
             engine: self.engine,
             request_body_access: self.request_body_access,
@@ -606,6 +673,7 @@ impl Loader {
             op: None,
             transforms: Vec::new(),
             pipeline: 0,
+            pf: None,
             multi_match: false,
             capture: false,
             msg: None,

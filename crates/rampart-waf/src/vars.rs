@@ -63,7 +63,7 @@ pub type Pairs = Vec<(Vec<u8>, Vec<u8>)>;
 macro_rules! collections {
     ($($v:ident = $n:literal),* $(,)?) => {
         /// Every collection and variable the engine knows.
-        #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+        #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
         pub enum Coll { $($v),* }
         impl Coll {
             pub fn by_name(s: &str) -> Option<Coll> {

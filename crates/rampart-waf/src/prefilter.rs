@@ -1,0 +1,379 @@
+//! Rule prefilter: most CRS rules are one `@rx` whose every match must contain one of a few
+//! literal strings (`<script`, `union`, `/etc/`...). At load, those strings are worked out from
+//! each regex's syntax tree and put into one Aho-Corasick automaton. Per request, every value
+//! the rules can see is scanned once per transformation pipeline; a rule none of whose strings
+//! occur anywhere in the request (after its own transformations) cannot match, and is skipped
+//! without collecting its variables or running its regex.
+//!
+//! The literal sets are a necessary condition, never a guess: a set is only used when the tree
+//! proves that every match contains one of its strings (compared without ASCII case, which only
+//! widens it). Anything the analysis cannot prove (`.`, large classes, optional parts) makes
+//! that part of the pattern "anything", and a rule with no provable set is always run.
+
+use regex_syntax::hir::{Class, Hir, HirKind};
+use std::collections::BTreeSet;
+
+/// Most strings an intermediate set may hold before it counts as "anything".
+const MAX_SET: usize = 64;
+/// Most strings a rule's final set may hold.
+const MAX_RULE_SET: usize = 256;
+
+#[derive(Clone, Debug, Default)]
+struct Info {
+    /// Every string the node can match, lower-cased, when that is a small finite set.
+    exact: Option<BTreeSet<Vec<u8>>>,
+    /// Strings one of which every match contains (none empty), when known.
+    required: Option<BTreeSet<Vec<u8>>>,
+}
+
+fn lower_all(s: BTreeSet<Vec<u8>>) -> BTreeSet<Vec<u8>> {
+    s.into_iter().map(|v| v.to_ascii_lowercase()).collect()
+}
+
+/// The better of two required sets: the one whose shortest string is longest (then the smaller).
+fn better(a: Option<BTreeSet<Vec<u8>>>, b: Option<BTreeSet<Vec<u8>>>) -> Option<BTreeSet<Vec<u8>>> {
+    let score = |s: &BTreeSet<Vec<u8>>| {
+        let min = s.iter().map(Vec::len).min().unwrap_or(0);
+        (min.min(8), usize::MAX - s.len())
+    };
+    match (a, b) {
+        (Some(a), Some(b)) => Some(if score(&b) > score(&a) { b } else { a }),
+        (a, None) => a,
+        (None, b) => b,
+    }
+}
+
+fn non_empty(s: &BTreeSet<Vec<u8>>) -> bool {
+    !s.is_empty() && s.iter().all(|v| !v.is_empty())
+}
+
+fn product(a: &BTreeSet<Vec<u8>>, b: &BTreeSet<Vec<u8>>) -> Option<BTreeSet<Vec<u8>>> {
+    if a.len().saturating_mul(b.len()) > MAX_SET {
+        return None;
+    }
+    let mut out = BTreeSet::new();
+    for x in a {
+        for y in b {
+            let mut v = x.clone();
+            v.extend_from_slice(y);
+            out.insert(v);
+        }
+    }
+    Some(out)
+}
+
+fn class_bytes(c: &Class) -> Option<BTreeSet<Vec<u8>>> {
+    let mut out = BTreeSet::new();
+    match c {
+        Class::Bytes(b) => {
+            for r in b.ranges() {
+                for x in r.start()..=r.end() {
+                    out.insert(vec![x.to_ascii_lowercase()]);
+                    if out.len() > 8 {
+                        return None;
+                    }
+                }
+            }
+        }
+        Class::Unicode(u) => {
+            for r in u.ranges() {
+                for ch in r.start()..=r.end() {
+                    let mut buf = [0u8; 4];
+                    out.insert(ch.encode_utf8(&mut buf).as_bytes().to_ascii_lowercase());
+                    if out.len() > 8 {
+                        return None;
+                    }
+                }
+            }
+        }
+    }
+    (!out.is_empty()).then_some(out)
+}
+
+fn info(h: &Hir) -> Info {
+    match h.kind() {
+        HirKind::Empty | HirKind::Look(_) => Info {
+            exact: Some(BTreeSet::from([Vec::new()])),
+            required: None,
+        },
+        HirKind::Literal(l) => {
+            let s = BTreeSet::from([l.0.to_ascii_lowercase()]);
+            Info {
+                required: non_empty(&s).then(|| s.clone()),
+                exact: Some(s),
+            }
+        }
+        HirKind::Class(c) => {
+            let s = class_bytes(c);
+            Info {
+                required: s.clone(),
+                exact: s,
+            }
+        }
+        HirKind::Capture(c) => info(&c.sub),
+        HirKind::Repetition(r) => {
+            let sub = info(&r.sub);
+            match (r.min, r.max) {
+                (1, Some(1)) => sub,
+                (0, Some(1)) => Info {
+                    exact: sub.exact.and_then(|mut e| {
+                        e.insert(Vec::new());
+                        (e.len() <= MAX_SET).then_some(e)
+                    }),
+                    required: None,
+                },
+                (0, _) => Info::default(),
+                // At least one repetition: every match contains a match of the sub-pattern.
+                _ => Info {
+                    exact: None,
+                    required: sub.required,
+                },
+            }
+        }
+        HirKind::Concat(parts) => {
+            let infos: Vec<Info> = parts.iter().map(info).collect();
+            let mut best: Option<BTreeSet<Vec<u8>>> = None;
+            let mut run: Option<BTreeSet<Vec<u8>>> = Some(BTreeSet::from([Vec::new()]));
+            let mut all_exact = true;
+            for i in &infos {
+                best = better(best, i.required.clone());
+                match (&run, &i.exact) {
+                    (Some(r), Some(e)) => match product(r, e) {
+                        Some(p) => run = Some(p),
+                        None => {
+                            // Too many combinations: close the run, start again here.
+                            if let Some(r) = run.take().filter(non_empty) {
+                                best = better(best, Some(r));
+                            }
+                            all_exact = false;
+                            run = Some(e.clone());
+                        }
+                    },
+                    (_, None) => {
+                        if let Some(r) = run.take().filter(non_empty) {
+                            best = better(best, Some(r));
+                        }
+                        all_exact = false;
+                        run = Some(BTreeSet::from([Vec::new()]));
+                    }
+                    (None, Some(e)) => run = Some(e.clone()),
+                }
+            }
+            let exact = if all_exact { run.clone() } else { None };
+            if let Some(r) = run.filter(non_empty) {
+                best = better(best, Some(r));
+            }
+            Info {
+                exact,
+                required: best,
+            }
+        }
+        HirKind::Alternation(alts) => {
+            let infos: Vec<Info> = alts.iter().map(info).collect();
+            let exact = infos.iter().try_fold(BTreeSet::new(), |mut acc, i| {
+                acc.extend(i.exact.clone()?);
+                (acc.len() <= MAX_SET).then_some(acc)
+            });
+            let required = infos.iter().try_fold(BTreeSet::new(), |mut acc, i| {
+                acc.extend(i.required.clone()?);
+                (acc.len() <= MAX_RULE_SET).then_some(acc)
+            });
+            Info {
+                required: better(required, exact.clone().filter(non_empty)),
+                exact,
+            }
+        }
+    }
+}
+
+/// The lower-cased strings one of which every match of `pattern` contains, or `None` when that
+/// cannot be proven. `pattern` is the final Rust-syntax pattern the engine compiled (bytes,
+/// Unicode off, dot matches newline).
+pub fn required_literals(pattern: &str, caseless: bool) -> Option<Vec<Vec<u8>>> {
+    let hir = regex_syntax::ParserBuilder::new()
+        .unicode(false)
+        .utf8(false)
+        .dot_matches_new_line(true)
+        .case_insensitive(caseless)
+        .build()
+        .parse(pattern)
+        .ok()?;
+    let req = info(&hir).required?;
+    if !non_empty(&req) || req.len() > MAX_RULE_SET {
+        return None;
+    }
+    Some(lower_all(req).into_iter().collect())
+}
+
+/// Pipelines with fewer prefilterable rules than this are not worth a scan of the request.
+pub const MIN_RULES_PER_PIPELINE: usize = 4;
+
+/// The compiled prefilter of a rule set.
+#[derive(Clone, Debug)]
+pub struct Prefilter {
+    /// One pattern per distinct literal, matched without ASCII case.
+    pub ac: aho_corasick::AhoCorasick,
+    /// Pattern number -> the rule slots it stands for.
+    pub slots_of: Vec<Vec<u32>>,
+    /// How many rules have a slot.
+    pub slots: u32,
+    /// Per pipeline number: the collections its prefiltered rules read.
+    pub targets: Vec<(u32, Vec<crate::vars::Target>)>,
+}
+
+impl Prefilter {
+    /// Build from each rule slot's literal set and, per pipeline, the collections read.
+    pub fn build(
+        sets: &[Vec<Vec<u8>>],
+        colls: &std::collections::BTreeMap<u32, BTreeSet<crate::vars::Coll>>,
+    ) -> Option<Prefilter> {
+        use crate::vars::Coll;
+        let mut by_lit: std::collections::BTreeMap<&[u8], Vec<u32>> = Default::default();
+        for (slot, set) in sets.iter().enumerate() {
+            for lit in set {
+                by_lit.entry(lit.as_slice()).or_default().push(slot as u32);
+            }
+        }
+        if by_lit.is_empty() {
+            return None;
+        }
+        let pats: Vec<&[u8]> = by_lit.keys().copied().collect();
+        let ac = aho_corasick::AhoCorasickBuilder::new()
+            .ascii_case_insensitive(true)
+            .match_kind(aho_corasick::MatchKind::Standard)
+            .build(&pats)
+            .ok()?;
+        let targets = colls
+            .iter()
+            .map(|(&p, cs)| {
+                // ARGS covers ARGS_GET and ARGS_POST; scan each value once.
+                let covered = |c: &Coll| match c {
+                    Coll::ArgsGet | Coll::ArgsPost => cs.contains(&Coll::Args),
+                    Coll::ArgsGetNames | Coll::ArgsPostNames => cs.contains(&Coll::ArgsNames),
+                    _ => false,
+                };
+                let target = |coll, sel| crate::vars::Target {
+                    coll,
+                    sel,
+                    count: false,
+                    exclude: false,
+                };
+                let mut ts = Vec::new();
+                for &c in cs.iter().filter(|c| !covered(c)) {
+                    if c == Coll::Xml {
+                        // XML's selectors pick different values: text and attributes.
+                        for x in ["/*", "//@*"] {
+                            ts.push(target(c, crate::vars::Selector::XPath(x.into())));
+                        }
+                    } else {
+                        ts.push(target(c, crate::vars::Selector::All));
+                    }
+                }
+                (p, ts)
+            })
+            .collect();
+        Some(Prefilter {
+            ac,
+            slots_of: by_lit.into_values().collect(),
+            slots: sets.len() as u32,
+            targets,
+        })
+    }
+
+    /// Set the bit of every rule slot one of whose literals occurs in `v`. `seen` is scratch
+    /// space: one bit per pattern.
+    pub fn scan(&self, v: &[u8], bits: &mut [u64], seen: &mut Vec<u64>) {
+        seen.clear();
+        seen.resize(self.slots_of.len().div_ceil(64), 0);
+        for m in self.ac.find_overlapping_iter(v) {
+            let p = m.pattern().as_usize();
+            let (w, b) = (p / 64, 1u64 << (p % 64));
+            if seen[w] & b != 0 {
+                continue;
+            }
+            seen[w] |= b;
+            for &s in &self.slots_of[p] {
+                if let Some(w) = bits.get_mut(s as usize / 64) {
+                    *w |= 1 << (s % 64);
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::required_literals as req;
+
+    fn set(v: &[&str]) -> Option<Vec<Vec<u8>>> {
+        let mut s: Vec<Vec<u8>> = v.iter().map(|x| x.as_bytes().to_vec()).collect();
+        s.sort();
+        Some(s)
+    }
+
+    #[test]
+    fn literals_words_and_alternations() {
+        assert_eq!(req("(?i)<script[^>]*>", false), set(&["<script"]));
+        assert_eq!(
+            req("(?i)\\b(?:union|select)\\b", false),
+            set(&["select", "union"])
+        );
+        assert_eq!(req("colou?r", false), set(&["color", "colour"]));
+        assert_eq!(req("(?:ab|cd)+x", false), set(&["ab", "cd"]));
+        assert_eq!(req("[\"'`]\\s*or", false), set(&["or"]));
+    }
+
+    #[test]
+    fn unprovable_parts_give_no_set() {
+        assert_eq!(req(".*", false), None);
+        assert_eq!(req("a?", false), None);
+        assert_eq!(req("[a-z]+", false), None);
+        assert_eq!(req("foo|.*", false), None);
+    }
+
+    #[test]
+    fn every_match_contains_a_required_literal() {
+        // Property: for many patterns and inputs, a match implies a literal is present.
+        let pats = [
+            "(?i)(?:union\\s+select|select\\s+from)",
+            "(?i)on(?:error|load)\\s*=",
+            "(?i)\\.\\./|/etc/passwd",
+            "[\"'`]\\s*;\\s*(?:drop|alter)",
+            "(?i)java\\s*script:",
+            "ab{2,}c",
+        ];
+        let inputs = [
+            "UNION   SELECT x",
+            "select from",
+            "onLoad =",
+            "../x",
+            "/ETC/passwd",
+            "\"; DROP",
+            "JavaScript:",
+            "jav ascript:",
+            "abbbc",
+            "abc",
+            "nothing here",
+        ];
+        for p in pats {
+            let lits = req(p, false).unwrap_or_default();
+            let re = regex::bytes::RegexBuilder::new(p)
+                .unicode(false)
+                .build()
+                .unwrap();
+            for i in inputs {
+                if re.is_match(i.as_bytes()) {
+                    let low = i.to_ascii_lowercase();
+                    assert!(
+                        lits.is_empty()
+                            || lits.iter().any(|l| low
+                                .as_bytes()
+                                .windows(l.len())
+                                .any(|w| w == l.as_slice())),
+                        "{p} matched {i:?} without any of {lits:?}"
+                    );
+                }
+            }
+        }
+    }
+}
