@@ -56,22 +56,12 @@ request = function()
 end
 LUA
 
+. "$ROOT/bench/lib.sh"
 conf() { # $1 port, $2 auth yes/no
-  cat <<YAML
-server: { worker_threads: 1, watch_config: false }
-listeners: [ { address: "127.0.0.1:$1" } ]
-admin: { address: "off" }
-log: { access: "off", level: warn }
-identity:
+  bench_conf "$1" "identity:
   providers:
     - name: bench
-      jwt: { algorithms: [ES256], issuer: "https://bench", audiences: [api], jwks_file: "$WORK/jwks.json" }
-upstreams: [ { name: up, targets: ["http://127.0.0.1:28480"] } ]
-routes:
-  - name: all
-    path_prefix: /
-    upstream: up
-YAML
+      jwt: { algorithms: [ES256], issuer: \"https://bench\", audiences: [api], jwks_file: \"$WORK/jwks.json\" }"
   [[ "$2" == yes ]] && printf '    auth:\n      providers: [bench]\n      rules:\n        - { path: "/api/**", scopes_all: [read] }\n'
   return 0
 }
@@ -79,7 +69,6 @@ conf 28495 no > "$WORK/plain.yaml"
 conf 28496 yes > "$WORK/jwt.yaml"
 "$BIN" check -c "$WORK/plain.yaml" >&2 && "$BIN" check -c "$WORK/jwt.yaml" >&2
 
-. "$ROOT/bench/lib.sh"
 start_pair "$WORK/plain.yaml" 28495 "$WORK/jwt.yaml" 28496
 cpu() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 run() { # name port pid script

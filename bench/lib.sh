@@ -3,6 +3,24 @@
 # on exit. Expects BIN, SHARED and WORK to be set; sets P1 and P2.
 #
 #   start_pair CONF1 PORT1 CONF2 PORT2
+#   bench_conf PORT [TOP_LEVEL_YAML]   the common config: 1 worker, no access log, one route
+#                                      `all` to the harness upstream (append route keys after)
+
+bench_conf() {
+  cat <<YAML
+server: { worker_threads: 1, watch_config: false }
+listeners: [ { address: "127.0.0.1:$1" } ]
+admin: { address: "off" }
+log: { access: "off", level: warn }
+${2:-}
+upstreams: [ { name: up, targets: ["http://127.0.0.1:28480"] } ]
+routes:
+  - name: all
+    path_prefix: /
+    upstream: up
+YAML
+}
+
 start_pair() {
   started_upstream=0
   if ! "$SHARED/servers.sh" status upstream | grep -q running; then

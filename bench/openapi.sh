@@ -86,18 +86,9 @@ components:
         notes: { type: string, maxLength: 500 }
 YAML
 
+. "$ROOT/bench/lib.sh"
 conf() { # $1 port, $2 openapi yes/no
-  cat <<YAML
-server: { worker_threads: 1, watch_config: false }
-listeners: [ { address: "127.0.0.1:$1" } ]
-admin: { address: "off" }
-log: { access: "off", level: warn }
-upstreams: [ { name: up, targets: ["http://127.0.0.1:28480"] } ]
-routes:
-  - name: all
-    path_prefix: /
-    upstream: up
-YAML
+  bench_conf "$1"
   [[ "$2" == yes ]] && printf '    openapi:\n      spec: %s\n      responses: off\n' "$WORK/spec.yaml"
   return 0
 }
@@ -105,7 +96,6 @@ conf 28497 no > "$WORK/plain.yaml"
 conf 28498 yes > "$WORK/openapi.yaml"
 "$BIN" check -c "$WORK/plain.yaml" >&2 && "$BIN" check -c "$WORK/openapi.yaml" >&2
 
-. "$ROOT/bench/lib.sh"
 start_pair "$WORK/plain.yaml" 28497 "$WORK/openapi.yaml" 28498
 # Both requests of the harness must pass validation, or the comparison means nothing.
 for path in "/api/v1/users/42?fields=name,email,plan&expand=orders&page=2"; do

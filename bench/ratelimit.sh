@@ -14,18 +14,9 @@ WORK="$(mktemp -d /tmp/rampart-rlbench.XXXXXX)"
 cargo build --release -p rampart --manifest-path "$ROOT/Cargo.toml" >&2
 BIN="$ROOT/target/release/rampart"
 
+. "$ROOT/bench/lib.sh"
 conf() { # $1 port, $2 none|always|on_refusal
-  cat <<YAML
-server: { worker_threads: 1, watch_config: false }
-listeners: [ { address: "127.0.0.1:$1" } ]
-admin: { address: "off" }
-log: { access: "off", level: warn }
-upstreams: [ { name: up, targets: ["http://127.0.0.1:28480"] } ]
-routes:
-  - name: all
-    path_prefix: /
-    upstream: up
-YAML
+  bench_conf "$1"
   [[ "$2" != none ]] && printf '    rate_limits:\n      - { name: per-ip, key: [client_ip], rate: 100000000, period: 1s, headers: %s }\n' "$2"
   return 0
 }
@@ -34,7 +25,6 @@ conf 28495 always > "$WORK/always.yaml"
 conf 28496 on_refusal > "$WORK/quiet.yaml"
 for f in plain always quiet; do "$BIN" check -c "$WORK/$f.yaml" >&2; done
 
-. "$ROOT/bench/lib.sh"
 start_pair "$WORK/plain.yaml" 28494 "$WORK/always.yaml" 28495
 "$BIN" run -c "$WORK/quiet.yaml" > "$WORK/quiet.out" 2>&1 & P3=$!
 trap 'kill $P3 2>/dev/null || true; wait $P3 2>/dev/null || true; stop_pair' EXIT

@@ -41,9 +41,10 @@ impl GeoDb {
             v4 => v4,
         };
         let found = self.reader.lookup(ip).ok()?;
+        // Borrowed from the database: no allocation per lookup.
         let code = |field| {
             found
-                .decode_path::<String>(&[PathElement::Key(field), PathElement::Key("iso_code")])
+                .decode_path::<&str>(&[PathElement::Key(field), PathElement::Key("iso_code")])
                 .ok()
                 .flatten()
         };

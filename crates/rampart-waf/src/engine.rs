@@ -90,6 +90,28 @@ pub struct Transaction {
 type TransformCache =
     HashMap<(usize, usize, u32), Option<Vec<u8>>, BuildHasherDefault<crate::vars::Fnv>>;
 
+/// `it`'s value after `r`'s transformations. A value that stays put in memory is transformed
+/// once per pipeline and transaction; the result is kept in `cache`.
+fn transformed<'c>(cache: &'c mut TransformCache, r: &Rule, it: &'c Item<'_>) -> Cow<'c, [u8]> {
+    if r.transforms.is_empty() {
+        return Cow::Borrowed(&it.value);
+    }
+    if it.value.is_empty()
+        || !matches!(it.value, Cow::Borrowed(_))
+        || !crate::vars::is_stable(it.coll)
+    {
+        return transform_all(&r.transforms, &it.value);
+    }
+    let key = (it.value.as_ptr() as usize, it.value.len(), r.pipeline);
+    let slot = cache
+        .entry(key)
+        .or_insert_with(|| match transform_all(&r.transforms, &it.value) {
+            Cow::Borrowed(_) => None,
+            Cow::Owned(o) => Some(o),
+        });
+    Cow::Borrowed(slot.as_deref().unwrap_or(&it.value))
+}
+
 /// An emptied buffer of items with any lifetime, keeping its allocation.
 fn recycle<'b>(mut v: Vec<Item<'_>>) -> Vec<Item<'b>> {
     v.clear();
@@ -254,24 +276,7 @@ impl Transaction {
         }
         let cache = &mut self.tcache;
         for it in &items {
-            if r.transforms.is_empty() || it.value.is_empty() {
-                pf.scan(&it.value, &mut bits, &mut seen);
-            } else if matches!(it.value, Cow::Borrowed(_)) && crate::vars::is_stable(it.coll) {
-                let key = (it.value.as_ptr() as usize, it.value.len(), r.pipeline);
-                let slot = cache.entry(key).or_insert_with(|| {
-                    match transform_all(&r.transforms, &it.value) {
-                        Cow::Borrowed(_) => None,
-                        Cow::Owned(o) => Some(o),
-                    }
-                });
-                pf.scan(slot.as_deref().unwrap_or(&it.value), &mut bits, &mut seen);
-            } else {
-                pf.scan(
-                    &transform_all(&r.transforms, &it.value),
-                    &mut bits,
-                    &mut seen,
-                );
-            }
+            pf.scan(&transformed(cache, r, it), &mut bits, &mut seen);
         }
         self.items = recycle(items);
         let hit = bit(&bits);
@@ -547,24 +552,8 @@ impl Transaction {
                         }
                     }
                     hit
-                } else if !r.transforms.is_empty()
-                    && !it.value.is_empty()
-                    && matches!(it.value, Cow::Borrowed(_))
-                    && crate::vars::is_stable(it.coll)
-                {
-                    // A value that stays put: transform it once per pipeline.
-                    let key = (it.value.as_ptr() as usize, it.value.len(), r.pipeline);
-                    let slot = cache.entry(key).or_insert_with(|| {
-                        match transform_all(&r.transforms, &it.value) {
-                            Cow::Borrowed(_) => None,
-                            Cow::Owned(o) => Some(o),
-                        }
-                    });
-                    let v: &[u8] = slot.as_deref().unwrap_or(&it.value);
-                    op.matches(&self.data, v, want_caps.then_some(&mut caps))
-                        .then(|| v.to_vec())
                 } else {
-                    let v = transform_all(&r.transforms, &it.value);
+                    let v = transformed(cache, r, it);
                     op.matches(&self.data, &v, want_caps.then_some(&mut caps))
                         .then(|| v.into_owned())
                 };

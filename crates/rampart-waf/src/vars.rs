@@ -711,9 +711,7 @@ impl Data {
         };
         let mut v = Vec::new();
         self.resolve(&t, &|_, _| false, &mut v);
-        v.into_iter()
-            .next()
-            .map(|i| Cow::Owned(i.value.into_owned()))
+        v.into_iter().next().map(|i| i.value)
     }
 }
 
