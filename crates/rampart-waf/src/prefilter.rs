@@ -17,6 +17,9 @@ use std::collections::BTreeSet;
 const MAX_SET: usize = 64;
 /// Most strings a rule's final set may hold.
 const MAX_RULE_SET: usize = 256;
+/// Longer patterns are not analysed: in CRS they are long word lists whose sets would exceed
+/// [`MAX_RULE_SET`] anyway, and parsing them again would add ~45 ms to loading CRS.
+const MAX_PATTERN_LEN: usize = 4096;
 
 #[derive(Clone, Debug, Default)]
 struct Info {
@@ -131,53 +134,60 @@ fn info(h: &Hir) -> Info {
             }
         }
         HirKind::Concat(parts) => {
-            let infos: Vec<Info> = parts.iter().map(info).collect();
             let mut best: Option<BTreeSet<Vec<u8>>> = None;
             let mut run: Option<BTreeSet<Vec<u8>>> = Some(BTreeSet::from([Vec::new()]));
             let mut all_exact = true;
-            for i in &infos {
-                best = better(best, i.required.clone());
-                match (&run, &i.exact) {
-                    (Some(r), Some(e)) => match product(r, e) {
+            for part in parts {
+                let i = info(part);
+                best = better(best, i.required);
+                match (run.take(), i.exact) {
+                    (Some(r), Some(e)) => match product(&r, &e) {
                         Some(p) => run = Some(p),
                         None => {
                             // Too many combinations: close the run, start again here.
-                            if let Some(r) = run.take().filter(non_empty) {
-                                best = better(best, Some(r));
-                            }
+                            best = better(best, Some(r).filter(non_empty));
                             all_exact = false;
-                            run = Some(e.clone());
+                            run = Some(e);
                         }
                     },
-                    (_, None) => {
-                        if let Some(r) = run.take().filter(non_empty) {
-                            best = better(best, Some(r));
-                        }
+                    (r, None) => {
+                        best = better(best, r.filter(non_empty));
                         all_exact = false;
                         run = Some(BTreeSet::from([Vec::new()]));
                     }
-                    (None, Some(e)) => run = Some(e.clone()),
+                    (None, Some(e)) => run = Some(e),
                 }
             }
             let exact = if all_exact { run.clone() } else { None };
-            if let Some(r) = run.filter(non_empty) {
-                best = better(best, Some(r));
-            }
+            best = better(best, run.filter(non_empty));
             Info {
                 exact,
                 required: best,
             }
         }
         HirKind::Alternation(alts) => {
-            let infos: Vec<Info> = alts.iter().map(info).collect();
-            let exact = infos.iter().try_fold(BTreeSet::new(), |mut acc, i| {
-                acc.extend(i.exact.clone()?);
-                (acc.len() <= MAX_SET).then_some(acc)
-            });
-            let required = infos.iter().try_fold(BTreeSet::new(), |mut acc, i| {
-                acc.extend(i.required.clone()?);
-                (acc.len() <= MAX_RULE_SET).then_some(acc)
-            });
+            let mut exact = Some(BTreeSet::new());
+            let mut required = Some(BTreeSet::new());
+            for alt in alts {
+                let i = info(alt);
+                exact = match (exact, i.exact) {
+                    (Some(mut acc), Some(e)) if acc.len() + e.len() <= MAX_SET => {
+                        acc.extend(e);
+                        Some(acc)
+                    }
+                    _ => None,
+                };
+                required = match (required, i.required) {
+                    (Some(mut acc), Some(r)) if acc.len() + r.len() <= MAX_RULE_SET => {
+                        acc.extend(r);
+                        Some(acc)
+                    }
+                    _ => None,
+                };
+                if exact.is_none() && required.is_none() {
+                    break;
+                }
+            }
             Info {
                 required: better(required, exact.clone().filter(non_empty)),
                 exact,
@@ -190,6 +200,9 @@ fn info(h: &Hir) -> Info {
 /// cannot be proven. `pattern` is the final Rust-syntax pattern the engine compiled (bytes,
 /// Unicode off, dot matches newline).
 pub fn required_literals(pattern: &str, caseless: bool) -> Option<Vec<Vec<u8>>> {
+    if pattern.len() > MAX_PATTERN_LEN {
+        return None;
+    }
     let hir = regex_syntax::ParserBuilder::new()
         .unicode(false)
         .utf8(false)
