@@ -10,6 +10,7 @@ use crate::api::{Api, Operation};
 use crate::body::{self, Kind};
 use crate::params::In;
 use crate::schema::{self, Failure};
+use crate::tape;
 use bytes::Bytes;
 use http::{header, Method, StatusCode};
 use rampart_config::{DeprecatedPolicy, Mode, ReadOnlyPolicy, ResponsePolicy, UnknownQuery};
@@ -454,6 +455,21 @@ impl Guard for OpenApiGuard {
                 &[Failure::body(String::new(), reason.to_string())],
             )
         };
+        // Fast path: most bodies are valid; read them onto a tape and validate it in place.
+        // Anything else (not parseable by the tape, invalid, readOnly properties sent) takes
+        // the full path below, which says what is wrong.
+        if media.kind == Kind::Json {
+            if let Ok(doc) = tape::parse(body) {
+                if c.fast.is_valid(doc.root()) {
+                    if m.params_ok {
+                        if let Some(t) = &op.typed {
+                            ctx.extensions.insert(t.clone());
+                        }
+                    }
+                    return Verdict::Continue.into();
+                }
+            }
+        }
         let parsed = match media.kind {
             Kind::Json => rampart_core::json::parse_strict(body).map_err(|e| {
                 if e.starts_with("duplicate key") {
@@ -671,6 +687,13 @@ impl Guard for OpenApiGuard {
         let Some(c) = op.responses[ri].1.media[mi].1.schema.as_ref() else {
             return Verdict::Continue;
         };
+        if self.s.responses != ResponsePolicy::Strip {
+            if let Ok(doc) = tape::parse(body) {
+                if c.fast.is_valid(doc.root()) {
+                    return Verdict::Continue;
+                }
+            }
+        }
         let mut value = match rampart_core::json::parse_strict(body) {
             Ok(v) => v,
             Err(_) => {

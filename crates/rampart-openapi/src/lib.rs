@@ -11,6 +11,8 @@
 //! - [`params`]: parameter styles (`simple`, `label`, `matrix`, `form`, `spaceDelimited`,
 //!   `pipeDelimited`, `deepObject`).
 //! - [`body`]: media types, form and multipart bodies.
+//! - [`tape`]: the fast path for JSON bodies: a strict parser onto a flat tape that the schema
+//!   validator reads in place (no `serde_json::Value` tree unless the body is invalid).
 //! - [`api`]: the compiled spec the guard runs on.
 
 pub mod api;
@@ -22,6 +24,7 @@ pub mod params;
 pub mod router;
 pub mod schema;
 pub mod spec;
+pub mod tape;
 
 pub use build::{build, load_api};
 pub use guard::OpenApiGuard;

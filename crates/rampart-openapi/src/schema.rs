@@ -59,6 +59,9 @@ struct Bundler<'d> {
 /// A schema bundled and compiled.
 pub struct Compiled {
     pub validator: jsonschema::Validator,
+    /// The same schema compiled for [`crate::tape`] documents: the fast path that only has to
+    /// say "valid"; anything else goes through `validator` for the error messages.
+    pub fast: jsonschema::Validator<crate::tape::Tape>,
     /// The bundled schema: refs point into its own `$defs`.
     pub tree: Arc<Value>,
     /// Some property somewhere is `readOnly` / `writeOnly`.
@@ -351,10 +354,23 @@ pub fn compile(
                 format!("invalid schema: {}", e.masked_with("value")),
             )
         })?;
+    let fast = jsonschema::options_for::<crate::tape::Tape>()
+        .with_draft(jsonschema::Draft::Draft202012)
+        .should_validate_formats(true)
+        .with_format("byte", is_base64)
+        .build(&tree)
+        .map_err(|e| {
+            SpecError::new(
+                file,
+                pointer,
+                format!("invalid schema: {}", e.masked_with("value")),
+            )
+        })?;
     let has_read_only = read_only || contains_flag(&tree, "readOnly");
     let has_write_only = contains_flag(&tree, "writeOnly");
     Ok(Compiled {
         validator,
+        fast,
         tree: Arc::new(tree),
         has_read_only,
         has_write_only,
