@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
-# Run one fuzz target for a bounded time: ./fuzz/run.sh seclang|body [SECONDS]
+# Run one fuzz target for a bounded time: ./fuzz/run.sh seclang|body|json_tape [SECONDS]
 # Seeds the corpus from CRS's rules and go-ftw tests in ../shared/crs (read, not copied into git).
 set -eu
 cd "$(dirname "$0")"
-target=${1:?usage: run.sh seclang|body [seconds]}
+target=${1:?usage: run.sh seclang|body|json_tape [seconds]}
 secs=${2:-600}
 crs=${CRS_DIR:-../../shared/crs}
 mkdir -p "corpus/$target"
@@ -18,6 +18,14 @@ if [ -d "$crs/rules" ] && [ -z "$(ls -A "corpus/$target")" ]; then
         for p in 0 1 2 3; do printf "\\x0$p%s" "$body" > "corpus/$target/seed-$i-$p"; done
         i=$((i + 1))
       done ;;
+    json_tape)
+      # JSON documents: the go-ftw tests' JSON bodies and the project's own fixtures.
+      i=0
+      { grep -rh "^ *data: *[{[]" "$crs/tests/regression/tests" || true; } | head -300 | while read -r line; do
+        printf "%s" "${line#*data: }" > "corpus/$target/seed-$i"
+        i=$((i + 1))
+      done
+      printf '{"a":[1,-0,2.5e3,"\\u00e9\\ud83d\\ude00"],"b":{"c":null,"d":true}}' > "corpus/$target/seed-x" ;;
   esac
 fi
 exec cargo +nightly fuzz run "$target" "corpus/$target" -- -max_total_time="$secs" -timeout=10 -rss_limit_mb=2048
