@@ -9,6 +9,7 @@
 //! anything else and answers 400 (and closes the connection) on a violation. Once a violation is
 //! seen, scanning stops: the connection is closed after that response.
 
+use crate::h2watch::{H2Watch, PREFACE_LEN};
 use crate::server::ConnActivity;
 use std::collections::VecDeque;
 use std::io;
@@ -106,6 +107,8 @@ pub struct Scanner {
     max_request_line: usize,
     state: Arc<ScanState>,
     activity: Option<Arc<ConnActivity>>,
+    /// Stopped at an HTTP/2 prior-knowledge preface (h2c).
+    h2_prior: bool,
 }
 
 enum Framing {
@@ -130,6 +133,7 @@ impl Scanner {
             max_head,
             max_request_line,
             state,
+            h2_prior: false,
         }
     }
 
@@ -205,8 +209,9 @@ impl Scanner {
                             self.line_start = 0;
                             let head = std::mem::take(&mut self.head);
                             if head.starts_with(b"PRI * HTTP/2.0") {
-                                // HTTP/2 prior knowledge: not ours to scan.
+                                // HTTP/2 prior knowledge: not ours to scan (H2Watch's).
                                 self.st = St::Off;
+                                self.h2_prior = true;
                                 return;
                             }
                             match check_head(&head, self.max_request_line) {
@@ -451,11 +456,27 @@ fn check_head(head: &[u8], max_request_line: usize) -> Result<Framing, Violation
 pub struct ScanIo<T> {
     inner: T,
     scanner: Option<Scanner>,
+    /// HTTP/2 frame watch: from the start (TLS with ALPN h2), or from the moment the HTTP/1
+    /// scanner sees an h2c prior-knowledge preface.
+    h2: Option<H2Watch>,
+    /// Bytes read so far, while the HTTP/1 scanner runs (to place the h2c preface).
+    seen: usize,
 }
 
 impl<T> ScanIo<T> {
     pub fn new(inner: T, scanner: Option<Scanner>) -> Self {
-        ScanIo { inner, scanner }
+        ScanIo {
+            inner,
+            scanner,
+            h2: None,
+            seen: 0,
+        }
+    }
+
+    /// Watch the stream as HTTP/2 frames.
+    pub fn with_h2(mut self, watch: H2Watch) -> Self {
+        self.h2 = Some(watch);
+        self
     }
 }
 
@@ -468,11 +489,25 @@ impl<T: AsyncRead + Unpin> AsyncRead for ScanIo<T> {
         let before = buf.filled().len();
         let this = &mut *self;
         let r = Pin::new(&mut this.inner).poll_read(cx, buf);
-        if let (Poll::Ready(Ok(())), Some(s)) = (&r, this.scanner.as_mut()) {
-            s.feed(&buf.filled()[before..]);
+        if !matches!(r, Poll::Ready(Ok(()))) {
+            return r;
+        }
+        let new = &buf.filled()[before..];
+        if let Some(s) = this.scanner.as_mut() {
+            s.feed(new);
             if matches!(s.st, St::Off) {
+                if s.h2_prior {
+                    if let Some(a) = s.activity.clone() {
+                        this.h2 = Some(H2Watch::new(a, PREFACE_LEN.saturating_sub(this.seen)));
+                    }
+                }
                 this.scanner = None;
+            } else {
+                this.seen = this.seen.saturating_add(new.len());
             }
+        }
+        if let Some(w) = this.h2.as_mut() {
+            w.feed(new);
         }
         r
     }

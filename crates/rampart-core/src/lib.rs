@@ -9,6 +9,7 @@ pub mod admin;
 pub mod body;
 pub mod guard;
 pub mod h1scan;
+pub mod h2watch;
 pub mod json;
 pub mod path;
 pub mod proxy;

@@ -3,6 +3,7 @@
 
 use crate::guard::{ConnInfo, Verdict};
 use crate::h1scan::{ScanIo, ScanState, Scanner};
+use crate::h2watch::{H2Watch, PREFACE_LEN};
 use crate::proxy::{handle, Shared};
 use crate::upstream::now_ms;
 use hyper::service::service_fn;
@@ -27,6 +28,9 @@ pub struct ConnActivity {
     head_started: AtomicU64,
     /// Requests being handled (until their response body ends).
     active: AtomicUsize,
+    /// HTTP/2: when the header block now open started (see [`crate::h2watch`]); 0 when none is.
+    /// Timed even while other streams are active.
+    h2_head: AtomicU64,
 }
 
 impl Default for ConnActivity {
@@ -42,7 +46,18 @@ impl ConnActivity {
             last: AtomicU64::new(now),
             head_started: AtomicU64::new(now),
             active: AtomicUsize::new(0),
+            h2_head: AtomicU64::new(0),
         }
+    }
+    pub(crate) fn h2_head_begin(&self) {
+        self.h2_head.store(now_ms(), Ordering::Relaxed);
+    }
+    pub(crate) fn h2_head_end(&self) {
+        self.h2_head.store(0, Ordering::Relaxed);
+    }
+    #[cfg(test)]
+    pub(crate) fn h2_head_open(&self) -> bool {
+        self.h2_head.load(Ordering::Relaxed) != 0
     }
     pub(crate) fn head_begin(&self) {
         self.head_started.store(now_ms(), Ordering::Relaxed);
@@ -62,15 +77,23 @@ impl ConnActivity {
     /// When to look again, and whether the connection has overstayed now.
     fn check(&self, header_read: Duration, idle: Duration) -> (bool, u64) {
         let now = now_ms();
-        if self.active.load(Ordering::Relaxed) > 0 {
-            return (false, now + idle.as_millis() as u64);
-        }
-        let hs = self.head_started.load(Ordering::Relaxed);
-        let deadline = if hs != 0 {
-            hs + header_read.as_millis() as u64
+        let h2 = self.h2_head.load(Ordering::Relaxed);
+        let h2_deadline = (h2 != 0).then(|| h2 + header_read.as_millis() as u64);
+        let deadline = if self.active.load(Ordering::Relaxed) > 0 {
+            if h2_deadline.is_some_and(|d| now >= d) {
+                return (true, now);
+            }
+            let next = now + idle.as_millis() as u64;
+            return (false, h2_deadline.map_or(next, |d| d.min(next)));
         } else {
-            self.last.load(Ordering::Relaxed) + idle.as_millis() as u64
+            let hs = self.head_started.load(Ordering::Relaxed);
+            if hs != 0 {
+                hs + header_read.as_millis() as u64
+            } else {
+                self.last.load(Ordering::Relaxed) + idle.as_millis() as u64
+            }
         };
+        let deadline = h2_deadline.map_or(deadline, |d| d.min(deadline));
         (now >= deadline, deadline.max(now + 10))
     }
 }
@@ -189,7 +212,8 @@ async fn serve_connection(
             conn.tls = Some(Arc::new(info));
             let conn = Arc::new(conn);
             if is_h2 {
-                let io = ScanIo::new(tls, None);
+                let io =
+                    ScanIo::new(tls, None).with_h2(H2Watch::new(activity.clone(), PREFACE_LEN));
                 // Each protocol's state machine is boxed so a connection task only holds the one
                 // it uses (an idle HTTP/1.1 connection stays small).
                 Box::pin(serve_h2(
@@ -329,8 +353,7 @@ async fn serve_h2<T>(
             ))
         })
     };
-    // HTTP/2 has no request head to time; the watchdog's idle rule applies.
-    activity.head_end();
+    // The preface, then every header block, is timed like an HTTP/1.1 head (`H2Watch`).
     let mut b = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
     b.timer(TokioTimer::new())
         .max_concurrent_streams(streams)

@@ -130,3 +130,74 @@ async fn connections_over_the_cap_are_closed_at_once() {
     let (_, _, m) = get(gw.admin_addr().unwrap(), "/metrics").await;
     assert!(String::from_utf8_lossy(&m).contains("rampart_refused_connections_total 1"));
 }
+
+/// One HTTP/2 frame.
+fn h2_frame(ty: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
+    let l = payload.len();
+    let mut f = vec![(l >> 16) as u8, (l >> 8) as u8, l as u8, ty, flags];
+    f.extend_from_slice(&stream.to_be_bytes());
+    f.extend_from_slice(payload);
+    f
+}
+
+#[tokio::test]
+async fn h2_header_block_left_open_is_cut_after_header_timeout() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let up = TestUpstream::start().await;
+    let yaml = config(
+        up.addr,
+        "",
+        "server:\n  timeouts:\n    header_read: 1s\n    idle: 60s\n",
+    )
+    .replace(
+        "  - address: 127.0.0.1:0\n",
+        "  - address: 127.0.0.1:0\n    h2c: true\n",
+    );
+    let gw = gateway(&yaml).await;
+    let addr = gw.listen_addrs()[0];
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let mut hello = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
+    hello.extend(h2_frame(0x4, 0, 0, &[])); // SETTINGS
+                                            // HEADERS for stream 1 (:method GET, :scheme http, :path /) without END_HEADERS: the
+                                            // block stays open; the CONTINUATION that would end it never comes.
+    hello.extend(h2_frame(0x1, 0x1, 1, &[0x82, 0x86, 0x84]));
+    s.write_all(&hello).await.unwrap();
+    // Trickle a few one-byte CONTINUATION frames (the only frames HTTP/2 allows while a block is
+    // open; the h2 codec refuses more than a handful), never ending the block, then wait. The
+    // idle timeout is 60 s: only the header timeout can close the connection within this loop.
+    let mut closed = false;
+    for i in 0..40 {
+        if i < 3 && s.write_all(&h2_frame(0x9, 0, 1, &[0x40])).await.is_err() {
+            closed = true;
+            break;
+        }
+        let mut buf = [0u8; 1024];
+        match tokio::time::timeout(std::time::Duration::from_millis(250), s.read(&mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => {
+                closed = true;
+                break;
+            }
+            _ => {}
+        }
+    }
+    assert!(
+        closed,
+        "an HTTP/2 header block left open must get the connection closed"
+    );
+    assert_eq!(up.count(), 0);
+
+    // A complete request on a fresh connection is served (the watch does not misfire).
+    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let (mut sender, c) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(tcp),
+    )
+    .await
+    .unwrap();
+    tokio::spawn(c);
+    let req = http::Request::get("http://a.test/ok")
+        .body(Full::new(Bytes::new()))
+        .unwrap();
+    let resp = sender.send_request(req).await.unwrap();
+    assert_eq!(resp.status(), 200);
+}
