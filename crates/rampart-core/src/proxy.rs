@@ -122,31 +122,112 @@ fn strip_hop_by_hop(h: &mut HeaderMap) {
 }
 
 /// The client's address: the peer, unless the peer is a trusted proxy, in which case the
-/// right-most untrusted address of X-Forwarded-For.
+/// right-most untrusted address of X-Forwarded-For or, when a trusted proxy sent none, of the
+/// `for=` parameters of `Forwarded` (RFC 7239). A hop that is not an address (`unknown`, an
+/// obfuscated `_name`, garbage) ends the walk at the last address seen.
 fn client_ip(snap: &Snapshot, peer: IpAddr, headers: &HeaderMap, peer_trusted: bool) -> IpAddr {
     if !peer_trusted {
         return peer;
     }
-    let mut ip = peer;
-    let values: Vec<&str> = headers
-        .get_all("x-forwarded-for")
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .collect();
-    for v in values.iter().rev() {
-        for item in v.rsplit(',') {
-            match item.trim().parse::<IpAddr>() {
-                Ok(a) => {
+    let walk = |hops: &mut dyn Iterator<Item = Option<IpAddr>>| {
+        let mut ip = peer;
+        for hop in hops {
+            match hop {
+                Some(a) => {
                     ip = a;
                     if !snap.is_trusted(a) {
                         return a;
                     }
                 }
-                Err(_) => return ip,
+                None => return ip,
             }
         }
+        ip
+    };
+    let values = |name: header::HeaderName| -> Vec<&str> {
+        headers
+            .get_all(name)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .collect()
+    };
+    let xff = values(header::HeaderName::from_static("x-forwarded-for"));
+    if !xff.is_empty() {
+        let mut hops = xff
+            .iter()
+            .rev()
+            .flat_map(|v| v.rsplit(','))
+            .map(|item| item.trim().parse::<IpAddr>().ok());
+        return walk(&mut hops);
     }
-    ip
+    let fwd = values(header::FORWARDED);
+    if fwd.is_empty() {
+        return peer;
+    }
+    let elements: Vec<Option<IpAddr>> = fwd
+        .iter()
+        .flat_map(|v| split_quoted(v, b','))
+        .map(forwarded_for)
+        .collect();
+    walk(&mut elements.into_iter().rev())
+}
+
+/// Split at `sep` outside double quotes.
+fn split_quoted(s: &str, sep: u8) -> Vec<&str> {
+    let mut out = Vec::new();
+    let (mut start, mut quoted, mut escaped) = (0, false, false);
+    for (i, b) in s.bytes().enumerate() {
+        match b {
+            _ if escaped => escaped = false,
+            b'\\' if quoted => escaped = true,
+            b'"' => quoted = !quoted,
+            _ if b == sep && !quoted => {
+                out.push(&s[start..i]);
+                start = i + 1;
+            }
+            _ => {}
+        }
+    }
+    out.push(&s[start..]);
+    out
+}
+
+/// The address in a `Forwarded` element's `for=` parameter: `192.0.2.60`, `"192.0.2.60:4711"`,
+/// `"[2001:db8::1]"`, `"[2001:db8::1]:4711"`. None for `unknown`, obfuscated names, or no `for`.
+fn forwarded_for(element: &str) -> Option<IpAddr> {
+    let value = split_quoted(element, b';').into_iter().find_map(|pair| {
+        let (k, v) = pair.split_once('=')?;
+        k.trim().eq_ignore_ascii_case("for").then_some(v.trim())
+    })?;
+    let v = value
+        .strip_prefix('"')
+        .and_then(|v| v.strip_suffix('"'))
+        .unwrap_or(value);
+    if let Some(rest) = v.strip_prefix('[') {
+        let (addr, tail) = rest.split_once(']')?;
+        if !(tail.is_empty() || tail.strip_prefix(':').is_some_and(valid_port)) {
+            return None;
+        }
+        return addr.parse::<std::net::Ipv6Addr>().ok().map(IpAddr::V6);
+    }
+    if let Ok(a) = v.parse::<std::net::Ipv4Addr>() {
+        return Some(IpAddr::V4(a));
+    }
+    let (addr, port) = v.rsplit_once(':')?;
+    if !valid_port(port) {
+        return None;
+    }
+    addr.parse::<std::net::Ipv4Addr>().ok().map(IpAddr::V4)
+}
+
+/// A port, or an obfuscated port (`_abc`), as RFC 7239 allows.
+fn valid_port(p: &str) -> bool {
+    p.parse::<u16>().is_ok()
+        || p.strip_prefix('_').is_some_and(|o| {
+            !o.is_empty()
+                && o.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
+        })
 }
 
 fn problem(status: StatusCode, title: &str, request_id: &str) -> Answer {
@@ -979,4 +1060,54 @@ async fn finish_upstream(
         .headers
         .insert(header::CONTENT_LENGTH, HeaderValue::from(bytes.len()));
     seal(done, parts, RespBody::full(bytes))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{forwarded_for, split_quoted};
+    use std::net::IpAddr;
+
+    fn ip(s: &str) -> Option<IpAddr> {
+        Some(s.parse().unwrap())
+    }
+
+    #[test]
+    fn forwarded_for_parameters() {
+        assert_eq!(forwarded_for("for=192.0.2.60"), ip("192.0.2.60"));
+        assert_eq!(
+            forwarded_for("proto=https;For=\"192.0.2.60:4711\";by=203.0.113.43"),
+            ip("192.0.2.60")
+        );
+        assert_eq!(
+            forwarded_for("for=\"[2001:db8:cafe::17]\""),
+            ip("2001:db8:cafe::17")
+        );
+        assert_eq!(
+            forwarded_for(" for = \"[2001:db8:cafe::17]:4711\" "),
+            ip("2001:db8:cafe::17")
+        );
+        assert_eq!(forwarded_for("for=\"192.0.2.60:_p1\""), ip("192.0.2.60"));
+        assert_eq!(forwarded_for("for=unknown"), None);
+        assert_eq!(forwarded_for("for=_hidden"), None);
+        assert_eq!(forwarded_for("by=192.0.2.1"), None);
+        assert_eq!(forwarded_for("for=\"[2001:db8::1]x\""), None);
+        assert_eq!(forwarded_for("for=192.0.2.60:99999"), None);
+        assert_eq!(
+            forwarded_for("for=2001:db8::1"),
+            None,
+            "IPv6 must be bracketed"
+        );
+    }
+
+    #[test]
+    fn quoted_separators_do_not_split() {
+        assert_eq!(
+            split_quoted("for=a;host=\"x,y\", for=b", b','),
+            vec!["for=a;host=\"x,y\"", " for=b"]
+        );
+        assert_eq!(
+            split_quoted("a=\"q\\\"\",b", b','),
+            vec!["a=\"q\\\"\"", "b"]
+        );
+    }
 }

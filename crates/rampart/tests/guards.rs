@@ -305,3 +305,66 @@ fn geo_config_errors_say_what_and_where() {
     assert!(msg.contains("is not a MaxMind DB"), "{msg}");
     let _ = std::fs::remove_file(bad_db);
 }
+
+#[tokio::test]
+async fn client_address_from_forwarded_header_of_trusted_proxies() {
+    let up = TestUpstream::start().await;
+    let route = "    ip_filter:\n      deny: [\"203.0.113.0/24\", \"2001:db8::/32\"]\n";
+    let top = "server:\n  trusted_proxies: [\"127.0.0.1\", \"10.0.0.0/8\"]\n";
+    let gw = gateway(&config(up.addr, route, top)).await;
+    let addr = gw.listen_addrs()[0];
+    let status = |h: Vec<(&'static str, &'static str)>| {
+        let c = client();
+        async move { send(&c, addr, "GET", "/", &h, b"").await.0 }
+    };
+    // The right-most address that is not a trusted proxy is the client.
+    assert_eq!(status(vec![("forwarded", "for=203.0.113.7")]).await, 403);
+    assert_eq!(
+        status(vec![(
+            "forwarded",
+            "for=198.51.100.1, for=\"203.0.113.7:4711\";proto=https, for=10.1.2.3"
+        )])
+        .await,
+        403
+    );
+    assert_eq!(
+        status(vec![
+            ("forwarded", "for=\"[2001:db8::5]:443\""),
+            ("forwarded", "for=10.9.9.9")
+        ])
+        .await,
+        403,
+        "several Forwarded lines are one list"
+    );
+    assert_eq!(
+        status(vec![("forwarded", "for=203.0.113.7, for=198.51.100.1")]).await,
+        200
+    );
+    // A hop that is not an address ends the walk at the last address seen (here the proxy).
+    assert_eq!(
+        status(vec![("forwarded", "for=203.0.113.7, for=unknown")]).await,
+        200
+    );
+    // X-Forwarded-For, when present, is what counts.
+    assert_eq!(
+        status(vec![
+            ("x-forwarded-for", "198.51.100.1"),
+            ("forwarded", "for=203.0.113.7")
+        ])
+        .await,
+        200
+    );
+    // From a peer that is not trusted, Forwarded means nothing.
+    let gw = gateway(&config(up.addr, route, "")).await;
+    let c = client();
+    let (s, _, _) = send(
+        &c,
+        gw.listen_addrs()[0],
+        "GET",
+        "/",
+        &[("forwarded", "for=203.0.113.7")],
+        b"",
+    )
+    .await;
+    assert_eq!(s, 200);
+}
