@@ -342,30 +342,27 @@ pub fn compile(
     file: &Path,
     pointer: &str,
 ) -> Result<Compiled, SpecError> {
-    let validator = jsonschema::options()
-        .with_draft(jsonschema::Draft::Draft202012)
-        .should_validate_formats(true)
-        .with_format("byte", is_base64)
-        .build(&tree)
-        .map_err(|e| {
-            SpecError::new(
-                file,
-                pointer,
-                format!("invalid schema: {}", e.masked_with("value")),
-            )
-        })?;
-    let fast = jsonschema::options_for::<crate::tape::Tape>()
-        .with_draft(jsonschema::Draft::Draft202012)
-        .should_validate_formats(true)
-        .with_format("byte", is_base64)
-        .build(&tree)
-        .map_err(|e| {
-            SpecError::new(
-                file,
-                pointer,
-                format!("invalid schema: {}", e.masked_with("value")),
-            )
-        })?;
+    // The same options for both instance representations, so both decide alike.
+    fn build<F: jsonschema::json::Json>(
+        tree: &Value,
+        file: &Path,
+        pointer: &str,
+    ) -> Result<jsonschema::Validator<F>, SpecError> {
+        jsonschema::options_for::<F>()
+            .with_draft(jsonschema::Draft::Draft202012)
+            .should_validate_formats(true)
+            .with_format("byte", is_base64)
+            .build(tree)
+            .map_err(|e| {
+                SpecError::new(
+                    file,
+                    pointer,
+                    format!("invalid schema: {}", e.masked_with("value")),
+                )
+            })
+    }
+    let validator = build::<jsonschema::json::SerdeJson>(&tree, file, pointer)?;
+    let fast = build::<crate::tape::Tape>(&tree, file, pointer)?;
     let has_read_only = read_only || contains_flag(&tree, "readOnly");
     let has_write_only = contains_flag(&tree, "writeOnly");
     Ok(Compiled {
