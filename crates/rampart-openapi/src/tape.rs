@@ -154,8 +154,9 @@ pub fn parse(body: &[u8]) -> Result<Doc<'_>, Refused> {
         src,
         s: body,
         i: 0,
-        // About one entry per 6 bytes of a typical API body; one allocation, rarely grown.
-        ents: Vec::with_capacity(body.len() / 6 + 8),
+        // About one entry per 6 bytes of a typical API body: one allocation for bodies up to
+        // ~24 KB; larger ones grow as needed (a 1 MB string is one entry, not 170,000).
+        ents: Vec::with_capacity((body.len() / 6 + 8).min(4096)),
         text: String::new(),
         keys: Vec::new(),
     };
