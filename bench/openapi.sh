@@ -3,8 +3,8 @@
 # the same Rampart config without and with an `openapi` spec that declares the harness's two
 # requests (GET /api/v1/users/{id} with its query parameters; POST /api/v1/orders with its
 # ~0.6 KB JSON order body, validated against a strict schema). Both Rampart instances run side
-# by side with nginx-proxy in one run of the harness: 1 worker thread each, wrk 1 thread, 32
-# connections, loopback only, every run bounded.
+# by side with nginx-proxy in ROUNDS paired runs of the harness (bench/lib.sh): 1 worker thread
+# each, wrk 1 thread, 32 connections, loopback only, every run bounded.
 #
 #   bench/openapi.sh                      # ROUNDS=5 DURATION=8 by default (paired_rounds in lib.sh)
 set -euo pipefail

@@ -129,47 +129,42 @@ fn client_ip(snap: &Snapshot, peer: IpAddr, headers: &HeaderMap, peer_trusted: b
     if !peer_trusted {
         return peer;
     }
-    let walk = |hops: &mut dyn Iterator<Item = Option<IpAddr>>| {
-        let mut ip = peer;
-        for hop in hops {
-            match hop {
-                Some(a) => {
-                    ip = a;
-                    if !snap.is_trusted(a) {
-                        return a;
-                    }
-                }
-                None => return ip,
-            }
-        }
-        ip
-    };
-    let values = |name: header::HeaderName| -> Vec<&str> {
-        headers
-            .get_all(name)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .collect()
-    };
-    let xff = values(header::HeaderName::from_static("x-forwarded-for"));
-    if !xff.is_empty() {
-        let mut hops = xff
+    let xff = headers.get_all("x-forwarded-for");
+    if xff.iter().next().is_some() {
+        let hops = xff
             .iter()
             .rev()
+            .filter_map(|v| v.to_str().ok())
             .flat_map(|v| v.rsplit(','))
             .map(|item| item.trim().parse::<IpAddr>().ok());
-        return walk(&mut hops);
+        return right_most_untrusted(snap, peer, hops);
     }
-    let fwd = values(header::FORWARDED);
-    if fwd.is_empty() {
-        return peer;
-    }
-    let elements: Vec<Option<IpAddr>> = fwd
+    let hops = headers
+        .get_all(header::FORWARDED)
         .iter()
-        .flat_map(|v| split_quoted(v, b','))
-        .map(forwarded_for)
-        .collect();
-    walk(&mut elements.into_iter().rev())
+        .rev()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| split_quoted(v, b',').into_iter().rev())
+        .map(forwarded_for);
+    right_most_untrusted(snap, peer, hops)
+}
+
+/// Walk forwarding hops from the nearest: the first address that is not a trusted proxy, or
+/// the last address seen when a hop is not an address or the hops run out.
+fn right_most_untrusted(
+    snap: &Snapshot,
+    peer: IpAddr,
+    hops: impl Iterator<Item = Option<IpAddr>>,
+) -> IpAddr {
+    let mut ip = peer;
+    for hop in hops {
+        let Some(a) = hop else { return ip };
+        ip = a;
+        if !snap.is_trusted(a) {
+            return a;
+        }
+    }
+    ip
 }
 
 /// Split at `sep` outside double quotes.

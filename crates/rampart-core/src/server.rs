@@ -77,23 +77,21 @@ impl ConnActivity {
     /// When to look again, and whether the connection has overstayed now.
     fn check(&self, header_read: Duration, idle: Duration) -> (bool, u64) {
         let now = now_ms();
-        let h2 = self.h2_head.load(Ordering::Relaxed);
-        let h2_deadline = (h2 != 0).then(|| h2 + header_read.as_millis() as u64);
-        let deadline = if self.active.load(Ordering::Relaxed) > 0 {
-            if h2_deadline.is_some_and(|d| now >= d) {
-                return (true, now);
-            }
-            let next = now + idle.as_millis() as u64;
-            return (false, h2_deadline.map_or(next, |d| d.min(next)));
+        let (header_read, idle) = (header_read.as_millis() as u64, idle.as_millis() as u64);
+        let hs = self.head_started.load(Ordering::Relaxed);
+        let mut deadline = if self.active.load(Ordering::Relaxed) > 0 {
+            // Requests in flight are never idle: look again later.
+            now + idle.max(1)
+        } else if hs != 0 {
+            hs + header_read
         } else {
-            let hs = self.head_started.load(Ordering::Relaxed);
-            if hs != 0 {
-                hs + header_read.as_millis() as u64
-            } else {
-                self.last.load(Ordering::Relaxed) + idle.as_millis() as u64
-            }
+            self.last.load(Ordering::Relaxed) + idle
         };
-        let deadline = h2_deadline.map_or(deadline, |d| d.min(deadline));
+        // An open HTTP/2 header block is timed even while other streams are active.
+        let h2 = self.h2_head.load(Ordering::Relaxed);
+        if h2 != 0 {
+            deadline = deadline.min(h2 + header_read);
+        }
         (now >= deadline, deadline.max(now + 10))
     }
 }

@@ -56,6 +56,16 @@ struct Matched {
     resp_media: Option<(usize, usize)>,
 }
 
+/// A request whose parameters and body passed: list its strictly typed inputs for content
+/// inspectors (the WAF skips them).
+fn record_typed(ctx: &mut RequestContext, m: &Matched, op: &Operation) {
+    if m.params_ok {
+        if let Some(t) = &op.typed {
+            ctx.extensions.insert(t.clone());
+        }
+    }
+}
+
 fn problem_errors(failures: &[Failure]) -> Value {
     Value::Array(failures.iter().map(Failure::to_json).collect())
 }
@@ -461,11 +471,7 @@ impl Guard for OpenApiGuard {
         if media.kind == Kind::Json {
             if let Ok(doc) = tape::parse(body) {
                 if c.fast.is_valid(doc.root()) {
-                    if m.params_ok {
-                        if let Some(t) = &op.typed {
-                            ctx.extensions.insert(t.clone());
-                        }
-                    }
+                    record_typed(ctx, &m, op);
                     return Verdict::Continue.into();
                 }
             }
@@ -560,11 +566,7 @@ impl Guard for OpenApiGuard {
                 _ => {}
             }
         }
-        if m.params_ok {
-            if let Some(t) = &op.typed {
-                ctx.extensions.insert(t.clone());
-            }
-        }
+        record_typed(ctx, &m, op);
         Verdict::Continue.into()
     }
 

@@ -69,13 +69,7 @@ impl<'b> Doc<'b> {
     }
 
     fn str_at(&self, i: u32) -> &str {
-        let e = &self.ents[i as usize];
-        let (s, at, len) = (
-            if e.decoded { &self.text[..] } else { self.src },
-            e.a as usize,
-            e.b as usize,
-        );
-        s.get(at..at + len).unwrap_or("")
+        span(&self.ents[i as usize], self.src, &self.text)
     }
 
     fn value_at(&self, i: u32) -> Value {
@@ -86,24 +80,18 @@ impl<'b> Doc<'b> {
             Kind::True => Value::Bool(true),
             Kind::Num => Value::Number(e.num.clone()),
             Kind::Str => Value::String(self.str_at(i).to_string()),
-            Kind::Arr => {
-                let mut v = Vec::with_capacity(e.b as usize);
-                let mut c = i + 1;
-                while c < e.a {
-                    v.push(self.value_at(c));
-                    c = self.next(c);
-                }
-                Value::Array(v)
-            }
-            Kind::Obj => {
-                let mut m = Map::new();
-                let mut c = i + 1;
-                while c < e.a {
-                    m.insert(self.str_at(c).to_string(), self.value_at(c + 1));
-                    c = self.next(c + 1);
-                }
-                Value::Object(m)
-            }
+            Kind::Arr => Value::Array(
+                Container { doc: self, at: i }
+                    .elements()
+                    .map(|n| n.to_value().into_owned())
+                    .collect(),
+            ),
+            Kind::Obj => Value::Object(
+                Container { doc: self, at: i }
+                    .members()
+                    .map(|(k, n)| (k.to_string(), n.to_value().into_owned()))
+                    .collect::<Map<String, Value>>(),
+            ),
         }
     }
 
@@ -119,6 +107,13 @@ impl<'b> Doc<'b> {
 pub struct Refused;
 
 type R = Result<(), Refused>;
+
+/// A string entry's text: in the body, or (had escapes) in the decoded text.
+fn span<'x>(e: &Ent, src: &'x str, text: &'x str) -> &'x str {
+    let s = if e.decoded { text } else { src };
+    let (at, len) = (e.a as usize, e.b as usize);
+    s.get(at..at + len).unwrap_or("")
+}
 
 /// Bytes that end the plain run of a string: the closing quote, an escape, a control character.
 static STOP: [bool; 256] = {
@@ -486,14 +481,7 @@ impl Parser<'_> {
     }
 
     fn key(&self, i: u32) -> &[u8] {
-        let e = &self.ents[i as usize];
-        let bytes = if e.decoded {
-            self.text.as_bytes()
-        } else {
-            self.s
-        };
-        let (at, len) = (e.a as usize, e.b as usize);
-        bytes.get(at..at + len).unwrap_or_default()
+        span(&self.ents[i as usize], self.src, &self.text).as_bytes()
     }
 
     fn fingerprint(&self, i: u32) -> u64 {
@@ -568,15 +556,15 @@ impl Json for Tape {
 }
 
 impl<'a> TNode<'a> {
-    fn ent(&self) -> Option<(&'a Doc<'a>, &'a Ent)> {
+    fn ent(&self) -> Option<&'a Ent> {
         match *self {
-            TNode::At(d, i) => Some((d, &d.ents[i as usize])),
+            TNode::At(d, i) => Some(&d.ents[i as usize]),
             TNode::Name(_) => None,
         }
     }
 
     fn kind(&self) -> Kind {
-        self.ent().map_or(Kind::Str, |(_, e)| e.kind)
+        self.ent().map_or(Kind::Str, |e| e.kind)
     }
 
     fn text(&self) -> Option<&'a str> {
@@ -616,7 +604,7 @@ impl<'a> Node<'a, Tape> for TNode<'a> {
 
     fn as_number(&self) -> Option<Number> {
         match self.ent() {
-            Some((_, e)) if e.kind == Kind::Num => Some(e.num.clone()),
+            Some(e) if e.kind == Kind::Num => Some(e.num.clone()),
             _ => None,
         }
     }
@@ -650,20 +638,6 @@ impl<'a> Node<'a, Tape> for TNode<'a> {
 
     fn string_length(&self) -> Option<u64> {
         self.text().map(|s| s.chars().count() as u64)
-    }
-
-    fn string_length_within(&self, min: u64, max: u64) -> Option<bool> {
-        let s = self.text()?;
-        // A code point takes one to four bytes: the count lies in `ceil(bytes / 4)..=bytes`.
-        let bytes = s.len() as u64;
-        let fewest = bytes.div_ceil(4);
-        if bytes < min || fewest > max {
-            return Some(false);
-        }
-        if min <= fewest && bytes <= max {
-            return Some(true);
-        }
-        Some((min..=max).contains(&(s.chars().count() as u64)))
     }
 
     fn equals_value(&self, expected: &Value) -> bool {

@@ -649,26 +649,8 @@ async fn bad_specs_are_config_errors_with_locations() {
 // ---------------------------------------------------------------------------------------------
 // Property test: requests generated from the spec's own schemas pass validation.
 
-/// A small deterministic generator (xorshift), so failures reproduce.
-struct Gen(u64);
-
-impl Gen {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-    fn range(&mut self, lo: i64, hi: i64) -> i64 {
-        lo + (self.next() % ((hi - lo + 1) as u64)) as i64
-    }
-    fn coin(&mut self) -> bool {
-        self.next() & 1 == 0
-    }
-}
-
 /// A value valid under `s` (a schema from the spec; `$ref`s resolved through `resolve`).
-fn generate(g: &mut Gen, s: &Value, resolve: &dyn Fn(&str) -> Value, depth: usize) -> Value {
+fn generate(g: &mut Rng, s: &Value, resolve: &dyn Fn(&str) -> Value, depth: usize) -> Value {
     if let Some(r) = s.get("$ref").and_then(Value::as_str) {
         return generate(g, &resolve(r), resolve, depth);
     }
@@ -764,7 +746,7 @@ async fn requests_generated_from_the_spec_pass_validation() {
         };
         let shop = shop().await;
         let (addr, _g) = gw(&shop, spec, "", None).await;
-        let mut g = Gen(0x9E37_79B9_7F4A_7C15);
+        let mut g = Rng(0x9E37_79B9_7F4A_7C15);
         let mut sent = 0;
         for (template, method) in [
             ("/v1/orders", "POST"),

@@ -313,44 +313,33 @@ paths:
       responses: { "200": { description: ok } }
 "#;
 
-struct Xs(u64);
+fn uuid(r: &mut Rng) -> String {
+    let (a, b) = (r.next(), r.next());
+    format!(
+        "{:08x}-{:04x}-4{:03x}-a{:03x}-{:012x}",
+        a >> 32,
+        a & 0xffff,
+        (a >> 16) & 0xfff,
+        b & 0xfff,
+        b >> 16
+    )
+}
 
-impl Xs {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-    fn uuid(&mut self) -> String {
-        let (a, b) = (self.next(), self.next());
-        format!(
-            "{:08x}-{:04x}-4{:03x}-a{:03x}-{:012x}",
-            a >> 32,
-            a & 0xffff,
-            (a >> 16) & 0xfff,
-            b & 0xfff,
-            b >> 16
-        )
-    }
-    fn when(&mut self) -> String {
-        format!(
-            "2026-{:02}-{:02}T{:02}:{:02}:00+01:00",
-            1 + self.below(12),
-            1 + self.below(28),
-            self.below(24),
-            self.below(60)
-        )
-    }
+/// An RFC 3339 timestamp in 2026 with a +01:00 offset.
+fn when(r: &mut Rng) -> String {
+    format!(
+        "2026-{:02}-{:02}T{:02}:{:02}:00+01:00",
+        1 + r.below(12),
+        1 + r.below(28),
+        r.below(24),
+        r.below(60)
+    )
 }
 
 /// Legitimate traffic for the bookings API: every request is valid under its spec, and the
 /// free-text fields hold ordinary words.
 fn bookings_traffic(n: usize) -> Vec<(&'static str, String, String)> {
-    let mut r = Xs(0x2545_F491_4F6C_DD1D);
+    let mut r = Rng(0x2545_F491_4F6C_DD1D);
     let sorts = ["-created", "created", "-amount", "amount"];
     let channels = [
         "web/app",
@@ -369,7 +358,7 @@ fn bookings_traffic(n: usize) -> Vec<(&'static str, String, String)> {
         .map(|i| {
             if i % 2 == 0 {
                 let q = words[r.below(words.len() as u64) as usize].replace(' ', "+");
-                let since = r.when().replace('+', "%2B").replace(':', "%3A");
+                let since = when(&mut r).replace('+', "%2B").replace(':', "%3A");
                 let url = format!(
                     "/bookings?since={since}&sort={}&page={}&q={q}",
                     sorts[r.below(4) as usize],
@@ -378,7 +367,7 @@ fn bookings_traffic(n: usize) -> Vec<(&'static str, String, String)> {
                 ("GET", url, String::new())
             } else {
                 let body = serde_json::json!({
-                    "room": r.uuid(), "guest": r.uuid(), "from": r.when(), "to": r.when(),
+                    "room": uuid(&mut r), "guest": uuid(&mut r), "from": when(&mut r), "to": when(&mut r),
                     "rate": (r.below(200_000) as f64) / 100.0 - 500.0,
                     "channel": channels[r.below(4) as usize],
                     "note": words[r.below(words.len() as u64) as usize],
