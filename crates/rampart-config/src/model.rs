@@ -113,6 +113,9 @@ pub struct Timeouts {
     pub header_read: Duration,
     /// An idle keep-alive connection is closed after this.
     pub idle: Duration,
+    /// An idle HTTP/1.1 keep-alive connection gives its HTTP buffers back after this (it stays
+    /// open; the next request builds them again).
+    pub idle_release: Duration,
     /// From the request head to the response head.
     pub request: Duration,
 }
@@ -122,6 +125,7 @@ impl Default for Timeouts {
         Timeouts {
             header_read: Duration::secs(10),
             idle: Duration::secs(60),
+            idle_release: Duration::secs(1),
             request: Duration::secs(60),
         }
     }

@@ -11,6 +11,7 @@
 
 use crate::h2watch::{H2Watch, PREFACE_LEN};
 use crate::server::ConnActivity;
+use bytes::Bytes;
 use std::collections::VecDeque;
 use std::io;
 use std::pin::Pin;
@@ -461,6 +462,10 @@ pub struct ScanIo<T> {
     h2: Option<H2Watch>,
     /// Bytes read so far, while the HTTP/1 scanner runs (to place the h2c preface).
     seen: usize,
+    /// Bytes already read (and scanned) that the next reader gets first: what a finished
+    /// HTTP/1 connection had not parsed yet, or what arrived while the connection held no
+    /// HTTP state (see `server::serve_h1`).
+    prefix: Bytes,
 }
 
 impl<T> ScanIo<T> {
@@ -470,7 +475,18 @@ impl<T> ScanIo<T> {
             scanner,
             h2: None,
             seen: 0,
+            prefix: Bytes::new(),
         }
+    }
+
+    /// True when read bytes are waiting for the next reader.
+    pub(crate) fn has_prefix(&self) -> bool {
+        !self.prefix.is_empty()
+    }
+
+    /// Hand back bytes that were read and scanned but not consumed.
+    pub(crate) fn set_prefix(&mut self, bytes: Bytes) {
+        self.prefix = bytes;
     }
 
     /// Watch the stream as HTTP/2 frames.
@@ -486,8 +502,13 @@ impl<T: AsyncRead + Unpin> AsyncRead for ScanIo<T> {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        let before = buf.filled().len();
         let this = &mut *self;
+        if !this.prefix.is_empty() {
+            let n = this.prefix.len().min(buf.remaining());
+            buf.put_slice(&this.prefix.split_to(n));
+            return Poll::Ready(Ok(()));
+        }
+        let before = buf.filled().len();
         let r = Pin::new(&mut this.inner).poll_read(cx, buf);
         if !matches!(r, Poll::Ready(Ok(()))) {
             return r;
@@ -510,6 +531,27 @@ impl<T: AsyncRead + Unpin> AsyncRead for ScanIo<T> {
             w.feed(new);
         }
         r
+    }
+}
+
+impl<T: AsyncRead + Unpin> ScanIo<T> {
+    /// Wait for the next bytes without an HTTP connection's buffers: read (and scan) what
+    /// arrives into a small buffer that lives only during the poll, and keep it for the next
+    /// reader. `Ok(0)` is end of stream.
+    pub(crate) fn poll_fill(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
+        let mut chunk = [0u8; 2048];
+        let mut rb = ReadBuf::new(&mut chunk);
+        match Pin::new(&mut *self).poll_read(cx, &mut rb) {
+            Poll::Ready(Ok(())) => {
+                let n = rb.filled().len();
+                if n > 0 {
+                    self.prefix = Bytes::copy_from_slice(rb.filled());
+                }
+                Poll::Ready(Ok(n))
+            }
+            Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
+            Poll::Pending => Poll::Pending,
+        }
     }
 }
 

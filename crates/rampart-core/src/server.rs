@@ -74,6 +74,14 @@ impl ConnActivity {
         self.last.store(now_ms(), Ordering::Relaxed);
     }
 
+    /// Since when the connection has been idle: no request in flight and no head being read.
+    fn idle_since(&self) -> Option<u64> {
+        (self.active.load(Ordering::Relaxed) == 0
+            && self.head_started.load(Ordering::Relaxed) == 0
+            && self.h2_head.load(Ordering::Relaxed) == 0)
+            .then(|| self.last.load(Ordering::Relaxed))
+    }
+
     /// When to look again, and whether the connection has overstayed now.
     fn check(&self, header_read: Duration, idle: Duration) -> (bool, u64) {
         let now = now_ms();
@@ -301,7 +309,7 @@ where
         max_head,
         max_head.min(16 * 1024),
     );
-    let io = TokioIo::new(ScanIo::new(stream, Some(scanner)));
+    let scan_io = ScanIo::new(stream, Some(scanner));
     let svc = {
         let shared = shared.clone();
         let conn = conn.clone();
@@ -328,22 +336,149 @@ where
             .timer(TokioTimer::new())
             .max_concurrent_streams(128)
             .max_header_list_size(max_head as u32);
-        let fut = b.serve_connection(io, svc).into_owned();
+        let fut = b.serve_connection(TokioIo::new(scan_io), svc).into_owned();
         Box::pin(async move {
             drive(fut, &activity, header_read, idle, shutdown, &shared).await;
             drop(slot);
         })
     } else {
-        let fut = hyper::server::conn::http1::Builder::new()
-            .timer(TokioTimer::new())
+        let mut b = hyper::server::conn::http1::Builder::new();
+        b.timer(TokioTimer::new())
             .header_read_timeout(None)
             .max_buf_size(max_head.max(8192))
-            .keep_alive(true)
-            .serve_connection(io, svc);
+            .keep_alive(true);
+        let limits = Watch {
+            header_read,
+            idle,
+            release: shared.snapshot.load().idle_release,
+        };
         Box::pin(async move {
-            drive(fut, &activity, header_read, idle, shutdown, &shared).await;
+            let released = shared.metrics.released_connections.clone();
+            drive_h1(scan_io, svc, b, &activity, limits, &released, shutdown).await;
             drop(slot);
         })
+    }
+}
+
+/// The watchdog's limits for one connection.
+struct Watch {
+    header_read: Duration,
+    idle: Duration,
+    /// HTTP/1.1: how long a connection stays idle before its HTTP state is released.
+    release: Duration,
+}
+
+/// Counts itself in a gauge while it lives.
+struct Counted<'a>(&'a rampart_telemetry::metrics::Gauge);
+
+impl<'a> Counted<'a> {
+    fn new(g: &'a rampart_telemetry::metrics::Gauge) -> Self {
+        g.inc();
+        Counted(g)
+    }
+}
+
+impl Drop for Counted<'_> {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
+}
+
+/// Wait until `deadline` (ms, [`now_ms`] clock), at least 10 ms.
+fn until(deadline: u64) -> Duration {
+    Duration::from_millis(deadline.saturating_sub(now_ms()).max(10))
+}
+
+/// Run an HTTP/1.1 connection, holding hyper's connection state (its two 8 KiB buffers and a
+/// cached header map) only while the connection is busy: a new connection gets it when its
+/// first bytes arrive, and a keep-alive connection idle for `release` gives it back (hyper
+/// closes its idle state without touching the stream; the stream, any bytes read but not yet
+/// parsed, and the service are taken back, and the next bytes build a new one).
+async fn drive_h1<T, S>(
+    mut io: ScanIo<T>,
+    mut svc: S,
+    builder: hyper::server::conn::http1::Builder,
+    activity: &ConnActivity,
+    w: Watch,
+    released: &rampart_telemetry::metrics::Gauge,
+    mut shutdown: watch::Receiver<bool>,
+) where
+    T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    S: hyper::service::HttpService<hyper::body::Incoming, ResBody = crate::body::RespBody> + Unpin,
+    S::Future: Unpin,
+    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let release = w.release.as_millis() as u64;
+    let mut draining = *shutdown.borrow();
+    loop {
+        // No HTTP state: wait for bytes (timed like any idle connection or unfinished head).
+        let _counted = (!io.has_prefix()).then(|| Counted::new(released));
+        while !io.has_prefix() {
+            let (expired, next) = activity.check(w.header_read, w.idle);
+            if expired || draining {
+                return;
+            }
+            tokio::select! {
+                r = std::future::poll_fn(|cx| io.poll_fill(cx)) => match r {
+                    Ok(n) if n > 0 => {}
+                    _ => return,
+                },
+                _ = tokio::time::sleep(until(next)) => {}
+                r = shutdown.changed(), if !draining => {
+                    draining = r.is_err() || *shutdown.borrow();
+                }
+            }
+        }
+        drop(_counted);
+        let mut conn = builder.serve_connection(TokioIo::new(io), svc);
+        let mut releasing = false;
+        if draining {
+            Pin::new(&mut conn).graceful_shutdown();
+        }
+        let ended = loop {
+            let (expired, mut next) = activity.check(w.header_read, w.idle);
+            if expired {
+                // Slow or idle client: close without waiting.
+                return;
+            }
+            if !releasing && !draining {
+                match activity.idle_since() {
+                    Some(since) if now_ms() >= since + release => {
+                        // Idle: hyper closes its state at once and leaves the stream open.
+                        Pin::new(&mut conn).graceful_shutdown();
+                        releasing = true;
+                    }
+                    Some(since) => next = next.min(since + release),
+                    // Busy: look again later (at least a second: a busy connection's watchdog
+                    // must not wake often), by then the request may have ended.
+                    None => next = next.min(now_ms() + release.max(1000)),
+                }
+            }
+            tokio::select! {
+                r = std::future::poll_fn(|cx| conn.poll_without_shutdown(cx)) => break r,
+                _ = tokio::time::sleep(until(next)) => {}
+                r = shutdown.changed(), if !draining => {
+                    if r.is_err() || *shutdown.borrow() {
+                        draining = true;
+                        Pin::new(&mut conn).graceful_shutdown();
+                    }
+                }
+            }
+        };
+        let parts = conn.into_parts();
+        io = parts.io.into_inner();
+        svc = parts.service;
+        if ended.is_err() || !releasing || draining {
+            // The connection is over (client closed, `Connection: close`, error, shutdown):
+            // close the stream as hyper would have.
+            let _ = tokio::time::timeout(
+                Duration::from_secs(1),
+                tokio::io::AsyncWriteExt::shutdown(&mut io),
+            )
+            .await;
+            return;
+        }
+        io.set_prefix(parts.read_buf);
     }
 }
 

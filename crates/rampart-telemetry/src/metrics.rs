@@ -3,7 +3,7 @@
 use prometheus_client::encoding::EncodeLabelSet;
 pub use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
-use prometheus_client::metrics::gauge::Gauge;
+pub use prometheus_client::metrics::gauge::Gauge;
 pub use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 use std::sync::Arc;
@@ -82,6 +82,7 @@ pub struct Metrics {
     pub upstream_errors: Family<UpstreamError, Counter>,
     pub guard_decisions: Family<GuardAction, Counter>,
     pub open_connections: Gauge,
+    pub released_connections: Gauge,
     pub refused_connections: Counter,
     pub config_reloads: Family<ReloadResult, Counter>,
     pub protocol_rejects: Family<RejectReason, Counter>,
@@ -134,6 +135,12 @@ impl Metrics {
             "Client connections currently open",
             open_connections.clone(),
         );
+        let released_connections = Gauge::default();
+        registry.register(
+            "released_connections",
+            "Open HTTP/1.1 connections that hold no HTTP state: not yet sent a byte, or idle longer than timeouts.idle_release",
+            released_connections.clone(),
+        );
         let refused_connections = Counter::default();
         registry.register(
             "refused_connections",
@@ -178,6 +185,7 @@ impl Metrics {
             upstream_errors,
             guard_decisions,
             open_connections,
+            released_connections,
             refused_connections,
             config_reloads,
             protocol_rejects,

@@ -201,3 +201,113 @@ async fn h2_header_block_left_open_is_cut_after_header_timeout() {
     let resp = sender.send_request(req).await.unwrap();
     assert_eq!(resp.status(), 200);
 }
+
+/// One HTTP/1.1 response with a Content-Length body, read off a raw stream.
+async fn read_response(s: &mut tokio::net::TcpStream) -> (u16, String) {
+    use tokio::io::AsyncReadExt;
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 4096];
+    let head_end = loop {
+        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            break i + 4;
+        }
+        let n = tokio::time::timeout(std::time::Duration::from_secs(5), s.read(&mut chunk))
+            .await
+            .expect("response within 5 s")
+            .unwrap();
+        assert!(n > 0, "connection closed before a response head");
+        buf.extend_from_slice(&chunk[..n]);
+    };
+    let head = String::from_utf8_lossy(&buf[..head_end]).to_ascii_lowercase();
+    let len: usize = head
+        .lines()
+        .find_map(|l| l.strip_prefix("content-length: "))
+        .expect("content-length")
+        .trim()
+        .parse()
+        .unwrap();
+    let mut body = buf.split_off(head_end);
+    // A byte at a time past the head: a pipelined second response stays in the stream.
+    while body.len() < len {
+        let mut one = vec![0u8; len - body.len()];
+        let n = s.read(&mut one).await.unwrap();
+        assert!(n > 0, "connection closed inside a body");
+        body.extend_from_slice(&one[..n]);
+    }
+    assert_eq!(body.len(), len, "no bytes beyond this response were read");
+    (
+        status_of(&head),
+        String::from_utf8_lossy(&body).into_owned(),
+    )
+}
+
+/// The `rampart_released_connections` gauge, polled until it shows `want` (at most 10 s).
+async fn wait_released(admin: std::net::SocketAddr, want: i64) {
+    let mut last = String::new();
+    for _ in 0..400 {
+        let (_, _, body) = get(admin, "/metrics").await;
+        let text = String::from_utf8_lossy(&body).into_owned();
+        let v = text
+            .lines()
+            .find_map(|l| l.strip_prefix("rampart_released_connections "))
+            .and_then(|v| v.trim().parse::<i64>().ok());
+        if v == Some(want) {
+            return;
+        }
+        last = format!("{v:?}");
+        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+    }
+    panic!("rampart_released_connections never became {want} (last {last})");
+}
+
+#[tokio::test]
+async fn idle_keepalive_connection_gives_back_http_state_and_keeps_serving() {
+    use tokio::io::AsyncWriteExt;
+    let up = TestUpstream::start().await;
+    let gw = gateway(&config(
+        up.addr,
+        "",
+        "server:\n  timeouts:\n    idle_release: 0s\n",
+    ))
+    .await;
+    let addr = gw.listen_addrs()[0];
+    let admin = gw.admin_addr().unwrap();
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    // A connection that has sent nothing holds no HTTP state.
+    wait_released(admin, 1).await;
+    s.write_all(b"GET /one HTTP/1.1\r\nHost: a\r\n\r\n")
+        .await
+        .unwrap();
+    let (st, body) = read_response(&mut s).await;
+    assert_eq!(st, 200);
+    assert!(body.contains("\"/one\""), "{body}");
+    // Idle again: released, and the same connection serves the next requests, including two
+    // pipelined in one write (what was read past the first stays with the connection).
+    wait_released(admin, 1).await;
+    s.write_all(b"GET /two HTTP/1.1\r\nHost: a\r\n\r\nPOST /three HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\n\r\nabc")
+        .await
+        .unwrap();
+    let (st, body) = read_response(&mut s).await;
+    assert_eq!(st, 200);
+    assert!(body.contains("\"/two\""), "{body}");
+    let (st, body) = read_response(&mut s).await;
+    assert_eq!(st, 200);
+    assert!(
+        body.contains("\"/three\"") && body.contains("\"body_len\":3"),
+        "{body}"
+    );
+    wait_released(admin, 1).await;
+    // A smuggling attempt on a released connection is still refused by the head scanner.
+    s.write_all(b"POST /four HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n")
+        .await
+        .unwrap();
+    let (st, _) = read_response(&mut s).await;
+    assert_eq!(st, 400);
+    assert_eq!(
+        up.count(),
+        3,
+        "the refused request never reached the upstream"
+    );
+    drop(s);
+    wait_released(admin, 0).await;
+}
