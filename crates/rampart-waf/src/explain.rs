@@ -80,15 +80,150 @@ pub fn run(rs: Arc<RuleSet>, r: &RawRequest) -> Transaction {
 /// The narrowest exclusion that silences `m`: the rule for its one variable, or the rule
 /// alone when the variable is not a named member.
 pub fn suggestion(m: &Matched) -> Option<String> {
-    // Scoring and blocking rules are consequences, not causes.
-    if (949000..950000).contains(&m.id) || (959000..960000).contains(&m.id) || m.id >= 980000 {
+    exclusion(m.id, &m.var)
+}
+
+/// The exclusion entry for rule `id` matching variable `var` (`ARGS:q`, `REQUEST_URI`, ...);
+/// None for scoring and blocking rules, which are consequences, not causes.
+fn exclusion(id: u32, var: &str) -> Option<String> {
+    if (949000..950000).contains(&id) || (959000..960000).contains(&id) || id >= 980000 {
         return None;
     }
-    if m.var.contains(':') {
-        Some(format!("- {{ rule: \"{}\", target: \"{}\" }}", m.id, m.var))
+    if var.contains(':') {
+        Some(format!("- {{ rule: \"{id}\", target: \"{var}\" }}"))
     } else {
-        Some(format!("- {{ rule: \"{}\" }}", m.id))
+        Some(format!("- {{ rule: \"{id}\" }}"))
     }
+}
+
+/// `rampart waf explain --log FILE --request-id ID`: the WAF's security events for one logged
+/// request (JSON lines as Rampart writes them; other lines are skipped), as a report with the
+/// narrowest exclusion for each cause, scoped to the request's route. `source` names the log
+/// in messages. An error when the request has no WAF event there.
+pub fn report_logged(
+    log: impl std::io::BufRead,
+    source: &str,
+    request_id: &str,
+) -> Result<String, String> {
+    let mut matched = Vec::new();
+    let mut decision: Option<serde_json::Value> = None;
+    let mut request: Option<serde_json::Value> = None;
+    for (n, line) in log.split(b'\n').enumerate() {
+        let line = line.map_err(|e| format!("{source}: line {}: {e}", n + 1))?;
+        // A cheap test first: most lines of a busy log are other requests.
+        if crate::operator::find(&line, request_id.as_bytes()).is_none() {
+            continue;
+        }
+        let Ok(v) = serde_json::from_slice::<serde_json::Value>(&line) else {
+            continue;
+        };
+        if v["request_id"].as_str() != Some(request_id) {
+            continue;
+        }
+        match (v["type"].as_str(), v["guard"].as_str()) {
+            (Some("security_event"), Some("waf")) => {
+                if v["detail"]["variable"].is_string() {
+                    matched.push(v.clone());
+                } else {
+                    decision = Some(v.clone());
+                }
+                request.get_or_insert(v);
+            }
+            (Some("access"), _) => request = Some(v),
+            _ => {}
+        }
+    }
+    if matched.is_empty() && decision.is_none() {
+        return Err(format!(
+            "{source}: no WAF event for request id {request_id:?} (is this the file `log.access` writes to, and did the WAF see the request?)"
+        ));
+    }
+    let mut out = String::new();
+    let route = request
+        .as_ref()
+        .and_then(|r| r["route"].as_str())
+        .map(str::to_string);
+    if let Some(r) = &request {
+        let _ = writeln!(
+            out,
+            "Request {request_id}: {} {} from {}, route {}{}\n",
+            r["method"].as_str().unwrap_or("?"),
+            r["path"].as_str().unwrap_or("?"),
+            r["client_ip"].as_str().unwrap_or("?"),
+            route.as_deref().unwrap_or("-"),
+            r["ts"]
+                .as_str()
+                .map(|t| format!(", {t}"))
+                .unwrap_or_default(),
+        );
+    }
+    let mut sugg: Vec<String> = Vec::new();
+    for m in &matched {
+        let d = &m["detail"];
+        let var = d["variable"].as_str().unwrap_or("");
+        let _ = writeln!(
+            out,
+            "{} (phase {}) {}\n    {} = {:?}{}",
+            m["rule"].as_str().unwrap_or("?"),
+            d["phase"].as_u64().unwrap_or(0),
+            m["message"].as_str().unwrap_or(""),
+            if var.is_empty() { "-" } else { var },
+            d["matched"].as_str().unwrap_or(""),
+            d["severity"]
+                .as_str()
+                .map(|s| format!("  [{s}]"))
+                .unwrap_or_default()
+        );
+        if let Some(e) = m["rule"]
+            .as_str()
+            .and_then(|r| r.parse::<u32>().ok())
+            .and_then(|id| exclusion(id, var))
+        {
+            if !sugg.contains(&e) {
+                sugg.push(e);
+            }
+        }
+    }
+    match &decision {
+        Some(d) => {
+            let _ = writeln!(
+                out,
+                "\nInbound anomaly score: {}; {} by rule {}{}",
+                d["detail"]["inbound_anomaly_score"]
+                    .as_i64()
+                    .map(|s| s.to_string())
+                    .unwrap_or_else(|| "-".into()),
+                match d["action"].as_str() {
+                    Some("monitored") => "would have been blocked (monitor mode)",
+                    _ => "blocked",
+                },
+                d["rule"].as_str().unwrap_or("?"),
+                d["status"]
+                    .as_u64()
+                    .map(|s| format!(" (status {s})"))
+                    .unwrap_or_default(),
+            );
+        }
+        None => out.push_str("\nNot blocked (rules matched below the anomaly threshold).\n"),
+    }
+    if !sugg.is_empty() {
+        match &route {
+            Some(r) => {
+                let _ = writeln!(
+                    out,
+                    "\nIf this request is legitimate, the narrowest exclusions are these, in route {r:?}'s\n`waf.exclusions` (a route's `waf` overrides `guards.waf`: repeat its other keys there),\nor in `guards.waf.exclusions` for every route:"
+                );
+            }
+            None => out.push_str(
+                "\nIf this request is legitimate, the narrowest exclusions are (waf.exclusions):\n",
+            ),
+        }
+        for s in sugg {
+            out.push_str(&s);
+            out.push('\n');
+        }
+    }
+    Ok(out)
 }
 
 /// A human report of what fired and what to exclude.

@@ -145,16 +145,25 @@ enum KeyCmd {
 
 #[derive(Subcommand)]
 enum WafCmd {
-    /// Show which CRS rules a raw HTTP request fires and the narrowest exclusion for each.
+    /// Show which CRS rules fire and the narrowest exclusion for each: for a raw HTTP request
+    /// (`--crs DIR FILE`), or for a request Rampart logged (`--log FILE --request-id ID`).
     Explain {
-        /// The CRS directory.
-        #[arg(long)]
-        crs: PathBuf,
+        /// The CRS directory (with a raw request).
+        #[arg(long, required_unless_present = "log")]
+        crs: Option<PathBuf>,
         /// Paranoia level (1-4).
         #[arg(long, default_value_t = 1)]
         paranoia_level: u8,
         /// A file holding the raw request (`-` for stdin).
-        request: PathBuf,
+        #[arg(required_unless_present = "log", conflicts_with = "log")]
+        request: Option<PathBuf>,
+        /// Rampart's JSON log (`log.access`, `-` for stdin) to read a logged request's WAF events from.
+        #[arg(long, requires = "request_id", conflicts_with = "crs")]
+        log: Option<PathBuf>,
+        /// The logged request's id (the `request_id` of its log lines, the problem+json
+        /// `request_id` the client got).
+        #[arg(long, requires = "log")]
+        request_id: Option<String>,
     },
     /// Run CRS's go-ftw regression tests against a real Rampart listener; prints each failure
     /// and `N passed, M failed, K skipped`. Exit 1 when any test fails.
@@ -429,8 +438,41 @@ fn main() -> ExitCode {
                     crs,
                     paranoia_level,
                     request,
+                    log,
+                    request_id,
                 },
         } => {
+            if let (Some(log), Some(id)) = (log, request_id) {
+                let name = log.display().to_string();
+                let report = if log.as_os_str() == "-" {
+                    rampart_waf::explain::report_logged(std::io::stdin().lock(), &name, &id)
+                } else {
+                    match std::fs::File::open(&log) {
+                        Ok(f) => rampart_waf::explain::report_logged(
+                            std::io::BufReader::new(f),
+                            &name,
+                            &id,
+                        ),
+                        Err(e) => Err(format!("{name}: {e}")),
+                    }
+                };
+                return match report {
+                    Ok(r) => {
+                        print!("{r}");
+                        ExitCode::SUCCESS
+                    }
+                    Err(e) => {
+                        eprintln!("{e}");
+                        ExitCode::from(2)
+                    }
+                };
+            }
+            let (Some(crs), Some(request)) = (crs, request) else {
+                eprintln!(
+                    "waf explain: give --crs DIR and a request file, or --log FILE --request-id ID"
+                );
+                return ExitCode::from(2);
+            };
             let raw = if request.as_os_str() == "-" {
                 let mut v = Vec::new();
                 std::io::Read::read_to_end(&mut std::io::stdin(), &mut v).map(|_| v)

@@ -116,6 +116,62 @@ async fn sql_injection_is_blocked_and_explained_benign_traffic_passes() {
         let benign = events(&log, rid).await;
         assert!(benign.is_empty(), "false positive: {benign:?}");
     }
+
+    // `rampart waf explain --log --request-id` explains the logged block from the log alone.
+    let explain = |rid: &str| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_rampart"))
+            .args(["waf", "explain", "--log"])
+            .arg(&log)
+            .args(["--request-id", rid])
+            .output()
+            .unwrap()
+    };
+    let out = explain("sqli-1");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for needle in [
+        "Request sqli-1: GET /users from 127.0.0.1, route api",
+        "942100 (phase 2)",
+        "    ARGS:id = ",
+        "blocked by rule 949110 (status 403)",
+        "route \"api\"",
+        "- { rule: \"942100\", target: \"ARGS:id\" }",
+    ] {
+        assert!(text.contains(needle), "missing {needle:?} in\n{text}");
+    }
+    // The suggested exclusions are enough: with them, the same request passes.
+    let exclusions: String = text
+        .lines()
+        .filter(|l| l.starts_with("- { rule:"))
+        .map(|l| format!("        {l}\n"))
+        .collect();
+    let gw2 = gateway(&waf_config(
+        up.addr,
+        &dir.join("access2.log"),
+        &format!("      exclusions:\n{exclusions}"),
+    ))
+    .await;
+    let (s, _, _) = send(
+        &c,
+        gw2.listen_addrs()[0],
+        "GET",
+        "/users?id=1%27%20OR%20%271%27=%271",
+        &[],
+        b"",
+    )
+    .await;
+    assert_eq!(
+        s, 200,
+        "still blocked with the suggested exclusions:\n{exclusions}"
+    );
+    // A request id the log does not hold: exit 2 and say so.
+    let out = explain("nope-1");
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no WAF event for request id \"nope-1\""));
 }
 
 #[tokio::test]
