@@ -151,7 +151,16 @@ impl Scanner {
     }
 
     /// Feed bytes the client sent.
-    pub fn feed(&mut self, mut buf: &[u8]) {
+    pub fn feed(&mut self, buf: &[u8]) {
+        self.feed_inner(buf);
+        if let Some(a) = &self.activity {
+            // Inside a body (or stopped, framing no longer followed): the connection is not
+            // between messages, whatever the request handler has done.
+            a.set_framing_open(!matches!(self.st, St::Head));
+        }
+    }
+
+    fn feed_inner(&mut self, mut buf: &[u8]) {
         while !buf.is_empty() {
             match self.st {
                 St::Off => return,

@@ -12,7 +12,7 @@ use hyper_util::server::graceful::GracefulConnection;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::{pin, Pin};
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::{TcpListener, TcpStream};
@@ -31,6 +31,9 @@ pub struct ConnActivity {
     /// HTTP/2: when the header block now open started (see [`crate::h2watch`]); 0 when none is.
     /// Timed even while other streams are active.
     h2_head: AtomicU64,
+    /// HTTP/1: the client's bytes end inside a message body (a response may have been sent
+    /// before the body was read), or the scanner stopped following the framing.
+    framing_open: AtomicBool,
 }
 
 impl Default for ConnActivity {
@@ -47,6 +50,7 @@ impl ConnActivity {
             head_started: AtomicU64::new(now),
             active: AtomicUsize::new(0),
             h2_head: AtomicU64::new(0),
+            framing_open: AtomicBool::new(false),
         }
     }
     pub(crate) fn h2_head_begin(&self) {
@@ -58,6 +62,9 @@ impl ConnActivity {
     #[cfg(test)]
     pub(crate) fn h2_head_open(&self) -> bool {
         self.h2_head.load(Ordering::Relaxed) != 0
+    }
+    pub(crate) fn set_framing_open(&self, open: bool) {
+        self.framing_open.store(open, Ordering::Relaxed);
     }
     pub(crate) fn head_begin(&self) {
         self.head_started.store(now_ms(), Ordering::Relaxed);
@@ -74,12 +81,14 @@ impl ConnActivity {
         self.last.store(now_ms(), Ordering::Relaxed);
     }
 
-    /// Since when the connection has been idle: no request in flight and no head being read.
+    /// Since when the connection has been idle: no request in flight, no head being read and
+    /// the client's bytes end between messages.
     fn idle_since(&self) -> Option<u64> {
         (self.active.load(Ordering::Relaxed) == 0
             && self.head_started.load(Ordering::Relaxed) == 0
-            && self.h2_head.load(Ordering::Relaxed) == 0)
-            .then(|| self.last.load(Ordering::Relaxed))
+            && self.h2_head.load(Ordering::Relaxed) == 0
+            && !self.framing_open.load(Ordering::Relaxed))
+        .then(|| self.last.load(Ordering::Relaxed))
     }
 
     /// When to look again, and whether the connection has overstayed now.
