@@ -290,4 +290,42 @@ mod tests {
         assert!(parse_raw(b"GET / HTTP/1.1\r\nbroken\r\n\r\n").is_err());
         assert!(parse_raw(b"").is_err());
     }
+
+    #[test]
+    fn logged_requests_are_explained_from_their_events() {
+        let log = concat!(
+            "not json at all, e.g. a line from another program\n",
+            r#"{"type":"security_event","request_id":"r-2","guard":"waf","rule":"941100","message":"XSS","action":"logged","detail":{"phase":2,"variable":"ARGS:x","matched":"<script>"}}"#,
+            "\n",
+            r#"{"type":"security_event","request_id":"r-1","guard":"waf","rule":"942100","message":"SQLi","action":"logged","detail":{"phase":2,"variable":"ARGS:q","matched":"1' or 1=1","severity":"CRITICAL"}}"#,
+            "\n",
+            r#"{"type":"security_event","request_id":"r-1","guard":"waf","rule":"920350","message":"Host is an IP","action":"logged","detail":{"phase":1,"variable":"REQUEST_HEADERS:host","matched":"10.0.0.1"}}"#,
+            "\n",
+            r#"{"type":"security_event","request_id":"r-1","guard":"waf","rule":"949110","message":"Inbound Anomaly Score Exceeded","action":"monitored","status":403,"detail":{"rules":["942100"],"inbound_anomaly_score":8}}"#,
+            "\n",
+            r#"{"type":"access","request_id":"r-1","method":"GET","path":"/s","client_ip":"10.1.1.1","route":"shop","ts":"2026-11-23T10:00:00Z"}"#,
+            "\n",
+        );
+        let r = report_logged(log.as_bytes(), "test.log", "r-1").unwrap();
+        for needle in [
+            "Request r-1: GET /s from 10.1.1.1, route shop, 2026-11-23T10:00:00Z",
+            "942100 (phase 2) SQLi\n    ARGS:q = \"1' or 1=1\"  [CRITICAL]",
+            "Inbound anomaly score: 8; would have been blocked (monitor mode) by rule 949110 (status 403)",
+            "route \"shop\"",
+            "- { rule: \"942100\", target: \"ARGS:q\" }",
+            "- { rule: \"920350\", target: \"REQUEST_HEADERS:host\" }",
+        ] {
+            assert!(r.contains(needle), "missing {needle:?} in\n{r}");
+        }
+        assert!(!r.contains("941100"), "another request's event: {r}");
+        assert!(
+            !r.contains("rule: \"949110\""),
+            "the blocking rule is not a cause: {r}"
+        );
+        let e = report_logged(log.as_bytes(), "test.log", "r-9").unwrap_err();
+        assert!(
+            e.starts_with("test.log: no WAF event for request id \"r-9\""),
+            "{e}"
+        );
+    }
 }
