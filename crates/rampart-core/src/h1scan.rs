@@ -514,7 +514,8 @@ impl<T: AsyncRead + Unpin> AsyncRead for ScanIo<T> {
         let this = &mut *self;
         if !this.prefix.is_empty() {
             let n = this.prefix.len().min(buf.remaining());
-            buf.put_slice(&this.prefix.split_to(n));
+            buf.put_slice(&this.prefix[..n]);
+            bytes::Buf::advance(&mut this.prefix, n);
             return Poll::Ready(Ok(()));
         }
         let before = buf.filled().len();

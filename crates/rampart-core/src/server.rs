@@ -223,23 +223,27 @@ async fn setup(
         }
     }
     let activity = Arc::new(ConnActivity::new());
-    let header_read = snap.header_read_timeout;
-    let idle = snap.idle_timeout;
+    let w = Watch {
+        header_read: snap.header_read_timeout,
+        idle: snap.idle_timeout,
+        release: snap.idle_release,
+    };
     let max_head = snap.max_head_bytes;
     let h2_streams = snap.h2_max_concurrent_streams;
     let h2c = lrt.h2c;
     match lrt.tls.clone() {
         Some(cfg) => {
             let acceptor = tokio_rustls::TlsAcceptor::from(cfg);
-            let tls =
-                match tokio::time::timeout(header_read, Box::pin(acceptor.accept(stream))).await {
-                    Ok(Ok(s)) => s,
-                    Ok(Err(e)) => {
-                        tracing::debug!(peer = %peer, error = %e, "TLS handshake failed");
-                        return None;
-                    }
-                    Err(_) => return None,
-                };
+            let tls = match tokio::time::timeout(w.header_read, Box::pin(acceptor.accept(stream)))
+                .await
+            {
+                Ok(Ok(s)) => s,
+                Ok(Err(e)) => {
+                    tracing::debug!(peer = %peer, error = %e, "TLS handshake failed");
+                    return None;
+                }
+                Err(_) => return None,
+            };
             let info = crate::tls::session_info(tls.get_ref().1);
             let is_h2 = info.alpn.as_deref() == Some("h2");
             conn.tls = Some(Arc::new(info));
@@ -250,44 +254,18 @@ async fn setup(
                 // Each protocol's state machine is boxed so a connection task only holds the one
                 // it uses (an idle HTTP/1.1 connection stays small).
                 Some(Box::pin(serve_h2(
-                    io,
-                    conn,
-                    shared,
-                    activity,
-                    h2_streams,
-                    header_read,
-                    idle,
-                    shutdown,
-                    slot,
+                    io, conn, shared, activity, h2_streams, w, shutdown, slot,
                 )))
             } else {
                 Some(serve_h1(
-                    tls,
-                    conn,
-                    shared,
-                    activity,
-                    max_head,
-                    header_read,
-                    idle,
-                    shutdown,
-                    slot,
-                    false,
+                    tls, conn, shared, activity, max_head, w, shutdown, slot, false,
                 ))
             }
         }
         None => {
             let conn = Arc::new(conn);
             Some(serve_h1(
-                stream,
-                conn,
-                shared,
-                activity,
-                max_head,
-                header_read,
-                idle,
-                shutdown,
-                slot,
-                h2c,
+                stream, conn, shared, activity, max_head, w, shutdown, slot, h2c,
             ))
         }
     }
@@ -302,8 +280,7 @@ fn serve_h1<T>(
     shared: Arc<Shared>,
     activity: Arc<ConnActivity>,
     max_head: usize,
-    header_read: Duration,
-    idle: Duration,
+    w: Watch,
     shutdown: watch::Receiver<bool>,
     slot: ConnSlot,
     h2c: bool,
@@ -347,7 +324,7 @@ where
             .max_header_list_size(max_head as u32);
         let fut = b.serve_connection(TokioIo::new(scan_io), svc).into_owned();
         Box::pin(async move {
-            drive(fut, &activity, header_read, idle, shutdown, &shared).await;
+            drive(fut, &activity, &w, shutdown).await;
             drop(slot);
         })
     } else {
@@ -356,20 +333,15 @@ where
             .header_read_timeout(None)
             .max_buf_size(max_head.max(8192))
             .keep_alive(true);
-        let limits = Watch {
-            header_read,
-            idle,
-            release: shared.snapshot.load().idle_release,
-        };
         Box::pin(async move {
             let released = shared.metrics.released_connections.clone();
-            drive_h1(scan_io, svc, b, &activity, limits, &released, shutdown).await;
+            drive_h1(scan_io, svc, b, &activity, w, &released, shutdown).await;
             drop(slot);
         })
     }
 }
 
-/// The watchdog's limits for one connection.
+/// The watchdog's limits for one connection, from the snapshot it was accepted under.
 struct Watch {
     header_read: Duration,
     idle: Duration,
@@ -421,7 +393,7 @@ async fn drive_h1<T, S>(
     let mut draining = *shutdown.borrow();
     loop {
         // No HTTP state: wait for bytes (timed like any idle connection or unfinished head).
-        let _counted = (!io.has_prefix()).then(|| Counted::new(released));
+        let counted = (!io.has_prefix()).then(|| Counted::new(released));
         while !io.has_prefix() {
             let (expired, next) = activity.check(w.header_read, w.idle);
             if expired || draining {
@@ -438,7 +410,7 @@ async fn drive_h1<T, S>(
                 }
             }
         }
-        drop(_counted);
+        drop(counted);
         let mut conn = builder.serve_connection(TokioIo::new(io), svc);
         let mut releasing = false;
         if draining {
@@ -498,8 +470,7 @@ async fn serve_h2<T>(
     shared: Arc<Shared>,
     activity: Arc<ConnActivity>,
     streams: u32,
-    header_read: Duration,
-    idle: Duration,
+    w: Watch,
     shutdown: watch::Receiver<bool>,
     slot: ConnSlot,
 ) where
@@ -526,19 +497,13 @@ async fn serve_h2<T>(
         .max_send_buf_size(256 * 1024)
         .keep_alive_interval(None);
     let fut = b.serve_connection(TokioIo::new(io), svc);
-    drive(fut, &activity, header_read, idle, shutdown, &shared).await;
+    drive(fut, &activity, &w, shutdown).await;
     drop(slot);
 }
 
 /// Run a connection until it ends, the watchdog cuts it, or shutdown drains it.
-async fn drive<C>(
-    conn: C,
-    activity: &ConnActivity,
-    header_read: Duration,
-    idle: Duration,
-    mut shutdown: watch::Receiver<bool>,
-    _shared: &Shared,
-) where
+async fn drive<C>(conn: C, activity: &ConnActivity, w: &Watch, mut shutdown: watch::Receiver<bool>)
+where
     C: GracefulConnection + Future,
 {
     let mut conn = pin!(conn);
@@ -547,15 +512,14 @@ async fn drive<C>(
         conn.as_mut().graceful_shutdown();
     }
     loop {
-        let (expired, next) = activity.check(header_read, idle);
+        let (expired, next) = activity.check(w.header_read, w.idle);
         if expired {
             // Slow or idle client: close without waiting.
             return;
         }
-        let wait = Duration::from_millis(next.saturating_sub(now_ms()).max(10));
         tokio::select! {
             _ = conn.as_mut() => return,
-            _ = tokio::time::sleep(wait) => {}
+            _ = tokio::time::sleep(until(next)) => {}
             r = shutdown.changed(), if !draining => {
                 if r.is_err() || *shutdown.borrow() {
                     draining = true;

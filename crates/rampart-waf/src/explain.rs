@@ -83,6 +83,56 @@ pub fn suggestion(m: &Matched) -> Option<String> {
     exclusion(m.id, &m.var)
 }
 
+/// One fired rule as both reports print it.
+fn write_match(
+    out: &mut String,
+    id: &dyn std::fmt::Display,
+    phase: u64,
+    msg: &str,
+    var: &str,
+    value: &str,
+    severity: Option<&str>,
+) {
+    let _ = writeln!(
+        out,
+        "{id} (phase {phase}) {msg}\n    {} = {value:?}{}",
+        if var.is_empty() { "-" } else { var },
+        severity.map(|s| format!("  [{s}]")).unwrap_or_default()
+    );
+}
+
+/// The exclusions block (each entry once), scoped to `route` when it is known.
+fn write_exclusions(
+    out: &mut String,
+    entries: impl IntoIterator<Item = String>,
+    route: Option<&str>,
+) {
+    let mut seen: Vec<String> = Vec::new();
+    for e in entries {
+        if !seen.contains(&e) {
+            seen.push(e);
+        }
+    }
+    if seen.is_empty() {
+        return;
+    }
+    match route {
+        Some(r) => {
+            let _ = writeln!(
+                out,
+                "\nIf this request is legitimate, the narrowest exclusions are these, in route {r:?}'s\n`waf.exclusions` (a route's `waf` overrides `guards.waf`: repeat its other keys there),\nor in `guards.waf.exclusions` for every route:"
+            );
+        }
+        None => out.push_str(
+            "\nIf this request is legitimate, the narrowest exclusions are (waf.exclusions):\n",
+        ),
+    }
+    for e in seen {
+        out.push_str(&e);
+        out.push('\n');
+    }
+}
+
 /// The exclusion entry for rule `id` matching variable `var` (`ARGS:q`, `REQUEST_URI`, ...);
 /// None for scoring and blocking rules, which are consequences, not causes.
 fn exclusion(id: u32, var: &str) -> Option<String> {
@@ -157,32 +207,21 @@ pub fn report_logged(
                 .unwrap_or_default(),
         );
     }
-    let mut sugg: Vec<String> = Vec::new();
+    let mut sugg = Vec::new();
     for m in &matched {
         let d = &m["detail"];
         let var = d["variable"].as_str().unwrap_or("");
-        let _ = writeln!(
-            out,
-            "{} (phase {}) {}\n    {} = {:?}{}",
-            m["rule"].as_str().unwrap_or("?"),
+        let rule = m["rule"].as_str().unwrap_or("?");
+        write_match(
+            &mut out,
+            &rule,
             d["phase"].as_u64().unwrap_or(0),
             m["message"].as_str().unwrap_or(""),
-            if var.is_empty() { "-" } else { var },
+            var,
             d["matched"].as_str().unwrap_or(""),
-            d["severity"]
-                .as_str()
-                .map(|s| format!("  [{s}]"))
-                .unwrap_or_default()
+            d["severity"].as_str(),
         );
-        if let Some(e) = m["rule"]
-            .as_str()
-            .and_then(|r| r.parse::<u32>().ok())
-            .and_then(|id| exclusion(id, var))
-        {
-            if !sugg.contains(&e) {
-                sugg.push(e);
-            }
-        }
+        sugg.extend(rule.parse::<u32>().ok().and_then(|id| exclusion(id, var)));
     }
     match &decision {
         Some(d) => {
@@ -206,23 +245,7 @@ pub fn report_logged(
         }
         None => out.push_str("\nNot blocked (rules matched below the anomaly threshold).\n"),
     }
-    if !sugg.is_empty() {
-        match &route {
-            Some(r) => {
-                let _ = writeln!(
-                    out,
-                    "\nIf this request is legitimate, the narrowest exclusions are these, in route {r:?}'s\n`waf.exclusions` (a route's `waf` overrides `guards.waf`: repeat its other keys there),\nor in `guards.waf.exclusions` for every route:"
-                );
-            }
-            None => out.push_str(
-                "\nIf this request is legitimate, the narrowest exclusions are (waf.exclusions):\n",
-            ),
-        }
-        for s in sugg {
-            out.push_str(&s);
-            out.push('\n');
-        }
-    }
+    write_exclusions(&mut out, sugg, route.as_deref());
     Ok(out)
 }
 
@@ -236,17 +259,14 @@ pub fn report(tx: &Transaction) -> String {
     for m in &tx.matched {
         let value = String::from_utf8_lossy(&m.value);
         let short: String = value.chars().take(80).collect();
-        let _ = writeln!(
-            out,
-            "{} (phase {}) {}\n    {} = {:?}{}",
-            m.id,
-            m.phase,
-            m.msg,
-            if m.var.is_empty() { "-" } else { &m.var },
-            short,
-            m.severity
-                .map(|s| format!("  [{}]", crate::guard::severity_name(s)))
-                .unwrap_or_default()
+        write_match(
+            &mut out,
+            &m.id,
+            u64::from(m.phase),
+            &m.msg,
+            &m.var,
+            &short,
+            m.severity.map(crate::guard::severity_name),
         );
     }
     let score = tx
@@ -262,16 +282,7 @@ pub fn report(tx: &Transaction) -> String {
             None => "not blocked".to_string(),
         }
     );
-    let sugg: Vec<String> = tx.matched.iter().filter_map(suggestion).collect();
-    if !sugg.is_empty() {
-        out.push_str(
-            "\nIf this request is legitimate, the narrowest exclusions are (waf.exclusions):\n",
-        );
-        for s in sugg {
-            out.push_str(&s);
-            out.push('\n');
-        }
-    }
+    write_exclusions(&mut out, tx.matched.iter().filter_map(suggestion), None);
     out
 }
 
