@@ -6,6 +6,10 @@ use criterion::{criterion_group, criterion_main, Criterion};
 use rampart_waf::{load_crs, CrsOptions, Transaction};
 use std::sync::Arc;
 
+// The allocator the `rampart` binary uses, so allocation costs are the ones it pays.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn headers() -> Vec<(&'static [u8], &'static [u8])> {
     vec![
         (b"host", b"api.example.com"),

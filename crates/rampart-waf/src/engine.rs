@@ -4,7 +4,9 @@
 
 use crate::body;
 use crate::macros::Macro;
-use crate::rules::{in_ranges, Ctl, Disruptive, EngineMode, Entry, IdRanges, Rule, RuleSet, SetOp};
+use crate::rules::{
+    in_ranges, Ctl, Disruptive, EngineMode, Entry, IdRanges, Picked, Rule, RuleSet, SetOp,
+};
 use crate::transform::Transform;
 use crate::vars::{Coll, Data, Item, Target};
 use std::borrow::Cow;
@@ -40,7 +42,8 @@ pub struct Interruption {
 #[derive(Clone, Debug, Default)]
 struct Removed {
     ids: IdRanges,
-    tags: Vec<regex::Regex>,
+    /// Rules removed by tag (ids resolved at load).
+    tagged: Vec<Picked>,
     msgs: Vec<String>,
     targets: Vec<(RuleSel, Target)>,
 }
@@ -48,7 +51,7 @@ struct Removed {
 #[derive(Clone, Debug)]
 enum RuleSel {
     Ids(IdRanges),
-    Tag(regex::Regex),
+    Tag(Picked),
     Msg(String),
 }
 
@@ -56,7 +59,7 @@ impl RuleSel {
     fn picks(&self, r: &Rule) -> bool {
         match self {
             RuleSel::Ids(ids) => in_ranges(ids, r.id),
-            RuleSel::Tag(re) => r.tags.iter().any(|t| re.is_match(t)),
+            RuleSel::Tag(ids) => ids.binary_search(&r.id).is_ok(),
             RuleSel::Msg(m) => r.msg_text == *m,
         }
     }
@@ -85,31 +88,71 @@ pub struct Transaction {
     /// Per transformation pipeline: the prefilter slots whose literals occur somewhere in the
     /// request (after that pipeline). Worked out on first use; reset with the cache.
     universe: Vec<(u32, Vec<u64>)>,
+    /// Per-value prefilter bits (see [`Tv::cand`]).
+    cand: Vec<u64>,
+    /// The current link's matches (only the first `n` of a link are live), kept for their
+    /// buffers.
+    found: Vec<Found>,
 }
 
-type TransformCache =
-    HashMap<(usize, usize, u32), Option<Vec<u8>>, BuildHasherDefault<crate::vars::Fnv>>;
+/// One match of a rule link: the variable's name, the matched value, the captures.
+#[derive(Clone, Debug, Default)]
+struct Found {
+    name: Vec<u8>,
+    value: Vec<u8>,
+    caps: Vec<Vec<u8>>,
+}
 
-/// `it`'s value after `r`'s transformations. A value that stays put in memory is transformed
-/// once per pipeline and transaction; the result is kept in `cache`.
-fn transformed<'c>(cache: &'c mut TransformCache, r: &Rule, it: &'c Item<'_>) -> Cow<'c, [u8]> {
-    if r.transforms.is_empty() {
-        return Cow::Borrowed(&it.value);
+/// TX keys of the capture groups.
+const CAPTURE_KEYS: [&str; 10] = ["0", "1", "2", "3", "4", "5", "6", "7", "8", "9"];
+
+type TransformCache = HashMap<(usize, usize, u32), Tv, BuildHasherDefault<crate::vars::Fnv>>;
+
+/// A value after one pipeline, and which prefilter slots' literals it contains.
+#[derive(Clone, Debug)]
+struct Tv {
+    /// The transformed value, when the pipeline changed it.
+    out: Option<Vec<u8>>,
+    /// Where this value's prefilter bits start in [`Transaction::cand`]; [`NOT_SCANNED`]
+    /// until the prefilter has scanned it.
+    cand: u32,
+}
+
+const NOT_SCANNED: u32 = u32::MAX;
+
+/// The cache key of a value that stays put in memory (`None`: transform it every time).
+fn cache_key(r: &Rule, it: &Item<'_>) -> Option<(usize, usize, u32)> {
+    (!it.value.is_empty()
+        && matches!(it.value, Cow::Borrowed(_))
+        && crate::vars::is_stable(it.coll))
+    .then(|| (it.value.as_ptr() as usize, it.value.len(), r.pipeline))
+}
+
+/// `it`'s value after `r`'s transformations, and where its prefilter bits are (if scanned).
+/// A value that stays put in memory is transformed once per pipeline and transaction; the
+/// result is kept in `cache`.
+fn transformed<'c>(
+    cache: &'c mut TransformCache,
+    r: &Rule,
+    it: &'c Item<'_>,
+) -> (Cow<'c, [u8]>, u32) {
+    if r.transforms.is_empty() && r.pf.is_none() {
+        return (Cow::Borrowed(&it.value), NOT_SCANNED);
     }
-    if it.value.is_empty()
-        || !matches!(it.value, Cow::Borrowed(_))
-        || !crate::vars::is_stable(it.coll)
-    {
-        return transform_all(&r.transforms, &it.value);
-    }
-    let key = (it.value.as_ptr() as usize, it.value.len(), r.pipeline);
-    let slot = cache
-        .entry(key)
-        .or_insert_with(|| match transform_all(&r.transforms, &it.value) {
+    let Some(key) = cache_key(r, it) else {
+        return (transform_all(&r.transforms, &it.value), NOT_SCANNED);
+    };
+    let slot = cache.entry(key).or_insert_with(|| Tv {
+        out: match transform_all(&r.transforms, &it.value) {
             Cow::Borrowed(_) => None,
             Cow::Owned(o) => Some(o),
-        });
-    Cow::Borrowed(slot.as_deref().unwrap_or(&it.value))
+        },
+        cand: NOT_SCANNED,
+    });
+    (
+        Cow::Borrowed(slot.out.as_deref().unwrap_or(&it.value)),
+        slot.cand,
+    )
 }
 
 /// An emptied buffer of items with any lifetime, keeping its allocation.
@@ -127,12 +170,16 @@ fn pairs_from<'a>(it: impl Iterator<Item = (&'a [u8], &'a [u8])>) -> Vec<(Vec<u8
 
 impl Transaction {
     pub fn new(rs: Arc<RuleSet>) -> Self {
+        // CRS sets ~100 TX variables and caches a few hundred transformed values per
+        // request: sized once instead of grown step by step.
+        let mut data = Data::default();
+        data.tx.reserve(128);
         Transaction {
             engine: rs.engine,
             request_body_access: rs.request_body_access,
             response_body_access: rs.response_body_access,
             rs,
-            data: Data::default(),
+            data,
             force_body_variable: false,
             processor: None,
             removed: Removed::default(),
@@ -141,9 +188,11 @@ impl Transaction {
             allow: false,
             captures: Vec::with_capacity(10),
             done: [false; 5],
-            tcache: TransformCache::default(),
+            tcache: TransformCache::with_capacity_and_hasher(256, Default::default()),
             items: Vec::new(),
             universe: Vec::new(),
+            found: Vec::new(),
+            cand: Vec::new(),
         }
     }
 
@@ -251,6 +300,7 @@ impl Transaction {
     pub fn invalidate_cache(&mut self) {
         self.tcache.clear();
         self.universe.clear();
+        self.cand.clear();
     }
 
     /// Could rule `r` (which has prefilter slot `slot`) match anything in this request?
@@ -274,9 +324,36 @@ impl Transaction {
         for t in targets {
             self.data.resolve(t, &|_, _| false, &mut items);
         }
-        let cache = &mut self.tcache;
+        let words = (pf.slots as usize).div_ceil(64);
+        let mut vb = vec![0u64; words];
         for it in &items {
-            pf.scan(&transformed(cache, r, it), &mut bits, &mut seen);
+            let Some(key) = cache_key(r, it) else {
+                pf.scan(
+                    &transform_all(&r.transforms, &it.value),
+                    &mut bits,
+                    &mut seen,
+                );
+                continue;
+            };
+            let slot = self.tcache.entry(key).or_insert_with(|| Tv {
+                out: match transform_all(&r.transforms, &it.value) {
+                    Cow::Borrowed(_) => None,
+                    Cow::Owned(o) => Some(o),
+                },
+                cand: NOT_SCANNED,
+            });
+            if slot.cand == NOT_SCANNED {
+                // This value's own bits, kept so each rule runs its regex only on the values
+                // that contain one of its literals.
+                vb.iter_mut().for_each(|w| *w = 0);
+                pf.scan(slot.out.as_deref().unwrap_or(&it.value), &mut vb, &mut seen);
+                slot.cand = self.cand.len() as u32;
+                self.cand.extend_from_slice(&vb);
+            }
+            let at = slot.cand as usize;
+            for (b, w) in bits.iter_mut().zip(&self.cand[at..at + words]) {
+                *b |= w;
+            }
         }
         self.items = recycle(items);
         let hit = bit(&bits);
@@ -486,10 +563,11 @@ impl Transaction {
 
     fn is_removed(&self, r: &Rule) -> bool {
         in_ranges(&self.removed.ids, r.id)
-            || (!self.removed.tags.is_empty()
-                && r.tags
-                    .iter()
-                    .any(|t| self.removed.tags.iter().any(|re| re.is_match(t))))
+            || self
+                .removed
+                .tagged
+                .iter()
+                .any(|ids| ids.binary_search(&r.id).is_ok())
             || (!self.removed.msgs.is_empty() && self.removed.msgs.contains(&r.msg_text))
     }
 
@@ -508,7 +586,10 @@ impl Transaction {
             self.actions(r, head);
             return true;
         };
-        let mut found: Vec<(String, Vec<u8>, Vec<Vec<u8>>)> = Vec::new();
+        // Matches go into buffers kept between rules: most rules that match (paranoia-level
+        // gates, counters) would otherwise allocate a name and a value copy per match.
+        let mut found = std::mem::take(&mut self.found);
+        let mut nfound = 0;
         {
             let removed = &self.removed.targets;
             // Only the exclusions that can apply: the rule's own `!` targets, and ctl
@@ -532,13 +613,25 @@ impl Transaction {
             }
             let want_caps = r.capture;
             let cache = &mut self.tcache;
+            let mut caps = Vec::new();
             for it in &items {
-                let mut caps = Vec::new();
-                let hit = if r.multi_match {
+                caps.clear();
+                let mut record = |v: &[u8], caps: &mut Vec<Vec<u8>>| {
+                    if found.len() == nfound {
+                        found.push(Found::default());
+                    }
+                    let f = &mut found[nfound];
+                    nfound += 1;
+                    f.name.clear();
+                    it.write_name(&mut f.name);
+                    f.value.clear();
+                    f.value.extend_from_slice(v);
+                    std::mem::swap(&mut f.caps, caps);
+                };
+                if r.multi_match {
                     let mut v: Cow<[u8]> = Cow::Borrowed(&it.value);
-                    let mut hit = None;
                     if op.matches(&self.data, &v, want_caps.then_some(&mut caps)) {
-                        hit = Some(v.to_vec());
+                        record(&v, &mut caps);
                     } else {
                         for t in &r.transforms {
                             let next = t.apply(&v);
@@ -546,39 +639,61 @@ impl Transaction {
                             v = Cow::Owned(next.into_owned());
                             if changed && op.matches(&self.data, &v, want_caps.then_some(&mut caps))
                             {
-                                hit = Some(v.to_vec());
+                                record(&v, &mut caps);
                                 break;
                             }
                         }
                     }
-                    hit
                 } else {
-                    let v = transformed(cache, r, it);
-                    op.matches(&self.data, &v, want_caps.then_some(&mut caps))
-                        .then(|| v.into_owned())
-                };
-                if let Some(v) = hit {
-                    found.push((it.name(), v, caps));
+                    let (v, cand) = transformed(cache, r, it);
+                    if let (Some(slot), true) = (r.pf, cand != NOT_SCANNED) {
+                        // The prefilter saw this value: no literal of this rule, no match.
+                        let at = cand as usize + slot as usize / 64;
+                        if self
+                            .cand
+                            .get(at)
+                            .is_some_and(|w| w & (1 << (slot % 64)) == 0)
+                        {
+                            continue;
+                        }
+                    }
+                    if op.matches(&self.data, &v, want_caps.then_some(&mut caps)) {
+                        record(&v, &mut caps);
+                    }
                 }
             }
             self.items = recycle(items);
         }
-        if found.is_empty() {
+        if nfound == 0 {
+            self.found = found;
             return false;
         }
-        self.data.matched_vars.clear();
-        for (name, value, caps) in found {
-            self.data.matched_var_name = name.clone().into_bytes();
-            self.data.matched_var = value.clone();
-            self.data.matched_vars.push((name.into_bytes(), value));
-            if r.capture {
-                self.captures = caps;
-                for (i, c) in self.captures.clone().into_iter().enumerate() {
-                    self.data.tx_set(&i.to_string(), c);
+        for (k, f) in found.iter_mut().take(nfound).enumerate() {
+            let d = &mut self.data;
+            d.matched_var_name.clear();
+            d.matched_var_name.extend_from_slice(&f.name);
+            d.matched_var.clear();
+            d.matched_var.extend_from_slice(&f.value);
+            // MATCHED_VARS holds this link's matches so far; entries are reused in place.
+            d.matched_vars.truncate(k + 1);
+            match d.matched_vars.get_mut(k) {
+                Some((n, v)) => {
+                    n.clear();
+                    n.extend_from_slice(&f.name);
+                    v.clear();
+                    v.extend_from_slice(&f.value);
                 }
+                None => d.matched_vars.push((f.name.clone(), f.value.clone())),
+            }
+            if r.capture {
+                for (i, c) in f.caps.iter().enumerate() {
+                    d.tx_set_bytes(CAPTURE_KEYS[i.min(9)], c);
+                }
+                std::mem::swap(&mut self.captures, &mut f.caps);
             }
             self.actions(r, head);
         }
+        self.found = found;
         true
     }
 
@@ -625,16 +740,16 @@ impl Transaction {
         for c in &r.ctls {
             match c {
                 Ctl::RuleRemoveById(ids) => self.removed.ids.extend(ids.iter().copied()),
-                Ctl::RuleRemoveByTag(re) => self.removed.tags.push(re.clone()),
+                Ctl::RuleRemoveByTag(_, ids) => self.removed.tagged.push(ids.clone()),
                 Ctl::RuleRemoveByMsg(m) => self.removed.msgs.push(m.clone()),
                 Ctl::RuleRemoveTargetById(ids, t) => self
                     .removed
                     .targets
                     .push((RuleSel::Ids(ids.clone()), t.clone())),
-                Ctl::RuleRemoveTargetByTag(re, t) => self
+                Ctl::RuleRemoveTargetByTag(_, t, ids) => self
                     .removed
                     .targets
-                    .push((RuleSel::Tag(re.clone()), t.clone())),
+                    .push((RuleSel::Tag(ids.clone()), t.clone())),
                 Ctl::RuleRemoveTargetByMsg(m, t) => self
                     .removed
                     .targets

@@ -254,6 +254,9 @@ impl Prefilter {
         let ac = aho_corasick::AhoCorasickBuilder::new()
             .ascii_case_insensitive(true)
             .match_kind(aho_corasick::MatchKind::Standard)
+            // A full DFA: one table lookup per byte. The scan runs over every value once per
+            // pipeline, and the NFA's failure transitions cost several times that.
+            .kind(Some(aho_corasick::AhoCorasickKind::DFA))
             .build(&pats)
             .ok()?;
         let targets = colls

@@ -63,13 +63,18 @@ pub struct SetVar {
 /// Rule ids as ranges (`ruleRemoveById=1-999999`).
 pub type IdRanges = Vec<(u32, u32)>;
 
+/// Sorted ids of the rules a tag selector picks.
+pub type Picked = std::sync::Arc<[u32]>;
+
 #[derive(Clone, Debug)]
 pub enum Ctl {
     RuleRemoveById(IdRanges),
-    RuleRemoveByTag(regex::Regex),
+    /// The tag pattern and the ids of the rules it picks, worked out when the rule set is
+    /// finished (a request then costs a binary search per rule, not a regex per tag).
+    RuleRemoveByTag(regex::Regex, Picked),
     RuleRemoveByMsg(String),
     RuleRemoveTargetById(IdRanges, Target),
-    RuleRemoveTargetByTag(regex::Regex, Target),
+    RuleRemoveTargetByTag(regex::Regex, Target, Picked),
     RuleRemoveTargetByMsg(String, Target),
     RuleEngine(EngineMode),
     RequestBodyProcessor(&'static str),
@@ -338,6 +343,37 @@ impl Loader {
         }
         for r in &mut self.rules {
             fold(r);
+        }
+        // Tag selectors of `ctl` removals, resolved to rule ids once.
+        let tagged: Vec<(u32, Vec<String>)> = self
+            .rules
+            .iter()
+            .filter(|r| r.id != u32::MAX)
+            .map(|r| (r.id, r.tags.clone()))
+            .collect();
+        let pick = |re: &regex::Regex| -> Picked {
+            let mut ids: Vec<u32> = tagged
+                .iter()
+                .filter(|(_, tags)| tags.iter().any(|t| re.is_match(t)))
+                .map(|(id, _)| *id)
+                .collect();
+            ids.sort_unstable();
+            ids.dedup();
+            ids.into()
+        };
+        for r in &mut self.rules {
+            let mut link = Some(r);
+            while let Some(l) = link {
+                for c in &mut l.ctls {
+                    match c {
+                        Ctl::RuleRemoveByTag(re, p) | Ctl::RuleRemoveTargetByTag(re, _, p) => {
+                            *p = pick(re)
+                        }
+                        _ => {}
+                    }
+                }
+                link = l.chain.as_deref_mut();
+            }
         }
         // Number the distinct transformation pipelines.
         fn number(r: &mut Rule, ids: &mut std::collections::HashMap<Vec<Transform>, u32>) {
@@ -973,7 +1009,7 @@ fn parse_ctl(s: &str) -> Result<Ctl, String> {
     let re = |s: &str| regex::Regex::new(s).map_err(|e| format!("ctl:{name}: {e}"));
     Ok(match name.to_ascii_lowercase().as_str() {
         "ruleremovebyid" => Ctl::RuleRemoveById(id_ranges(v)?),
-        "ruleremovebytag" => Ctl::RuleRemoveByTag(re(v)?),
+        "ruleremovebytag" => Ctl::RuleRemoveByTag(re(v)?, Picked::from([])),
         "ruleremovebymsg" => Ctl::RuleRemoveByMsg(v.to_string()),
         "ruleremovetargetbyid" => {
             let (sel, t) = target(v)?;
@@ -981,7 +1017,7 @@ fn parse_ctl(s: &str) -> Result<Ctl, String> {
         }
         "ruleremovetargetbytag" => {
             let (sel, t) = target(v)?;
-            Ctl::RuleRemoveTargetByTag(re(&sel)?, t)
+            Ctl::RuleRemoveTargetByTag(re(&sel)?, t, Picked::from([]))
         }
         "ruleremovetargetbymsg" => {
             let (sel, t) = target(v)?;

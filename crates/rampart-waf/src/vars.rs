@@ -229,6 +229,15 @@ pub struct Item<'a> {
 }
 
 impl Item<'_> {
+    /// Append the variable's name (`ARGS:q`) to `out`.
+    pub fn write_name(&self, out: &mut Vec<u8>) {
+        out.extend_from_slice(self.coll.name().as_bytes());
+        if !self.key.is_empty() || is_keyed(self.coll) {
+            out.push(b':');
+            out.extend_from_slice(&self.key);
+        }
+    }
+
     pub fn name(&self) -> String {
         if self.key.is_empty() && !is_keyed(self.coll) {
             self.coll.name().to_string()
@@ -400,6 +409,14 @@ fn flag(b: bool) -> Cow<'static, [u8]> {
 }
 
 impl Data {
+    /// The TX entry (original name, value) for a name given as bytes.
+    fn tx_entry(&self, k: &[u8]) -> Option<&(Vec<u8>, Vec<u8>)> {
+        match std::str::from_utf8(k) {
+            Ok(s) => self.tx.get(lower(s).as_ref()),
+            Err(_) => self.tx.get(lower(&String::from_utf8_lossy(k)).as_ref()),
+        }
+    }
+
     pub fn tx_get(&self, key: &str) -> Option<&[u8]> {
         self.tx.get(lower(key).as_ref()).map(|(_, v)| v.as_slice())
     }
@@ -413,6 +430,17 @@ impl Data {
                 let _ = write!(slot.1, "{n}");
             }
             None => self.tx_set(key, n.to_string().into_bytes()),
+        }
+    }
+
+    /// Set a TX variable to a copy of `value`, reusing the old value's buffer.
+    pub fn tx_set_bytes(&mut self, key: &str, value: &[u8]) {
+        match self.tx.get_mut(lower(key).as_ref()) {
+            Some(slot) => {
+                slot.1.clear();
+                slot.1.extend_from_slice(value);
+            }
+            None => self.tx_set(key, value.to_vec()),
         }
     }
 
@@ -526,8 +554,7 @@ impl Data {
             Tx if matches!(t.sel, Selector::Key(_)) => {
                 // A named TX variable: one map lookup, not a scan.
                 if let Selector::Key(k) = &t.sel {
-                    let lk = String::from_utf8_lossy(k);
-                    if let Some((k, v)) = self.tx.get(lower(&lk).as_ref()) {
+                    if let Some((k, v)) = self.tx_entry(k) {
                         if !excluded(c, k) {
                             out.push(Item {
                                 coll: c,
@@ -697,11 +724,7 @@ impl Data {
     /// The first value of a variable, for macros (`%{tx.score}`, `%{request_headers.host}`).
     pub fn first(&self, coll: Coll, key: Option<&[u8]>) -> Option<Cow<'_, [u8]>> {
         if let (Coll::Tx, Some(k)) = (coll, key) {
-            let k = String::from_utf8_lossy(k);
-            return self
-                .tx
-                .get(lower(&k).as_ref())
-                .map(|(_, v)| Cow::Borrowed(v.as_slice()));
+            return self.tx_entry(k).map(|(_, v)| Cow::Borrowed(v.as_slice()));
         }
         let t = Target {
             coll,

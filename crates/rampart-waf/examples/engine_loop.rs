@@ -1,0 +1,82 @@
+//! Runs the WAF engine over one request kind N times, for counting instructions with valgrind
+//! (`bench/waf-instructions.sh`): instruction counts repeat exactly for the same binary and
+//! input, where wall-clock time on a shared VM varies by ±15 %. Same requests as the criterion
+//! benchmark (`benches/engine.rs`): CRS v4 from ../shared/crs at paranoia level 1, blocking.
+//!
+//! `cargo run --release -p rampart-waf --example engine_loop -- get|post|none N`
+
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+use rampart_waf::{load_crs, CrsOptions, Transaction};
+use std::sync::Arc;
+
+fn main() {
+    let kind = std::env::args().nth(1).unwrap_or_default();
+    let n: u32 = std::env::args()
+        .nth(2)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(1000);
+    if !matches!(kind.as_str(), "get" | "post" | "none") {
+        eprintln!("usage: engine_loop get|post|none [N]");
+        std::process::exit(2);
+    }
+    let crs = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/crs");
+    let rs = match load_crs(&CrsOptions::new(&crs)) {
+        Ok(rs) => Arc::new(rs),
+        Err(e) => {
+            eprintln!("cannot load CRS: {e}");
+            std::process::exit(1);
+        }
+    };
+    let mut headers: Vec<(&[u8], &[u8])> = vec![
+        (b"host", b"api.example.com"),
+        (
+            b"user-agent",
+            b"Mozilla/5.0 (X11; Linux x86_64; rv:128.0) Gecko/20100101 Firefox/128.0",
+        ),
+        (b"accept", b"application/json"),
+        (b"accept-language", b"en-US,en;q=0.5"),
+        (b"accept-encoding", b"gzip, deflate, br"),
+        (b"cookie", b"session=3f2a9c1e8b7d4a6f; theme=dark"),
+    ];
+    let mut body = String::from("{\"items\":[");
+    for i in 0..12 {
+        body.push_str(&format!(
+            "{{\"sku\":\"SKU-{i:05}\",\"qty\":{i},\"note\":\"gift wrap please, thanks\"}},"
+        ));
+    }
+    body.pop();
+    body.push_str("],\"customer\":{\"name\":\"Ann Smith\",\"email\":\"ann@example.com\"}}");
+    if kind == "post" {
+        headers.push((b"content-type", b"application/json"));
+    }
+    let (peer, local) = (
+        std::net::SocketAddr::from(([10, 1, 2, 3], 50000)),
+        std::net::SocketAddr::from(([10, 0, 0, 1], 8080)),
+    );
+    let t = std::time::Instant::now();
+    for _ in 0..n {
+        if kind == "none" {
+            break;
+        }
+        let mut tx = Transaction::new(rs.clone());
+        let (method, target): (&[u8], &[u8]) = if kind == "post" {
+            (b"POST", b"/v1/orders")
+        } else {
+            (b"GET", b"/v1/users?page=2&sort=name&q=ann%20smith")
+        };
+        let h = headers.clone().into_iter();
+        tx.request_head(method, target, b"HTTP/1.1", h, peer, local, "bench");
+        tx.phase(1);
+        if kind == "post" {
+            tx.request_body(body.as_bytes());
+        }
+        tx.phase(2);
+        if tx.interruption.is_some() {
+            eprintln!("the benign request was blocked");
+            std::process::exit(1);
+        }
+    }
+    eprintln!("{kind}: {:?} per request", t.elapsed() / n.max(1));
+}
