@@ -425,6 +425,10 @@ impl Transaction {
             ));
         }
         self.data.reqbody_error = err;
+        // Phase 2 caches each argument name and value once per pipeline (CRS uses ~16 on
+        // arguments): room for them now instead of rehashing as the cache grows.
+        let values = 2 * (self.data.args_get.len() + self.data.args_post.len()) + 16;
+        self.tcache.reserve((values * 16).min(1 << 14));
         // REQUEST_BODY is there unless a structured processor (XML, multipart) took the body.
         if !matches!(processor, Some("XML") | Some("MULTIPART")) || self.force_body_variable {
             self.data.body = Some(b.to_vec());

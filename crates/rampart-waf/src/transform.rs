@@ -100,29 +100,41 @@ impl Transform {
                 }
             }
             Uppercase => Cow::Owned(v.to_ascii_uppercase()),
-            UrlDecode => lazy(v, |c| c == b'%' || c == b'+', |v| url_decode(v, false)),
-            UrlDecodeUni => lazy(v, |c| c == b'%' || c == b'+', |v| url_decode(v, true)),
+            UrlDecode => when(v.iter().any(|&c| c == b'%' || c == b'+'), v, |v| {
+                url_decode(v, false)
+            }),
+            UrlDecodeUni => when(v.iter().any(|&c| c == b'%' || c == b'+'), v, |v| {
+                url_decode(v, true)
+            }),
             UrlEncode => Cow::Owned(url_encode(v)),
-            JsDecode => lazy(v, |c| c == b'\\', js_decode),
-            HtmlEntityDecode => lazy(v, |c| c == b'&', html_entity_decode),
-            Utf8ToUnicode => lazy(v, |c| c >= 0x80, utf8_to_unicode),
-            RemoveNulls => lazy(
-                v,
-                |c| c == 0,
-                |v| v.iter().copied().filter(|&c| c != 0).collect(),
-            ),
-            ReplaceNulls => lazy(
-                v,
-                |c| c == 0,
-                |v| v.iter().map(|&c| if c == 0 { b' ' } else { c }).collect(),
-            ),
-            CssDecode => lazy(v, |c| c == b'\\', css_decode),
+            JsDecode => when(v.contains(&b'\\'), v, js_decode),
+            HtmlEntityDecode => when(v.contains(&b'&'), v, html_entity_decode),
+            Utf8ToUnicode => when(!v.is_ascii(), v, utf8_to_unicode),
+            RemoveNulls => when(v.contains(&0), v, |v| {
+                v.iter().copied().filter(|&c| c != 0).collect()
+            }),
+            ReplaceNulls => when(v.contains(&0), v, |v| {
+                v.iter().map(|&c| if c == 0 { b' ' } else { c }).collect()
+            }),
+            CssDecode => when(v.contains(&b'\\'), v, css_decode),
             CmdLine => Cow::Owned(cmd_line(v)),
             RemoveWhitespace => lazy(v, is_ws_nbsp, |v| {
                 v.iter().copied().filter(|&c| !is_ws_nbsp(c)).collect()
             }),
-            CompressWhitespace => lazy(v, is_ws_nbsp, compress_whitespace),
-            ReplaceComments => lazy(v, |c| c == b'/' || c == b'*', replace_comments),
+            // Only a run of whitespace or a whitespace byte other than a space changes.
+            CompressWhitespace => when(
+                v.iter().enumerate().any(|(i, &c)| {
+                    is_ws_nbsp(c) && (c != b' ' || v.get(i + 1).is_some_and(|&n| is_ws_nbsp(n)))
+                }),
+                v,
+                compress_whitespace,
+            ),
+            // Only `/*` and `*/` change anything.
+            ReplaceComments => when(
+                v.windows(2).any(|w| w == b"/*" || w == b"*/"),
+                v,
+                replace_comments,
+            ),
             RemoveComments => lazy(
                 v,
                 |c| matches!(c, b'/' | b'*' | b'-' | b'#'),
@@ -139,7 +151,7 @@ impl Transform {
                 |c| matches!(c, b'/' | b'.' | b'\\'),
                 |v| normalize_path(v, true),
             ),
-            EscapeSeqDecode => lazy(v, |c| c == b'\\', escape_seq_decode),
+            EscapeSeqDecode => when(v.contains(&b'\\'), v, escape_seq_decode),
             Length => Cow::Owned(v.len().to_string().into_bytes()),
             Base64Decode => Cow::Owned(base64_decode(v, false)),
             Base64DecodeExt => Cow::Owned(base64_decode(v, true)),
@@ -186,6 +198,15 @@ fn parity(c: u8, odd: u32) -> u8 {
 }
 
 /// Run `f` only when some byte could need it.
+/// `f(v)` when `changes` (a quick test that the transformation would change `v`), else `v`.
+fn when<'a>(changes: bool, v: &'a [u8], f: impl Fn(&[u8]) -> Vec<u8>) -> Cow<'a, [u8]> {
+    if changes {
+        Cow::Owned(f(v))
+    } else {
+        Cow::Borrowed(v)
+    }
+}
+
 fn lazy<'a>(
     v: &'a [u8],
     trigger: impl Fn(u8) -> bool,
@@ -795,6 +816,42 @@ mod tests {
 
     fn t(tr: Transform, s: &[u8]) -> Vec<u8> {
         tr.apply(s).into_owned()
+    }
+
+    /// The quick "would it change?" tests never skip a change: on many short inputs over the
+    /// bytes the transformations care about, `apply` equals running the transformation
+    /// unconditionally.
+    #[test]
+    fn quick_change_tests_never_skip_a_change() {
+        let alphabet: &[u8] = b" \t\n/*\\%+&;#-.ab0\x00\x0b\xa0\xc3\xa9u";
+        type Full = fn(&[u8]) -> Vec<u8>;
+        let full: [(Transform, Full); 10] = [
+            (Transform::UrlDecode, |v| url_decode(v, false)),
+            (Transform::UrlDecodeUni, |v| url_decode(v, true)),
+            (Transform::JsDecode, js_decode),
+            (Transform::HtmlEntityDecode, html_entity_decode),
+            (Transform::Utf8ToUnicode, utf8_to_unicode),
+            (Transform::RemoveNulls, |v| {
+                v.iter().copied().filter(|&c| c != 0).collect()
+            }),
+            (Transform::CssDecode, css_decode),
+            (Transform::CompressWhitespace, compress_whitespace),
+            (Transform::ReplaceComments, replace_comments),
+            (Transform::EscapeSeqDecode, escape_seq_decode),
+        ];
+        let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+        for _ in 0..20_000 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            let len = (x % 9) as usize;
+            let v: Vec<u8> = (0..len)
+                .map(|i| alphabet[((x >> (8 + 5 * i)) % alphabet.len() as u64) as usize])
+                .collect();
+            for (tr, f) in &full {
+                assert_eq!(tr.apply(&v).as_ref(), f(&v).as_slice(), "{tr:?} on {v:?}");
+            }
+        }
     }
 
     #[test]
