@@ -10,19 +10,8 @@ use std::sync::Arc;
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-fn headers() -> Vec<(&'static [u8], &'static [u8])> {
-    vec![
-        (b"host", b"api.example.com"),
-        (
-            b"user-agent",
-            b"Mozilla/5.0 (X11; Linux x86_64; rv:128.0) Gecko/20100101 Firefox/128.0",
-        ),
-        (b"accept", b"application/json"),
-        (b"accept-language", b"en-US,en;q=0.5"),
-        (b"accept-encoding", b"gzip, deflate, br"),
-        (b"cookie", b"session=3f2a9c1e8b7d4a6f; theme=dark"),
-    ]
-}
+mod common;
+use common::headers;
 
 fn bench(c: &mut Criterion) {
     let crs = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/crs");
@@ -40,7 +29,7 @@ fn bench(c: &mut Criterion) {
             let mut tx = Transaction::new(rs.clone());
             tx.request_head(
                 b"GET",
-                b"/v1/users?page=2&sort=name&q=ann%20smith",
+                common::GET_TARGET,
                 b"HTTP/1.1",
                 headers().into_iter(),
                 peer,
@@ -52,14 +41,7 @@ fn bench(c: &mut Criterion) {
             assert!(tx.interruption.is_none());
         })
     });
-    let mut body = String::from("{\"items\":[");
-    for i in 0..12 {
-        body.push_str(&format!(
-            "{{\"sku\":\"SKU-{i:05}\",\"qty\":{i},\"note\":\"gift wrap please, thanks\"}},"
-        ));
-    }
-    body.pop();
-    body.push_str("],\"customer\":{\"name\":\"Ann Smith\",\"email\":\"ann@example.com\"}}");
+    let body = common::json_body();
     let mut h = headers();
     h.push((b"content-type", b"application/json"));
     c.bench_function("crs_pl1_json_post_1k", |b| {

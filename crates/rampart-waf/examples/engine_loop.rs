@@ -8,6 +8,9 @@
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+#[path = "../benches/common/mod.rs"]
+mod common;
+
 use rampart_waf::{load_crs, CrsOptions, Transaction};
 use std::sync::Arc;
 
@@ -29,25 +32,8 @@ fn main() {
             std::process::exit(1);
         }
     };
-    let mut headers: Vec<(&[u8], &[u8])> = vec![
-        (b"host", b"api.example.com"),
-        (
-            b"user-agent",
-            b"Mozilla/5.0 (X11; Linux x86_64; rv:128.0) Gecko/20100101 Firefox/128.0",
-        ),
-        (b"accept", b"application/json"),
-        (b"accept-language", b"en-US,en;q=0.5"),
-        (b"accept-encoding", b"gzip, deflate, br"),
-        (b"cookie", b"session=3f2a9c1e8b7d4a6f; theme=dark"),
-    ];
-    let mut body = String::from("{\"items\":[");
-    for i in 0..12 {
-        body.push_str(&format!(
-            "{{\"sku\":\"SKU-{i:05}\",\"qty\":{i},\"note\":\"gift wrap please, thanks\"}},"
-        ));
-    }
-    body.pop();
-    body.push_str("],\"customer\":{\"name\":\"Ann Smith\",\"email\":\"ann@example.com\"}}");
+    let mut headers = common::headers();
+    let body = common::json_body();
     if kind == "post" {
         headers.push((b"content-type", b"application/json"));
     }
@@ -64,7 +50,7 @@ fn main() {
         let (method, target): (&[u8], &[u8]) = if kind == "post" {
             (b"POST", b"/v1/orders")
         } else {
-            (b"GET", b"/v1/users?page=2&sort=name&q=ann%20smith")
+            (b"GET", common::GET_TARGET)
         };
         let h = headers.clone().into_iter();
         tx.request_head(method, target, b"HTTP/1.1", h, peer, local, "bench");

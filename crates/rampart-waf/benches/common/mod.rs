@@ -1,0 +1,33 @@
+//! The requests the engine benchmarks run, shared by `benches/engine.rs` (criterion) and
+//! `examples/engine_loop.rs` (instruction counts).
+
+/// GET target with a query of three arguments.
+pub const GET_TARGET: &[u8] = b"/v1/users?page=2&sort=name&q=ann%20smith";
+
+/// A browser-like set of request headers, with a cookie.
+pub fn headers() -> Vec<(&'static [u8], &'static [u8])> {
+    vec![
+        (b"host", b"api.example.com"),
+        (
+            b"user-agent",
+            b"Mozilla/5.0 (X11; Linux x86_64; rv:128.0) Gecko/20100101 Firefox/128.0",
+        ),
+        (b"accept", b"application/json"),
+        (b"accept-language", b"en-US,en;q=0.5"),
+        (b"accept-encoding", b"gzip, deflate, br"),
+        (b"cookie", b"session=3f2a9c1e8b7d4a6f; theme=dark"),
+    ]
+}
+
+/// A ~1 KB JSON order: 12 items and a customer (38 JSON arguments).
+pub fn json_body() -> String {
+    let mut body = String::from("{\"items\":[");
+    for i in 0..12 {
+        body.push_str(&format!(
+            "{{\"sku\":\"SKU-{i:05}\",\"qty\":{i},\"note\":\"gift wrap please, thanks\"}},"
+        ));
+    }
+    body.pop();
+    body.push_str("],\"customer\":{\"name\":\"Ann Smith\",\"email\":\"ann@example.com\"}}");
+    body
+}
