@@ -5,7 +5,7 @@
 //! - [`vars`], [`transform`], [`operator`], [`macros`] are the language's parts.
 //! - [`body`] holds the request body processors (URL-encoded, multipart, JSON, XML).
 //! - [`engine`] runs one [`Transaction`] through phases 1-5; [`prefilter`] lets it skip rules
-//!   whose required literals occur nowhere in the request.
+//!   whose required literals occur nowhere in the request, and values that lack them.
 //! - [`sqli`] and [`xss`] are `@detectSQLi` and `@detectXSS`.
 //! - [`guard`] plugs the engine into the proxy; [`build`] turns config into guards.
 //! - [`ftw`] reads CRS's go-ftw regression tests; [`explain`] shows why a request fires.

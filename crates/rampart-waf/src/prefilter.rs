@@ -3,7 +3,9 @@
 //! each regex's syntax tree and put into one Aho-Corasick automaton. Per request, every value
 //! the rules can see is scanned once per transformation pipeline; a rule none of whose strings
 //! occur anywhere in the request (after its own transformations) cannot match, and is skipped
-//! without collecting its variables or running its regex.
+//! without collecting its variables or running its regex. Each value's own result is kept
+//! with its transformed form, so a rule that does run tries its regex only on the values that
+//! contain one of its strings.
 //!
 //! The literal sets are a necessary condition, never a guess: a set is only used when the tree
 //! proves that every match contains one of its strings (compared without ASCII case, which only
