@@ -79,7 +79,6 @@ pub struct Transaction {
     pub matched: Vec<Matched>,
     pub interruption: Option<Interruption>,
     allow: bool,
-    captures: Vec<Vec<u8>>,
     done: [bool; 5],
     /// Transformed values by (address, length, pipeline) of a stable variable's value.
     tcache: TransformCache,
@@ -142,17 +141,28 @@ fn transformed<'c>(
     let Some(key) = cache_key(r, it) else {
         return (transform_all(&r.transforms, &it.value), NOT_SCANNED);
     };
-    let slot = cache.entry(key).or_insert_with(|| Tv {
+    let slot = cached(cache, key, r, it);
+    (
+        Cow::Borrowed(slot.out.as_deref().unwrap_or(&it.value)),
+        slot.cand,
+    )
+}
+
+/// The cache entry for `key`, transforming `it` on first use.
+#[inline]
+fn cached<'c>(
+    cache: &'c mut TransformCache,
+    key: (usize, usize, u32),
+    r: &Rule,
+    it: &Item<'_>,
+) -> &'c mut Tv {
+    cache.entry(key).or_insert_with(|| Tv {
         out: match transform_all(&r.transforms, &it.value) {
             Cow::Borrowed(_) => None,
             Cow::Owned(o) => Some(o),
         },
         cand: NOT_SCANNED,
-    });
-    (
-        Cow::Borrowed(slot.out.as_deref().unwrap_or(&it.value)),
-        slot.cand,
-    )
+    })
 }
 
 /// An emptied buffer of items with any lifetime, keeping its allocation.
@@ -186,7 +196,6 @@ impl Transaction {
             matched: Vec::new(),
             interruption: None,
             allow: false,
-            captures: Vec::with_capacity(10),
             done: [false; 5],
             tcache: TransformCache::with_capacity_and_hasher(256, Default::default()),
             items: Vec::new(),
@@ -335,13 +344,7 @@ impl Transaction {
                 );
                 continue;
             };
-            let slot = self.tcache.entry(key).or_insert_with(|| Tv {
-                out: match transform_all(&r.transforms, &it.value) {
-                    Cow::Borrowed(_) => None,
-                    Cow::Owned(o) => Some(o),
-                },
-                cand: NOT_SCANNED,
-            });
+            let slot = cached(&mut self.tcache, key, r, it);
             if slot.cand == NOT_SCANNED {
                 // This value's own bits, kept so each rule runs its regex only on the values
                 // that contain one of its literals.
@@ -693,7 +696,6 @@ impl Transaction {
                 for (i, c) in f.caps.iter().enumerate() {
                     d.tx_set_bytes(CAPTURE_KEYS[i.min(9)], c);
                 }
-                std::mem::swap(&mut self.captures, &mut f.caps);
             }
             self.actions(r, head);
         }

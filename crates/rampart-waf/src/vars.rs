@@ -239,15 +239,9 @@ impl Item<'_> {
     }
 
     pub fn name(&self) -> String {
-        if self.key.is_empty() && !is_keyed(self.coll) {
-            self.coll.name().to_string()
-        } else {
-            format!(
-                "{}:{}",
-                self.coll.name(),
-                String::from_utf8_lossy(&self.key)
-            )
-        }
+        let mut n = Vec::new();
+        self.write_name(&mut n);
+        String::from_utf8_lossy(&n).into_owned()
     }
 }
 
