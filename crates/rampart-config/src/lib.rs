@@ -353,4 +353,15 @@ mod tests {
             assert!(s.contains(needle), "missing `{needle}` in:\n{s}");
         }
     }
+
+    #[test]
+    fn websocket_needs_an_http1_upstream() {
+        let text = "listeners:\n  - address: 127.0.0.1:0\nupstreams:\n  - name: api\n    targets: [\"http://127.0.0.1:1\"]\n    http2: true\nroutes:\n  - name: ws\n    path_prefix: /\n    upstream: api\n    websocket: true\n";
+        let e = load(text).unwrap_err().to_string();
+        assert!(
+            e.contains("t.yaml:8:11: route `ws` passes WebSocket upgrades"),
+            "{e}"
+        );
+        assert!(load(&text.replace("    http2: true\n", "")).is_ok());
+    }
 }

@@ -118,6 +118,9 @@ pub struct Timeouts {
     pub idle_release: Duration,
     /// From the request head to the response head.
     pub request: Duration,
+    /// An upgraded connection (WebSocket) with no bytes in either direction for this long is
+    /// closed.
+    pub tunnel_idle: Duration,
 }
 
 impl Default for Timeouts {
@@ -127,6 +130,7 @@ impl Default for Timeouts {
             idle: Duration::secs(60),
             idle_release: Duration::secs(1),
             request: Duration::secs(60),
+            tunnel_idle: Duration::secs(300),
         }
     }
 }
@@ -346,6 +350,11 @@ pub struct Route {
     /// Remove the matched prefix before forwarding.
     #[serde(default)]
     pub strip_prefix: bool,
+    /// Pass WebSocket upgrades through (HTTP/1.1 `Upgrade: websocket`): after the upstream
+    /// answers 101 the connection becomes a byte tunnel. Off: the upgrade headers are removed
+    /// like any hop-by-hop header.
+    #[serde(default)]
+    pub websocket: bool,
     /// Overrides of the global guard settings for this route. Each replaces the global block of
     /// the same name (the IP filter is the exception: the global list and the route's list both apply).
     #[serde(default)]

@@ -216,6 +216,19 @@ impl Validator<'_> {
                     ),
                 );
             }
+            if r.websocket
+                && c.upstreams
+                    .iter()
+                    .any(|u| u.value.name.value == r.upstream.value && u.value.http2)
+            {
+                self.err(
+                    &r.name,
+                    format!(
+                        "route `{}` passes WebSocket upgrades (`websocket: true`), but upstream `{}` speaks HTTP/2 (`http2: true`): upgrades need an HTTP/1.1 upstream",
+                        r.name.value, r.upstream.value
+                    ),
+                );
+            }
             self.guard_blocks(&r.limits, &r.cors, &r.ip_filter);
             self.rate_limits(&r.rate_limits, &global_rl);
             self.concurrency_limits(&r.concurrency_limits, &global_cc);

@@ -498,6 +498,12 @@ impl<T> ScanIo<T> {
         self.prefix = bytes;
     }
 
+    /// The stream stops being HTTP (an upgrade): no more scanning or frame watching.
+    pub(crate) fn stop_scanning(&mut self) {
+        self.scanner = None;
+        self.h2 = None;
+    }
+
     /// Watch the stream as HTTP/2 frames.
     pub fn with_h2(mut self, watch: H2Watch) -> Self {
         self.h2 = Some(watch);

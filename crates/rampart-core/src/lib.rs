@@ -16,6 +16,7 @@ pub mod proxy;
 pub mod server;
 pub mod snapshot;
 pub mod tls;
+pub mod tunnel;
 pub mod upstream;
 
 pub use guard::{

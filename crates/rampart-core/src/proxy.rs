@@ -6,7 +6,8 @@ use crate::guard::{Answer, Block, ConnInfo, Guard, Mode, RequestContext, Verdict
 use crate::h1scan::{ScanState, Violation};
 use crate::server::ConnActivity;
 use crate::snapshot::{Route, RouteMatch, Snapshot};
-use crate::upstream::{Proxied, UpstreamError};
+use crate::tunnel::UpgradeSlot;
+use crate::upstream::{InFlight, Proxied, UpstreamError};
 use arc_swap::ArcSwap;
 use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
@@ -463,6 +464,7 @@ pub(crate) async fn handle(
     shared: Arc<Shared>,
     conn: Arc<ConnInfo>,
     scan: Option<Arc<ScanState>>,
+    upgrade: Option<Arc<UpgradeSlot>>,
     activity: Arc<ConnActivity>,
     req: Request<Incoming>,
 ) -> Result<Response<RespBody>, Infallible> {
@@ -577,9 +579,18 @@ pub(crate) async fn handle(
     done.route_idx = Some(route_idx);
     let route = &snap.routes[route_idx];
     done.ctx.route = Some(route.name.clone());
+    // A WebSocket handshake on a route that passes them (HTTP/1.1 connections only).
+    let websocket = match upgrade {
+        Some(slot) if route.websocket => {
+            crate::tunnel::websocket_request(&parts.method, parts.version, &parts.headers)
+                .map(|v| (slot, v))
+        }
+        _ => None,
+    };
 
     // 3. Guards and the upstream call, within the request timeout.
-    let fut = forward(route, &mut done, &mut parts, body, host);
+    let ws_header = websocket.as_ref().map(|(_, v)| v.clone());
+    let fut = forward(route, &mut done, &mut parts, body, host, ws_header);
     let result = match tokio::time::timeout(snap.request_timeout, fut).await {
         Ok(r) => r,
         Err(_) => {
@@ -602,7 +613,10 @@ pub(crate) async fn handle(
     let elapsed = start.elapsed().as_secs_f64();
     route.duration.observe(elapsed);
     match result {
-        Ok((proxied, body_phase)) => Ok(finish_upstream(done, proxied, body_phase).await),
+        Ok((proxied, body_phase)) => {
+            let slot = websocket.map(|(s, _)| s);
+            Ok(finish_upstream(done, proxied, body_phase, slot).await)
+        }
         Err(a) => Ok(finish_answer(done, a)),
     }
 }
@@ -700,6 +714,7 @@ async fn forward(
     parts: &mut http::request::Parts,
     mut body: Incoming,
     host: String,
+    websocket: Option<HeaderValue>,
 ) -> Result<(Proxied, BodyPhase), Answer> {
     let metrics = done.shared.metrics.clone();
     let snap = done.snap.clone();
@@ -829,6 +844,9 @@ async fn forward(
     // Headers for the upstream.
     let mut headers = std::mem::take(&mut parts.headers);
     strip_hop_by_hop(&mut headers);
+    if let Some(v) = websocket {
+        crate::tunnel::restore_upgrade(&mut headers, v);
+    }
     let peer = ctx.conn.peer.ip();
     let trusted = snap.is_trusted(peer);
     let proto = if ctx.is_tls() { "https" } else { "http" };
@@ -1000,6 +1018,7 @@ async fn finish_upstream(
     mut done: Done,
     proxied: Proxied,
     _phase: BodyPhase,
+    upgrade: Option<Arc<UpgradeSlot>>,
 ) -> Response<RespBody> {
     let Proxied {
         response,
@@ -1007,6 +1026,9 @@ async fn finish_upstream(
         in_flight,
     } = proxied;
     let (mut parts, body) = response.into_parts();
+    if parts.status == StatusCode::SWITCHING_PROTOCOLS {
+        return switch_protocols(done, parts, in_flight, upgrade);
+    }
     strip_hop_by_hop(&mut parts.headers);
     let snap = done.snap.clone();
     let metrics = done.shared.metrics.clone();
@@ -1055,6 +1077,48 @@ async fn finish_upstream(
         .headers
         .insert(header::CONTENT_LENGTH, HeaderValue::from(bytes.len()));
     seal(done, parts, RespBody::full(bytes))
+}
+
+/// The upstream accepted a WebSocket handshake: answer the client with its 101 and leave the
+/// upstream connection to the tunnel the connection driver starts once the 101 is written.
+fn switch_protocols(
+    mut done: Done,
+    mut parts: http::response::Parts,
+    mut in_flight: InFlight,
+    upgrade: Option<Arc<UpgradeSlot>>,
+) -> Response<RespBody> {
+    // The upstream connection now belongs to the tunnel, never to the pool.
+    in_flight.detach();
+    drop(in_flight);
+    let metrics = done.shared.metrics.clone();
+    let upstream = parts.extensions.remove::<hyper::upgrade::OnUpgrade>();
+    let (Some(slot), Some(upstream)) = (upgrade, upstream) else {
+        // A 101 the client did not ask for (or the route does not pass upgrades).
+        done.ctx.verdict = "error";
+        done.ctx.deciding_guard = Some("core");
+        let status = StatusCode::BAD_GATEWAY;
+        let a = problem(status, "Bad Gateway", &done.ctx.request_id);
+        return finish_answer(done, a);
+    };
+    let offered = parts.headers.get(header::UPGRADE).cloned();
+    strip_hop_by_hop(&mut parts.headers);
+    crate::tunnel::restore_upgrade(
+        &mut parts.headers,
+        offered.unwrap_or(HeaderValue::from_static("websocket")),
+    );
+    let snap = done.snap.clone();
+    let guards = match done.route_idx {
+        Some(i) => &snap.routes[i].guards,
+        None => &snap.unrouted_guards,
+    };
+    if let Some(a) = run_response_guards(guards, &mut parts, &mut done.ctx, &metrics) {
+        return finish_answer(done, a);
+    }
+    // A 101 has no body; headers guards may have added for ordinary responses mean nothing.
+    parts.headers.remove(header::CONTENT_LENGTH);
+    parts.headers.remove(header::TRANSFER_ENCODING);
+    slot.set(upstream);
+    seal(done, parts, RespBody::full(Bytes::new()))
 }
 
 #[cfg(test)]

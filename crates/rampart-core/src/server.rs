@@ -5,10 +5,12 @@ use crate::guard::{ConnInfo, Verdict};
 use crate::h1scan::{ScanIo, ScanState, Scanner};
 use crate::h2watch::{H2Watch, PREFACE_LEN};
 use crate::proxy::{handle, Shared};
+use crate::tunnel::UpgradeSlot;
 use crate::upstream::now_ms;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulConnection;
+use rampart_telemetry::metrics::Gauge;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::{pin, Pin};
@@ -227,6 +229,7 @@ async fn setup(
         header_read: snap.header_read_timeout,
         idle: snap.idle_timeout,
         release: snap.idle_release,
+        tunnel_idle: snap.tunnel_idle,
     };
     let max_head = snap.max_head_bytes;
     let h2_streams = snap.h2_max_concurrent_streams;
@@ -296,16 +299,20 @@ where
         max_head.min(16 * 1024),
     );
     let scan_io = ScanIo::new(stream, Some(scanner));
+    // Upgrades (WebSocket) need the HTTP/1.1-only driver, which hands the stream back.
+    let upgrade = (!h2c).then(|| Arc::new(UpgradeSlot::default()));
     let svc = {
         let shared = shared.clone();
         let conn = conn.clone();
         let activity = activity.clone();
+        let upgrade = upgrade.clone();
         // Boxed: an idle keep-alive connection then holds no space for a request in flight.
         service_fn(move |req| {
             Box::pin(handle(
                 shared.clone(),
                 conn.clone(),
                 Some(scan.clone()),
+                upgrade.clone(),
                 activity.clone(),
                 req,
             ))
@@ -335,7 +342,9 @@ where
             .keep_alive(true);
         Box::pin(async move {
             let released = shared.metrics.released_connections.clone();
-            drive_h1(scan_io, svc, b, &activity, w, &released, shutdown).await;
+            let tunnels = shared.metrics.open_tunnels.clone();
+            let gauges = (&released, &tunnels);
+            drive_h1(scan_io, svc, b, &activity, w, gauges, upgrade, shutdown).await;
             drop(slot);
         })
     }
@@ -347,6 +356,8 @@ struct Watch {
     idle: Duration,
     /// HTTP/1.1: how long a connection stays idle before its HTTP state is released.
     release: Duration,
+    /// An upgraded connection with no traffic for this long is closed.
+    tunnel_idle: Duration,
 }
 
 /// Counts itself in a gauge while it lives.
@@ -375,13 +386,15 @@ fn until(deadline: u64) -> Duration {
 /// first bytes arrive, and a keep-alive connection idle for `release` gives it back (hyper
 /// closes its idle state without touching the stream; the stream, any bytes read but not yet
 /// parsed, and the service are taken back, and the next bytes build a new one).
+#[allow(clippy::too_many_arguments)]
 async fn drive_h1<T, S>(
     mut io: ScanIo<T>,
     mut svc: S,
     builder: hyper::server::conn::http1::Builder,
     activity: &ConnActivity,
     w: Watch,
-    released: &rampart_telemetry::metrics::Gauge,
+    (released, tunnels): (&Gauge, &Gauge),
+    upgrade: Option<Arc<UpgradeSlot>>,
     mut shutdown: watch::Receiver<bool>,
 ) where
     T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
@@ -449,6 +462,11 @@ async fn drive_h1<T, S>(
         let parts = conn.into_parts();
         io = parts.io.into_inner();
         svc = parts.service;
+        if let (Ok(()), Some(up)) = (&ended, upgrade.as_ref().and_then(|u| u.take())) {
+            // The 101 is written: the connection is a tunnel to the upstream from here on.
+            crate::tunnel::run(io, parts.read_buf, up, w.tunnel_idle, shutdown, tunnels).await;
+            return;
+        }
         if ended.is_err() || !releasing || draining {
             // The connection is over (client closed, `Connection: close`, error, shutdown):
             // close the stream as hyper would have.
@@ -483,6 +501,7 @@ async fn serve_h2<T>(
             Box::pin(handle(
                 shared.clone(),
                 conn.clone(),
+                None,
                 None,
                 activity.clone(),
                 req,

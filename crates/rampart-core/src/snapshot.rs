@@ -33,6 +33,8 @@ pub struct Route {
     methods: Option<Vec<Method>>,
     pub upstream: Arc<Upstream>,
     pub strip_prefix: bool,
+    /// Pass WebSocket upgrades through (see [`crate::tunnel`]).
+    pub websocket: bool,
     pub guards: Vec<Arc<dyn Guard>>,
     /// Length of the prefix without a trailing slash (for `strip_prefix`).
     pub prefix_len: usize,
@@ -94,6 +96,7 @@ pub struct Snapshot {
     pub header_read_timeout: Duration,
     pub idle_timeout: Duration,
     pub idle_release: Duration,
+    pub tunnel_idle: Duration,
     pub request_timeout: Duration,
     pub max_head_bytes: usize,
     pub max_connections: usize,
@@ -178,6 +181,7 @@ impl Snapshot {
                     methods,
                     upstream: upstream.clone(),
                     strip_prefix: r.strip_prefix,
+                    websocket: r.websocket,
                     guards: built.routes.get(i).cloned().unwrap_or_default(),
                 });
             }
@@ -225,6 +229,7 @@ impl Snapshot {
             header_read_timeout: s.timeouts.header_read.0,
             idle_timeout: s.timeouts.idle.0,
             idle_release: s.timeouts.idle_release.0,
+            tunnel_idle: s.timeouts.tunnel_idle.0,
             request_timeout: s.timeouts.request.0,
             max_head_bytes: s.max_request_head_bytes.0 as usize,
             max_connections: s.max_connections,

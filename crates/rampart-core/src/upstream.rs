@@ -102,6 +102,11 @@ pub struct InFlight {
 }
 
 impl InFlight {
+    /// The connection was taken over (an upgrade): it never returns to the pool.
+    pub fn detach(&mut self) {
+        self.conn = None;
+    }
+
     /// The response body was read to its end: the connection may be reused.
     pub fn completed(&mut self) {
         if let Some((sender, idle)) = self.conn.take() {
@@ -356,8 +361,9 @@ impl Upstream {
                 .handshake(io)
                 .await
                 .map_err(|e| ConnectError::Refused(e.to_string()))?;
+            // With upgrades: a 101 hands the connection to a WebSocket tunnel.
             tokio::spawn(async move {
-                let _ = conn.await;
+                let _ = conn.with_upgrades().await;
             });
             Ok(Conn::H1(sender))
         }

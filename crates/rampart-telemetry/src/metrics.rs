@@ -83,6 +83,7 @@ pub struct Metrics {
     pub guard_decisions: Family<GuardAction, Counter>,
     pub open_connections: Gauge,
     pub released_connections: Gauge,
+    pub open_tunnels: Gauge,
     pub refused_connections: Counter,
     pub config_reloads: Family<ReloadResult, Counter>,
     pub protocol_rejects: Family<RejectReason, Counter>,
@@ -141,6 +142,12 @@ impl Metrics {
             "Open HTTP/1.1 connections that hold no HTTP state: not yet sent a byte, or idle longer than timeouts.idle_release",
             released_connections.clone(),
         );
+        let open_tunnels = Gauge::default();
+        registry.register(
+            "open_tunnels",
+            "Upgraded (WebSocket) connections currently tunnelled to an upstream",
+            open_tunnels.clone(),
+        );
         let refused_connections = Counter::default();
         registry.register(
             "refused_connections",
@@ -186,6 +193,7 @@ impl Metrics {
             guard_decisions,
             open_connections,
             released_connections,
+            open_tunnels,
             refused_connections,
             config_reloads,
             protocol_rejects,
