@@ -335,9 +335,14 @@ impl Transaction {
         }
         let words = (pf.slots as usize).div_ceil(64);
         let mut vb = vec![0u64; words];
+        let Some(ac) = pf.automaton(r.pipeline) else {
+            // No literals for this pipeline: nothing to rule out.
+            self.items = recycle(items);
+            return true;
+        };
         for it in &items {
             let Some(key) = cache_key(r, it) else {
-                pf.scan(
+                ac.scan(
                     &transform_all(&r.transforms, &it.value),
                     &mut bits,
                     &mut seen,
@@ -349,7 +354,7 @@ impl Transaction {
                 // This value's own bits, kept so each rule runs its regex only on the values
                 // that contain one of its literals.
                 vb.iter_mut().for_each(|w| *w = 0);
-                pf.scan(slot.out.as_deref().unwrap_or(&it.value), &mut vb, &mut seen);
+                ac.scan(slot.out.as_deref().unwrap_or(&it.value), &mut vb, &mut seen);
                 slot.cand = self.cand.len() as u32;
                 self.cand.extend_from_slice(&vb);
             }
@@ -636,15 +641,20 @@ impl Transaction {
                     std::mem::swap(&mut f.caps, caps);
                 };
                 if r.multi_match {
+                    // The operator runs on the value and after each transformation that
+                    // changes it (a value without any needed byte cannot match).
+                    let may = |v: &[u8]| r.need.is_none_or(|n| n.any_in(v));
                     let mut v: Cow<[u8]> = Cow::Borrowed(&it.value);
-                    if op.matches(&self.data, &v, want_caps.then_some(&mut caps)) {
+                    if may(&v) && op.matches(&self.data, &v, want_caps.then_some(&mut caps)) {
                         record(&v, &mut caps);
                     } else {
                         for t in &r.transforms {
                             let next = t.apply(&v);
                             let changed = next.as_ref() != v.as_ref();
                             v = Cow::Owned(next.into_owned());
-                            if changed && op.matches(&self.data, &v, want_caps.then_some(&mut caps))
+                            if changed
+                                && may(&v)
+                                && op.matches(&self.data, &v, want_caps.then_some(&mut caps))
                             {
                                 record(&v, &mut caps);
                                 break;
@@ -663,6 +673,10 @@ impl Transaction {
                         {
                             continue;
                         }
+                    }
+                    if r.need.is_some_and(|n| !n.any_in(&v)) {
+                        // None of the bytes every match contains: no match.
+                        continue;
                     }
                     if op.matches(&self.data, &v, want_caps.then_some(&mut caps)) {
                         record(&v, &mut caps);

@@ -230,6 +230,14 @@ impl Rx {
         match self {
             // The DFA answers "no" fast; capture groups only for a match.
             Rx::Bytes(r) if !r.is_match(v) => false,
+            // No groups: TX:0 is the match, which the DFA finds without the capture engine.
+            Rx::Bytes(r) if r.captures_len() == 1 => match r.find(v) {
+                Some(m) => {
+                    c.push(m.as_bytes().to_vec());
+                    true
+                }
+                None => false,
+            },
             Rx::Bytes(r) => match r.captures(v) {
                 Some(caps) => {
                     for m in caps.iter().take(10) {

@@ -101,6 +101,9 @@ pub struct Rule {
     pub pipeline: u32,
     /// The rule's slot in the [`crate::prefilter::Prefilter`], when it has one.
     pub pf: Option<u32>,
+    /// For an `@rx` without a prefilter slot: bytes one of which every match contains
+    /// (set when the rule set is finished); a value with none of them is not tried.
+    pub need: Option<crate::prefilter::ByteSet>,
     pub multi_match: bool,
     pub capture: bool,
     pub msg: Option<Macro>,
@@ -405,7 +408,7 @@ impl Loader {
                 continue;
             }
             r.pf = Some(sets.len() as u32);
-            sets.push(l);
+            sets.push((r.pipeline, l));
             colls
                 .entry(r.pipeline)
                 .or_default()
@@ -416,6 +419,24 @@ impl Loader {
             for r in &mut self.rules {
                 r.pf = None;
             }
+        }
+        // Byte checks for the regexes the literal prefilter does not cover.
+        fn needs(r: &mut Rule) {
+            r.need = match &r.op {
+                Some(op) if r.pf.is_none() && !op.negated => match &op.op {
+                    crate::operator::Op::Rx(crate::operator::Rx::Bytes(re)) => {
+                        crate::prefilter::required_bytes(re.as_str(), false)
+                    }
+                    _ => None,
+                },
+                _ => None,
+            };
+            if let Some(ch) = r.chain.as_deref_mut() {
+                needs(ch);
+            }
+        }
+        for r in &mut self.rules {
+            needs(r);
         }
         let mut phases: [Vec<Entry>; 5] = Default::default();
         for (p, e) in self.entries {
@@ -709,6 +730,7 @@ impl Loader {
             op: None,
             transforms: Vec::new(),
             pipeline: 0,
+            need: None,
             pf: None,
             multi_match: false,
             capture: false,

@@ -1,14 +1,14 @@
-//! The literal prefilter never changes a verdict: every request of CRS's regression suite
-//! (5,003 tests, read from ../shared/crs) runs through the request phases with the prefilter
-//! and without it, at paranoia level 4, and must fire exactly the same rules with the same
-//! values.
+//! The prefilters never change a verdict: every request of CRS's regression suite (5,003
+//! tests, read from ../shared/crs) runs through the request phases with the literal prefilter
+//! and the regexes' needed-byte checks and without either, at paranoia level 4, and must fire
+//! exactly the same rules with the same values.
 
 use rampart_waf::{explain, ftw, load_crs, CrsOptions};
 use std::path::PathBuf;
 use std::sync::Arc;
 
 #[test]
-fn prefilter_fires_the_same_rules_on_the_whole_crs_suite() {
+fn prefilters_fire_the_same_rules_on_the_whole_crs_suite() {
     let crs = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/crs");
     let mut o = CrsOptions::new(&crs);
     o.paranoia_level = 4;
@@ -17,8 +17,24 @@ fn prefilter_fires_the_same_rules_on_the_whole_crs_suite() {
         with.prefilter.is_some() && with.rules.iter().filter(|r| r.pf.is_some()).count() > 100,
         "the prefilter covers most rules"
     );
+    let links = |rs: &rampart_waf::RuleSet| {
+        rs.rules
+            .iter()
+            .flat_map(|r| r.links())
+            .filter(|l| l.need.is_some())
+            .count()
+    };
+    assert!(links(&with) > 60, "byte checks on {} links", links(&with));
     let mut plain = (*with).clone();
     plain.prefilter = None;
+    for r in &mut plain.rules {
+        let mut link = Some(r);
+        while let Some(l) = link {
+            l.need = None;
+            link = l.chain.as_deref_mut();
+        }
+    }
+    assert_eq!(links(&plain), 0);
     let without = Arc::new(plain);
     let cases = ftw::load_dir(&crs.join("tests/regression/tests")).expect("CRS tests");
     let mut compared = 0;
