@@ -619,9 +619,17 @@ impl Transaction {
                 r.targets.iter().any(|t| t.excludes(c, k))
                     || ctl_excl.iter().any(|t| t.excludes(c, k))
             };
+            let nothing = |_: Coll, _: &[u8]| false;
+            // Most links exclude nothing: no per-item test then.
+            let ex: &dyn Fn(Coll, &[u8]) -> bool =
+                if ctl_excl.is_empty() && !r.targets.iter().any(|t| t.exclude) {
+                    &nothing
+                } else {
+                    &ex
+                };
             let mut items = recycle(std::mem::take(&mut self.items));
             for t in r.targets.iter().filter(|t| !t.exclude) {
-                self.data.resolve(t, &ex, &mut items);
+                self.data.resolve(t, ex, &mut items);
             }
             let want_caps = r.capture;
             let cache = &mut self.tcache;
