@@ -384,11 +384,12 @@ impl Transaction {
 
     /// Run the body processor on the buffered request body (call before phase 2).
     pub fn request_body(&mut self, b: &[u8]) {
-        self.invalidate_cache();
         self.data.body_length = b.len();
         if b.is_empty() || !self.request_body_access {
+            // No body variables change: what phase 1 transformed and scanned stays valid.
             return;
         }
+        self.invalidate_cache();
         let ct = self
             .header(b"content-type")
             .map(<[u8]>::to_vec)
