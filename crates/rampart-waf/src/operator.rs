@@ -269,7 +269,8 @@ impl Rx {
 #[derive(Clone, Debug)]
 pub enum Op {
     Rx(Rx),
-    Pm(AhoCorasick),
+    /// The phrases (kept for the rule prefilter) and their automaton.
+    Pm(AhoCorasick, Vec<Vec<u8>>),
     DetectSqli,
     DetectXss,
     Within(Arg),
@@ -308,10 +309,7 @@ impl Operator {
         let lname = name.to_ascii_lowercase();
         let op = match lname.as_str() {
             "rx" => Op::Rx(Rx::compile(arg).map_err(|e| format!("@rx: {e}"))?),
-            "pm" => Op::Pm(pm(arg
-                .split_ascii_whitespace()
-                .map(str::to_string)
-                .collect())?),
+            "pm" => pm(arg.split_ascii_whitespace().map(str::to_string).collect())?,
             "pmfromfile" | "pmf" => {
                 let mut phrases = Vec::new();
                 for f in arg.split_ascii_whitespace() {
@@ -325,7 +323,7 @@ impl Operator {
                             .map(str::to_string),
                     );
                 }
-                Op::Pm(pm(phrases)?)
+                pm(phrases)?
             }
             "detectsqli" => Op::DetectSqli,
             "detectxss" => Op::DetectXss,
@@ -382,7 +380,7 @@ impl Operator {
                 Some(c) => re.captures(v, c),
                 None => re.is_match(v),
             },
-            Op::Pm(ac) => match ac.find(v) {
+            Op::Pm(ac, _) => match ac.find(v) {
                 Some(m) => {
                     if let Some(c) = capture {
                         c.clear();
@@ -467,15 +465,19 @@ pub(crate) fn contains(h: &[u8], n: &[u8]) -> bool {
     find(h, n).is_some()
 }
 
-fn pm(phrases: Vec<String>) -> Result<AhoCorasick, String> {
+fn pm(phrases: Vec<String>) -> Result<Op, String> {
     if phrases.is_empty() {
         return Err("@pm needs at least one phrase".into());
     }
-    AhoCorasickBuilder::new()
+    let ac = AhoCorasickBuilder::new()
         .ascii_case_insensitive(true)
         .match_kind(MatchKind::LeftmostFirst)
         .build(&phrases)
-        .map_err(|e| format!("@pm: {e}"))
+        .map_err(|e| format!("@pm: {e}"))?;
+    Ok(Op::Pm(
+        ac,
+        phrases.into_iter().map(String::into_bytes).collect(),
+    ))
 }
 
 fn ip_list(items: impl Iterator<Item = String>) -> Result<Vec<ipnet::IpNet>, String> {

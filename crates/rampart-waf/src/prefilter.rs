@@ -1,5 +1,5 @@
 //! Rule prefilter: most CRS rules are one `@rx` whose every match must contain one of a few
-//! literal strings (`<script`, `union`, `/etc/`...). At load, those strings are worked out from
+//! literal strings (`<script`, `union`, `/etc/`...), or a `@pm` phrase list. At load, those strings are worked out from
 //! each regex's syntax tree and put into one Aho-Corasick automaton per transformation
 //! pipeline. Per request, every value the rules can see is scanned once per pipeline (with
 //! that pipeline's automaton); a rule none of whose strings

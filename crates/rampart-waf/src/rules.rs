@@ -198,9 +198,6 @@ fn prefilterable(r: &Rule) -> Option<Vec<Vec<u8>>> {
     if op.negated {
         return None;
     }
-    let crate::operator::Op::Rx(crate::operator::Rx::Bytes(re)) = &op.op else {
-        return None;
-    };
     let reads: Vec<&Target> = r.targets.iter().filter(|t| !t.exclude).collect();
     if reads.is_empty()
         || reads
@@ -209,8 +206,24 @@ fn prefilterable(r: &Rule) -> Option<Vec<Vec<u8>>> {
     {
         return None;
     }
-    crate::prefilter::required_literals(re.as_str(), false)
+    match &op.op {
+        crate::operator::Op::Rx(crate::operator::Rx::Bytes(re)) => {
+            crate::prefilter::required_literals(re.as_str(), false)
+        }
+        // `@pm` matches exactly when one of its phrases occurs (ASCII case ignored, as the
+        // prefilter compares): its phrases are its literal set.
+        crate::operator::Op::Pm(_, phrases)
+            if phrases.iter().all(|p| !p.is_empty()) && phrases.len() <= MAX_PM_PHRASES =>
+        {
+            Some(phrases.iter().map(|p| p.to_ascii_lowercase()).collect())
+        }
+        _ => None,
+    }
 }
+
+/// `@pm` lists longer than this keep their own automaton only (the word lists CRS reads with
+/// `@pmFromFile` would make every pipeline's automaton much larger).
+const MAX_PM_PHRASES: usize = 256;
 
 fn is_response(c: Coll) -> bool {
     matches!(
