@@ -94,23 +94,35 @@ pub(crate) async fn run<T>(
     };
     open.inc();
     let last = Arc::new(AtomicU64::new(now_ms()));
-    let mut a = Touch {
-        inner: client,
-        last: last.clone(),
-    };
-    let mut b = Touch {
-        inner: TokioIo::new(upgraded),
-        last: last.clone(),
-    };
+    let (client_rd, mut client_wr) = tokio::io::split(client);
+    let (upstream_rd, mut upstream_wr) = tokio::io::split(TokioIo::new(upgraded));
     let idle_ms = idle.as_millis() as u64;
     {
-        let copy = tokio::io::copy_bidirectional(&mut a, &mut b);
-        tokio::pin!(copy);
+        // Each direction copies until its reader ends, then closes the other side's writing
+        // half; the tunnel ends when both have (or on idle / shutdown).
+        let mut from_client = Touch {
+            inner: client_rd,
+            last: last.clone(),
+        };
+        let mut from_upstream = Touch {
+            inner: upstream_rd,
+            last: last.clone(),
+        };
+        let up = async {
+            let _ = tokio::io::copy(&mut from_client, &mut upstream_wr).await;
+            let _ = tokio::io::AsyncWriteExt::shutdown(&mut upstream_wr).await;
+        };
+        let down = async {
+            let _ = tokio::io::copy(&mut from_upstream, &mut client_wr).await;
+            let _ = tokio::io::AsyncWriteExt::shutdown(&mut client_wr).await;
+        };
+        let both = async { tokio::join!(up, down) };
+        tokio::pin!(both);
         loop {
             let deadline = last.load(Ordering::Relaxed) + idle_ms;
             let wait = Duration::from_millis(deadline.saturating_sub(now_ms()));
             tokio::select! {
-                _ = &mut copy => break,
+                _ = &mut both => break,
                 _ = tokio::time::sleep(wait) => {
                     if now_ms() >= last.load(Ordering::Relaxed) + idle_ms {
                         break;
@@ -127,7 +139,7 @@ pub(crate) async fn run<T>(
     open.dec();
     let _ = tokio::time::timeout(
         Duration::from_secs(1),
-        tokio::io::AsyncWriteExt::shutdown(&mut a.inner),
+        tokio::io::AsyncWriteExt::shutdown(&mut client_wr),
     )
     .await;
 }
@@ -150,21 +162,5 @@ impl<S: AsyncRead + Unpin> AsyncRead for Touch<S> {
             self.last.store(now_ms(), Ordering::Relaxed);
         }
         r
-    }
-}
-
-impl<S: AsyncWrite + Unpin> AsyncWrite for Touch<S> {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write(cx, buf)
-    }
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_flush(cx)
-    }
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_shutdown(cx)
     }
 }

@@ -206,16 +206,7 @@ async fn h2_header_block_left_open_is_cut_after_header_timeout() {
 /// past it (a pipelined second response stays in the stream).
 async fn read_response(s: &mut tokio::net::TcpStream) -> (u16, String) {
     use tokio::io::AsyncReadExt;
-    let mut head = Vec::new();
-    while !head.ends_with(b"\r\n\r\n") {
-        assert!(head.len() < 16 * 1024, "no end of head");
-        let b = tokio::time::timeout(std::time::Duration::from_secs(5), s.read_u8())
-            .await
-            .expect("response within 5 s")
-            .expect("connection open until a response head");
-        head.push(b);
-    }
-    let head = String::from_utf8_lossy(&head).to_ascii_lowercase();
+    let head = read_head(s).await;
     let len: usize = head
         .lines()
         .find_map(|l| l.strip_prefix("content-length: "))
