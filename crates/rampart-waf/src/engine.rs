@@ -105,7 +105,18 @@ struct Found {
 /// TX keys of the capture groups.
 const CAPTURE_KEYS: [&str; 10] = ["0", "1", "2", "3", "4", "5", "6", "7", "8", "9"];
 
-type TransformCache = HashMap<(usize, usize, u32), Tv, BuildHasherDefault<crate::vars::Fnv>>;
+type TransformCache = HashMap<ValueKey, Tv, BuildHasherDefault<crate::vars::Fnv>>;
+
+/// A value that stays put in memory (address, length) after one pipeline: hashed as one word
+/// (the hasher's final mix spreads it), compared in full.
+#[derive(Clone, Copy, PartialEq, Eq)]
+struct ValueKey(usize, usize, u32);
+
+impl std::hash::Hash for ValueKey {
+    fn hash<H: std::hash::Hasher>(&self, h: &mut H) {
+        h.write_u64((self.0 as u64) ^ ((self.1 as u64) << 40) ^ ((self.2 as u64) << 52));
+    }
+}
 
 /// A value after one pipeline, and which prefilter slots' literals it contains.
 #[derive(Clone, Debug)]
@@ -120,11 +131,11 @@ struct Tv {
 const NOT_SCANNED: u32 = u32::MAX;
 
 /// The cache key of a value that stays put in memory (`None`: transform it every time).
-fn cache_key(r: &Rule, it: &Item<'_>) -> Option<(usize, usize, u32)> {
+fn cache_key(r: &Rule, it: &Item<'_>) -> Option<ValueKey> {
     (!it.value.is_empty()
         && matches!(it.value, Cow::Borrowed(_))
         && crate::vars::is_stable(it.coll))
-    .then(|| (it.value.as_ptr() as usize, it.value.len(), r.pipeline))
+    .then(|| ValueKey(it.value.as_ptr() as usize, it.value.len(), r.pipeline))
 }
 
 /// `it`'s value after `r`'s transformations, and where its prefilter bits are (if scanned).
@@ -150,12 +161,7 @@ fn transformed<'c>(
 
 /// The cache entry for `key`, transforming `it` on first use.
 #[inline]
-fn cached<'c>(
-    cache: &'c mut TransformCache,
-    key: (usize, usize, u32),
-    r: &Rule,
-    it: &Item<'_>,
-) -> &'c mut Tv {
+fn cached<'c>(cache: &'c mut TransformCache, key: ValueKey, r: &Rule, it: &Item<'_>) -> &'c mut Tv {
     cache.entry(key).or_insert_with(|| Tv {
         out: match transform_all(&r.transforms, &it.value) {
             Cow::Borrowed(_) => None,
