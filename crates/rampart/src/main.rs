@@ -56,6 +56,10 @@ enum Cmd {
         /// CRS anomaly thresholds).
         #[arg(long, value_name = "DIR")]
         crs: Option<PathBuf>,
+        /// Pass WebSocket upgrades through to the upstream (the handshake runs the guards;
+        /// the connection then becomes a tunnel).
+        #[arg(long)]
+        websocket: bool,
     },
     /// Audit an OpenAPI spec for security problems; exit 1 when the score is under --fail-under.
     Audit {
@@ -344,6 +348,7 @@ fn main() -> ExitCode {
             access_log,
             openapi,
             crs,
+            websocket,
         } => {
             if let Err(m) = check_target(&upstream) {
                 eprintln!("--upstream: {m}");
@@ -354,7 +359,7 @@ fn main() -> ExitCode {
                 return ExitCode::from(2);
             }
             let text = format!(
-                "server:\n  worker_threads: {workers}\nlisteners:\n  - address: \"{listen}\"\nadmin:\n  address: \"{admin}\"\nlog:\n  access: {access}\nupstreams:\n  - name: upstream\n    targets: [{up}]\nroutes:\n  - name: default\n    path_prefix: /\n    upstream: upstream\n{spec}",
+                "server:\n  worker_threads: {workers}\nlisteners:\n  - address: \"{listen}\"\nadmin:\n  address: \"{admin}\"\nlog:\n  access: {access}\nupstreams:\n  - name: upstream\n    targets: [{up}]\nroutes:\n  - name: default\n    path_prefix: /\n    upstream: upstream\n    websocket: {websocket}\n{spec}",
                 access = serde_json::Value::String(access_log),
                 up = serde_json::Value::String(upstream),
                 spec = match &openapi {

@@ -214,6 +214,7 @@ async fn proxy_command_in_one_line() {
                 "1",
                 "--access-log",
                 "off",
+                "--websocket",
             ])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -224,6 +225,18 @@ async fn proxy_command_in_one_line() {
     let (s, h, _) = get(format!("127.0.0.1:{port}").parse().unwrap(), "/hello").await;
     assert_eq!(s, 200);
     assert_eq!(h["x-content-type-options"], "nosniff");
+    // `--websocket`: a handshake reaches the upstream with its upgrade headers (this upstream
+    // answers it as a plain request).
+    let resp = raw(
+        format!("127.0.0.1:{port}").parse().unwrap(),
+        b"GET /ws HTTP/1.1\r\nHost: a.test\r\nConnection: close, Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
+    )
+    .await;
+    assert_eq!(status_of(&resp), 200, "{resp}");
+    let seen = up.last();
+    assert_eq!(seen.uri, "/ws");
+    assert_eq!(seen.headers["upgrade"], "websocket");
+    assert_eq!(seen.headers["connection"], "upgrade");
     let out = Command::new(BIN)
         .args(["proxy", "--listen", "127.0.0.1:1", "--upstream", "ftp://x"])
         .output()
