@@ -158,7 +158,7 @@ impl WafGuard {
         let Some(t) = ctx.extensions.get::<Arc<TypedInputs>>() else {
             return;
         };
-        tx.invalidate_cache();
+        let before = tx.data.args_get.len() + tx.data.args_post.len();
         tx.data
             .args_get
             .retain(|(k, _)| !t.query.iter().any(|q| q.as_bytes() == k.as_slice()));
@@ -167,6 +167,10 @@ impl WafGuard {
             tx.data
                 .args_post
                 .retain(|(k, _)| !names.iter().any(|n| name_matches(n, k)));
+        }
+        if tx.data.args_get.len() + tx.data.args_post.len() != before {
+            // Arguments went away: what was transformed and scanned is recomputed.
+            tx.invalidate_cache();
         }
     }
 }
