@@ -580,17 +580,20 @@ pub(crate) async fn handle(
     let route = &snap.routes[route_idx];
     done.ctx.route = Some(route.name.clone());
     // A WebSocket handshake on a route that passes them (HTTP/1.1 connections only).
-    let websocket = match upgrade {
-        Some(slot) if route.websocket => {
-            crate::tunnel::websocket_request(&parts.method, parts.version, &parts.headers)
-                .map(|v| (slot, v))
-        }
-        _ => None,
-    };
+    let websocket = upgrade.filter(|_| {
+        route.websocket
+            && crate::tunnel::websocket_request(&parts.method, parts.version, &parts.headers)
+    });
 
     // 3. Guards and the upstream call, within the request timeout.
-    let ws_header = websocket.as_ref().map(|(_, v)| v.clone());
-    let fut = forward(route, &mut done, &mut parts, body, host, ws_header);
+    let fut = forward(
+        route,
+        &mut done,
+        &mut parts,
+        body,
+        host,
+        websocket.is_some(),
+    );
     let result = match tokio::time::timeout(snap.request_timeout, fut).await {
         Ok(r) => r,
         Err(_) => {
@@ -614,8 +617,7 @@ pub(crate) async fn handle(
     route.duration.observe(elapsed);
     match result {
         Ok((proxied, body_phase)) => {
-            let slot = websocket.map(|(s, _)| s);
-            Ok(finish_upstream(done, proxied, body_phase, slot).await)
+            Ok(finish_upstream(done, proxied, body_phase, websocket).await)
         }
         Err(a) => Ok(finish_answer(done, a)),
     }
@@ -714,7 +716,7 @@ async fn forward(
     parts: &mut http::request::Parts,
     mut body: Incoming,
     host: String,
-    websocket: Option<HeaderValue>,
+    websocket: bool,
 ) -> Result<(Proxied, BodyPhase), Answer> {
     let metrics = done.shared.metrics.clone();
     let snap = done.snap.clone();
@@ -844,8 +846,8 @@ async fn forward(
     // Headers for the upstream.
     let mut headers = std::mem::take(&mut parts.headers);
     strip_hop_by_hop(&mut headers);
-    if let Some(v) = websocket {
-        crate::tunnel::restore_upgrade(&mut headers, v);
+    if websocket {
+        crate::tunnel::restore_upgrade(&mut headers);
     }
     let peer = ctx.conn.peer.ip();
     let trusted = snap.is_trusted(peer);
@@ -1100,12 +1102,8 @@ fn switch_protocols(
         let a = problem(status, "Bad Gateway", &done.ctx.request_id);
         return finish_answer(done, a);
     };
-    let offered = parts.headers.get(header::UPGRADE).cloned();
     strip_hop_by_hop(&mut parts.headers);
-    crate::tunnel::restore_upgrade(
-        &mut parts.headers,
-        offered.unwrap_or(HeaderValue::from_static("websocket")),
-    );
+    crate::tunnel::restore_upgrade(&mut parts.headers);
     let snap = done.snap.clone();
     let guards = match done.route_idx {
         Some(i) => &snap.routes[i].guards,
@@ -1114,7 +1112,7 @@ fn switch_protocols(
     if let Some(a) = run_response_guards(guards, &mut parts, &mut done.ctx, &metrics) {
         return finish_answer(done, a);
     }
-    // A 101 has no body; headers guards may have added for ordinary responses mean nothing.
+    // A 101 has no body: length headers (a guard may add them for ordinary responses) go.
     parts.headers.remove(header::CONTENT_LENGTH);
     parts.headers.remove(header::TRANSFER_ENCODING);
     slot.set(upstream);

@@ -40,15 +40,11 @@ impl UpgradeSlot {
     }
 }
 
-/// The `Upgrade` value to forward when the request asks for a WebSocket: HTTP/1.1, GET,
-/// `Connection` listing `upgrade`, and `Upgrade` naming `websocket`.
-pub(crate) fn websocket_request(
-    method: &Method,
-    version: Version,
-    headers: &HeaderMap,
-) -> Option<HeaderValue> {
+/// Does the request ask for a WebSocket: HTTP/1.1, GET, `Connection` listing `upgrade`, and
+/// `Upgrade` naming `websocket`?
+pub(crate) fn websocket_request(method: &Method, version: Version, headers: &HeaderMap) -> bool {
     if method != Method::GET || version != Version::HTTP_11 {
-        return None;
+        return false;
     }
     let is_ws = headers.get_all(UPGRADE).iter().any(|v| {
         v.to_str().is_ok_and(|v| {
@@ -66,12 +62,12 @@ pub(crate) fn websocket_request(
                 .any(|t| t.trim().eq_ignore_ascii_case("upgrade"))
         })
     });
-    (is_ws && conn_upgrade).then(|| HeaderValue::from_static("websocket"))
+    is_ws && conn_upgrade
 }
 
-/// Put the upgrade headers back after the hop-by-hop ones were removed.
-pub(crate) fn restore_upgrade(headers: &mut HeaderMap, upgrade: HeaderValue) {
-    headers.insert(UPGRADE, upgrade);
+/// Put the WebSocket upgrade headers back after the hop-by-hop ones were removed.
+pub(crate) fn restore_upgrade(headers: &mut HeaderMap) {
+    headers.insert(UPGRADE, HeaderValue::from_static("websocket"));
     headers.insert(CONNECTION, HeaderValue::from_static("upgrade"));
 }
 

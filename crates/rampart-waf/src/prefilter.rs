@@ -1,9 +1,9 @@
 //! Rule prefilter: most CRS rules are one `@rx` whose every match must contain one of a few
-//! literal strings (`<script`, `union`, `/etc/`...), or a `@pm` phrase list. At load, those strings are worked out from
-//! each regex's syntax tree and put into one Aho-Corasick automaton per transformation
-//! pipeline. Per request, every value the rules can see is scanned once per pipeline (with
-//! that pipeline's automaton); a rule none of whose strings
-//! occur anywhere in the request (after its own transformations) cannot match, and is skipped
+//! literal strings (`<script`, `union`, `/etc/`...), or a `@pm` phrase list. At load, those
+//! strings are worked out from each regex's syntax tree (a `@pm`'s are its phrases) and put
+//! into one Aho-Corasick automaton per transformation pipeline. Per request, every value the
+//! rules can see is scanned once per pipeline with that pipeline's automaton; a rule none of
+//! whose strings occur anywhere in the request (after its own transformations) cannot match, and is skipped
 //! without collecting its variables or running its regex. Each value's own result is kept
 //! with its transformed form, so a rule that does run tries its regex only on the values that
 //! contain one of its strings.
@@ -220,12 +220,30 @@ pub fn required_literals(pattern: &str, caseless: bool) -> Option<Vec<Vec<u8>>> 
 pub struct ByteSet([u64; 4]);
 
 impl ByteSet {
+    /// The word and bit of byte `b`.
+    const fn at(b: u8) -> (usize, u64) {
+        ((b >> 6) as usize, 1 << (b & 63))
+    }
+
+    const fn of(bytes: &[u8]) -> ByteSet {
+        let mut s = [0u64; 4];
+        let mut i = 0;
+        while i < bytes.len() {
+            let (w, bit) = ByteSet::at(bytes[i]);
+            s[w] |= bit;
+            i += 1;
+        }
+        ByteSet(s)
+    }
+
     fn insert(&mut self, b: u8) {
-        self.0[(b >> 6) as usize] |= 1 << (b & 63);
+        let (w, bit) = ByteSet::at(b);
+        self.0[w] |= bit;
     }
 
     pub fn contains(&self, b: u8) -> bool {
-        self.0[(b >> 6) as usize] & (1 << (b & 63)) != 0
+        let (w, bit) = ByteSet::at(b);
+        self.0[w] & bit != 0
     }
 
     /// Does `v` hold any byte of the set?
@@ -244,27 +262,19 @@ impl ByteSet {
     /// How likely an ordinary value is to hold one of these bytes, roughly: letters and digits
     /// are in nearly every value, separators in many, most punctuation in few.
     fn cost(&self) -> u32 {
-        const fn mask(bytes: &[u8]) -> [u64; 4] {
-            let mut m = [0u64; 4];
-            let mut i = 0;
-            while i < bytes.len() {
-                m[(bytes[i] >> 6) as usize] |= 1 << (bytes[i] & 63);
-                i += 1;
-            }
-            m
-        }
-        const ALNUM: [u64; 4] =
-            mask(b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789");
-        const SEP: [u64; 4] = mask(b" -./_");
-        const PUNCT: [u64; 4] = mask(b",;:=()+%&?");
+        const ALNUM: ByteSet =
+            ByteSet::of(b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789");
+        const SEP: ByteSet = ByteSet::of(b" -./_");
+        const PUNCT: ByteSet = ByteSet::of(b",;:=()+%&?");
         let mut cost = 0;
         for i in 0..4 {
             let w = self.0[i];
-            let (a, s, p) = (w & ALNUM[i], w & SEP[i], w & PUNCT[i]);
+            let (an, sp, pu) = (ALNUM.0[i], SEP.0[i], PUNCT.0[i]);
+            let (a, s, p) = (w & an, w & sp, w & pu);
             cost += 16 * a.count_ones()
                 + 8 * s.count_ones()
                 + 4 * p.count_ones()
-                + (w & !(ALNUM[i] | SEP[i] | PUNCT[i])).count_ones();
+                + (w & !(an | sp | pu)).count_ones();
         }
         cost
     }
