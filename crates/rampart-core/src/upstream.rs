@@ -403,7 +403,9 @@ impl Upstream {
         loop {
             let (conn, fresh) = match self.pooled(idx) {
                 Some(c) => (c, false),
-                None => match self.connect(idx).await {
+                // Boxed: connecting (with its TLS handshake) is a 6 KiB future, and it would
+                // make every request's future that large (moved, copied) for a rare path.
+                None => match Box::pin(self.connect(idx)).await {
                     Ok(c) => (c, true),
                     Err(e) => {
                         self.failed(idx);
