@@ -151,6 +151,22 @@ pub struct ConnInfo {
     pub local: SocketAddr,
     pub listener: Arc<str>,
     pub tls: Option<Arc<TlsInfo>>,
+    /// The peer's IP address as a header value (what X-Forwarded-For gets), formatted once
+    /// per connection rather than per request.
+    pub peer_header: http::HeaderValue,
+}
+
+impl ConnInfo {
+    pub fn new(peer: SocketAddr, local: SocketAddr, listener: Arc<str>) -> ConnInfo {
+        ConnInfo {
+            peer,
+            local,
+            listener,
+            tls: None,
+            peer_header: http::HeaderValue::from_str(&peer.ip().to_string())
+                .unwrap_or_else(|_| http::HeaderValue::from_static("unknown")),
+        }
+    }
 }
 
 /// Everything known about one request, shared by the core and the guards.

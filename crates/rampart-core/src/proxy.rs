@@ -86,7 +86,7 @@ fn valid_request_id(v: &HeaderValue) -> Option<String> {
     }
 }
 
-const HOP_BY_HOP: [HeaderName; 8] = [
+static HOP_BY_HOP: [HeaderName; 8] = [
     header::CONNECTION,
     HeaderName::from_static("keep-alive"),
     HeaderName::from_static("proxy-connection"),
@@ -97,8 +97,20 @@ const HOP_BY_HOP: [HeaderName; 8] = [
     header::PROXY_AUTHORIZATION,
 ];
 
+/// Whether `n` is one of `HOP_BY_HOP` (a string match: comparing `HeaderName`s one by one
+/// costs more than the rest of the header edits).
 fn is_hop_by_hop(n: &HeaderName) -> bool {
-    HOP_BY_HOP.iter().any(|h| h == n)
+    matches!(
+        n.as_str(),
+        "connection"
+            | "keep-alive"
+            | "proxy-connection"
+            | "te"
+            | "trailer"
+            | "transfer-encoding"
+            | "upgrade"
+            | "proxy-authorization"
+    )
 }
 
 fn strip_hop_by_hop(h: &mut HeaderMap) {
@@ -850,45 +862,44 @@ async fn forward(
         crate::tunnel::restore_upgrade(&mut headers);
     }
     let peer = ctx.conn.peer.ip();
+    let peer_s = ctx.conn.peer_header.to_str().unwrap_or_default();
     let trusted = snap.is_trusted(peer);
     let proto = if ctx.is_tls() { "https" } else { "http" };
-    let peer_s = peer.to_string();
     let xff = match (
         trusted,
         headers.get("x-forwarded-for").and_then(|v| v.to_str().ok()),
     ) {
-        (true, Some(prev)) => format!("{prev}, {peer_s}"),
-        _ => peer_s.clone(),
+        (true, Some(prev)) => HeaderValue::from_str(&format!("{prev}, {peer_s}")).ok(),
+        _ => Some(ctx.conn.peer_header.clone()),
     };
-    let host_header = headers
-        .get(header::HOST)
-        .and_then(|h| h.to_str().ok())
-        .map(str::to_string)
-        .or_else(|| parts.uri.authority().map(|a| a.to_string()))
-        .unwrap_or(host);
-    if let Ok(v) = HeaderValue::from_str(&xff) {
-        headers.insert("x-forwarded-for", v);
-    }
-    if !(trusted && headers.contains_key("x-forwarded-proto")) {
-        headers.insert(
-            "x-forwarded-proto",
-            HeaderValue::from_static(if ctx.is_tls() { "https" } else { "http" }),
-        );
-    }
-    if !(trusted && headers.contains_key("x-forwarded-host")) {
-        if let Ok(v) = HeaderValue::from_str(&host_header) {
-            headers.insert("x-forwarded-host", v);
+    // The Host the client asked for: its Host header, else the request target's authority,
+    // else the routed host.
+    let host_value = match headers.get(header::HOST).filter(|h| h.to_str().is_ok()) {
+        Some(h) => Some(h.clone()),
+        None => {
+            HeaderValue::from_str(&parts.uri.authority().map(|a| a.to_string()).unwrap_or(host))
+                .ok()
         }
-    }
-    let for_ = if peer.is_ipv6() {
-        format!("\"[{peer_s}]\"")
-    } else {
-        peer_s
     };
-    let element = format!(
-        "for={for_};proto={proto};host=\"{}\"",
-        host_header.replace(['"', '\\'], "")
-    );
+    let host_str = host_value
+        .as_ref()
+        .and_then(|h| h.to_str().ok())
+        .unwrap_or_default();
+    // Forwarded (RFC 7239): `for=ip;proto=..;host="..."`, the IPv6 form quoted and bracketed.
+    let mut element = String::with_capacity(32 + peer_s.len() + host_str.len());
+    element.push_str("for=");
+    if peer.is_ipv6() {
+        element.push_str("\"[");
+        element.push_str(peer_s);
+        element.push_str("]\"");
+    } else {
+        element.push_str(peer_s);
+    }
+    element.push_str(";proto=");
+    element.push_str(proto);
+    element.push_str(";host=\"");
+    element.extend(host_str.chars().filter(|c| !matches!(c, '"' | '\\')));
+    element.push('"');
     let forwarded = match (
         trusted,
         headers.get(header::FORWARDED).and_then(|v| v.to_str().ok()),
@@ -896,11 +907,22 @@ async fn forward(
         (true, Some(prev)) => format!("{prev}, {element}"),
         _ => element,
     };
+    if let Some(v) = xff {
+        headers.insert("x-forwarded-for", v);
+    }
+    if !(trusted && headers.contains_key("x-forwarded-proto")) {
+        headers.insert("x-forwarded-proto", HeaderValue::from_static(proto));
+    }
+    if !(trusted && headers.contains_key("x-forwarded-host")) {
+        if let Some(v) = &host_value {
+            headers.insert("x-forwarded-host", v.clone());
+        }
+    }
     if let Ok(v) = HeaderValue::from_str(&forwarded) {
         headers.insert(header::FORWARDED, v);
     }
     if !headers.contains_key(header::HOST) {
-        if let Ok(v) = HeaderValue::from_str(&host_header) {
+        if let Some(v) = host_value {
             headers.insert(header::HOST, v);
         }
     }
@@ -1121,8 +1143,25 @@ fn switch_protocols(
 
 #[cfg(test)]
 mod tests {
-    use super::{forwarded_for, split_quoted};
+    use super::{forwarded_for, is_hop_by_hop, split_quoted, HOP_BY_HOP};
+    use http::{header, HeaderName};
     use std::net::IpAddr;
+
+    #[test]
+    fn hop_by_hop_match_agrees_with_the_list() {
+        for n in HOP_BY_HOP.iter() {
+            assert!(is_hop_by_hop(n), "{n}");
+        }
+        for n in [
+            header::HOST,
+            header::CONTENT_LENGTH,
+            header::AUTHORIZATION,
+            HeaderName::from_static("x-connection"),
+            HeaderName::from_static("tes"),
+        ] {
+            assert!(!is_hop_by_hop(&n), "{n}");
+        }
+    }
 
     fn ip(s: &str) -> Option<IpAddr> {
         Some(s.parse().unwrap())

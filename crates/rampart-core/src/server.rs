@@ -202,12 +202,7 @@ async fn setup(
     let lrt = snap.listeners.get(index)?;
     let _ = stream.set_nodelay(true);
     let local = stream.local_addr().unwrap_or(peer);
-    let mut conn = ConnInfo {
-        peer,
-        local,
-        listener: lrt.name.clone(),
-        tls: None,
-    };
+    let mut conn = ConnInfo::new(peer, local, lrt.name.clone());
     for g in &snap.connection_guards {
         if let Verdict::Block(b) = g.on_connection(&conn) {
             if g.mode() == crate::guard::Mode::Block {
