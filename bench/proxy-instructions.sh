@@ -5,7 +5,9 @@
 # VM, the count repeats within a fraction of a percent for the same binary, so a change of
 # a few percent in the proxy or a guard shows up. Kernel time (the loopback TCP path) is not
 # counted. Per request = (count after 2N requests - count after N) / N, so start-up, config
-# load and warm-up cancel out.
+# load and warm-up cancel out. memcpy is reported apart: valgrind counts each byte a
+# `rep movsb` copies as an instruction, so copies (of large futures, say) weigh far more in
+# this count than in time.
 #
 #   bench/proxy-instructions.sh                    # plain, openapi; N=400
 #   CONFIGS="plain" N=1000 bench/proxy-instructions.sh
@@ -67,16 +69,16 @@ PY
 count() {
   local out="$WORK/cg.out"
   conf "$1" > "$WORK/c.yaml"
-  valgrind --tool=callgrind --callgrind-out-file=/dev/null "$BIN" run -c "$WORK/c.yaml" > "$out" 2>&1 & RP=$!
+  valgrind --tool=callgrind --callgrind-out-file="$WORK/cg" "$BIN" run -c "$WORK/c.yaml" > "$out" 2>&1 & RP=$!
   for _ in $(seq 1 600); do (exec 3<>"/dev/tcp/127.0.0.1/$PORT") 2>/dev/null && break; sleep 0.1; done
   python3 "$WORK/client.py" "$PORT" "$2" "$3" "$body" >&2
   kill -TERM "$RP"; wait "$RP" || true; RP=
-  sed -n 's/.*Collected : //p' "$out"
+  echo "$(sed -n 's/.*Collected : //p' "$out") $(callgrind_annotate "$WORK/cg" 2>/dev/null | awk '/__memcpy|__memmove/ { gsub(",", "", $1); s += $1 } END { print s + 0 }')"
 }
 
 for c in ${CONFIGS:-plain openapi}; do
   for k in get post; do
-    a=$(count "$c" "$k" "$N"); b=$(count "$c" "$k" $((2 * N)))
-    echo "$c $k: $(( (b - a) / N )) instructions per request"
+    read -r a am < <(count "$c" "$k" "$N"); read -r b bm < <(count "$c" "$k" $((2 * N)))
+    echo "$c $k: $(( (b - a) / N )) instructions per request, $(( (bm - am) / N )) of them in memcpy"
   done
 done

@@ -128,6 +128,37 @@ static STOP: [bool; 256] = {
     t
 };
 
+/// The index of the first byte of `s` that ends a plain run of a string (`STOP`), eight bytes
+/// at a time: a word has such a byte when one of its bytes is `"`, `\\` or below 0x20, found
+/// with the usual zero-byte test (`(x - 0x01..) & !x & 0x80..` flags a zero byte; any false
+/// flags sit above a true one, so the lowest flag is exact).
+fn plain_run(s: &[u8]) -> Option<usize> {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    let mut i = 0;
+    let mut words = s.chunks_exact(8);
+    for w in &mut words {
+        let mut b = [0u8; 8];
+        b.copy_from_slice(w);
+        let x = u64::from_le_bytes(b);
+        let quote = x ^ (ONES * u64::from(b'"'));
+        let slash = x ^ (ONES * u64::from(b'\\'));
+        let flags = (quote.wrapping_sub(ONES) & !quote
+            | slash.wrapping_sub(ONES) & !slash
+            | x.wrapping_sub(ONES * 0x20) & !x)
+            & HIGH;
+        if flags != 0 {
+            return Some(i + (flags.trailing_zeros() / 8) as usize);
+        }
+        i += 8;
+    }
+    words
+        .remainder()
+        .iter()
+        .position(|&b| STOP[b as usize])
+        .map(|p| i + p)
+}
+
 struct Parser<'b> {
     src: &'b str,
     s: &'b [u8],
@@ -303,10 +334,7 @@ impl Parser<'_> {
     fn string(&mut self) -> R {
         self.i += 1;
         let start = self.i;
-        let stop = self.s[start..]
-            .iter()
-            .position(|&b| STOP[b as usize])
-            .ok_or(Refused)?;
+        let stop = plain_run(&self.s[start..]).ok_or(Refused)?;
         self.i += stop;
         match self.s[self.i] {
             b'"' => {
@@ -637,7 +665,14 @@ impl<'a> Node<'a, Tape> for TNode<'a> {
     }
 
     fn string_length(&self) -> Option<u64> {
-        self.text().map(|s| s.chars().count() as u64)
+        // ASCII (checked a word at a time) has one character per byte.
+        self.text().map(|s| {
+            if s.is_ascii() {
+                s.len() as u64
+            } else {
+                s.chars().count() as u64
+            }
+        })
     }
 
     fn equals_value(&self, expected: &Value) -> bool {
@@ -844,6 +879,36 @@ mod tests {
             }
         }
         assert!(parse(body).is_ok());
+    }
+
+    #[test]
+    fn plain_run_finds_the_first_stop_byte() {
+        for len in 0..40 {
+            for stop in 0..=len {
+                for &b in &[b'"', b'\\', 0u8, 0x1f, b'\n'] {
+                    let mut v: Vec<u8> = (0..len)
+                        .map(|i| b"a\xc3\xa9 ~!#\x7f\x80\xff"[i % 10])
+                        .collect();
+                    if stop < len {
+                        v[stop] = b;
+                        // Stop bytes after the first must not hide it.
+                        for later in v.iter_mut().skip(stop + 1).step_by(3) {
+                            *later = b'"';
+                        }
+                    }
+                    let want = v.iter().position(|&c| STOP[c as usize]);
+                    assert_eq!(plain_run(&v), want, "{v:?}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn string_length_counts_characters() {
+        let doc = parse("[\"h\u{e9}llo\\u00e9\", \"\", \"\u{1F600}x\"]".as_bytes()).unwrap();
+        let arr = doc.root().as_array().unwrap();
+        let lens: Vec<u64> = arr.elements().map(|n| n.string_length().unwrap()).collect();
+        assert_eq!(lens, [6, 0, 2]);
     }
 
     #[test]
