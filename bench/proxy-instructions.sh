@@ -11,6 +11,7 @@
 #
 #   bench/proxy-instructions.sh                    # plain, openapi; N=400
 #   CONFIGS="plain" N=1000 bench/proxy-instructions.sh
+#   KEEP=/tmp/cg bench/proxy-instructions.sh      # keep each run's callgrind file (callgrind.CONFIG.KIND.COUNT)
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 SHARED="${SHARED:-$ROOT/../shared/bench}"
@@ -73,6 +74,7 @@ count() {
   for _ in $(seq 1 600); do (exec 3<>"/dev/tcp/127.0.0.1/$PORT") 2>/dev/null && break; sleep 0.1; done
   python3 "$WORK/client.py" "$PORT" "$2" "$3" "$body" >&2
   kill -TERM "$RP"; wait "$RP" || true; RP=
+  if [[ -n ${KEEP:-} ]]; then mkdir -p "$KEEP" && cp "$WORK/cg" "$KEEP/callgrind.$1.$2.$3"; fi
   echo "$(sed -n 's/.*Collected : //p' "$out") $(callgrind_annotate "$WORK/cg" 2>/dev/null | awk '/__memcpy|__memmove/ { gsub(",", "", $1); s += $1 } END { print s + 0 }')"
 }
 

@@ -90,6 +90,10 @@ fn bench(c: &mut Criterion) {
 
     let mut g = c.benchmark_group("openapi");
     g.measurement_time(Duration::from_secs(3));
+    let onepass = c_schema.onepass.as_ref().unwrap();
+    g.bench_function("request_body_1kb_onepass", |b| {
+        b.iter(|| assert!(onepass.is_valid(black_box(&body))))
+    });
     g.bench_function("request_body_1kb_tape_parse_and_validate", |b| {
         b.iter(|| {
             let doc = rampart_openapi::tape::parse(black_box(&body)).unwrap();

@@ -465,16 +465,13 @@ impl Guard for OpenApiGuard {
                 &[Failure::body(String::new(), reason.to_string())],
             )
         };
-        // Fast path: most bodies are valid; read them onto a tape and validate it in place.
-        // Anything else (not parseable by the tape, invalid, readOnly properties sent) takes
-        // the full path below, which says what is wrong.
-        if media.kind == Kind::Json {
-            if let Ok(doc) = tape::parse(body) {
-                if c.fast.is_valid(doc.root()) {
-                    record_typed(ctx, &m, op);
-                    return Verdict::Continue.into();
-                }
-            }
+        // Fast path: most bodies are valid; parse and check them in one pass (or, for schemas
+        // the one pass does not take, read them onto a tape and validate it in place).
+        // Anything else (invalid JSON, invalid, readOnly properties sent) takes the full path
+        // below, which says what is wrong.
+        if media.kind == Kind::Json && fast_valid(c, body) {
+            record_typed(ctx, &m, op);
+            return Verdict::Continue.into();
         }
         let parsed = match media.kind {
             Kind::Json => rampart_core::json::parse_strict(body).map_err(|e| {
@@ -689,12 +686,8 @@ impl Guard for OpenApiGuard {
         let Some(c) = op.responses[ri].1.media[mi].1.schema.as_ref() else {
             return Verdict::Continue;
         };
-        if self.s.responses != ResponsePolicy::Strip {
-            if let Ok(doc) = tape::parse(body) {
-                if c.fast.is_valid(doc.root()) {
-                    return Verdict::Continue;
-                }
-            }
+        if self.s.responses != ResponsePolicy::Strip && fast_valid(c, body) {
+            return Verdict::Continue;
         }
         let mut value = match rampart_core::json::parse_strict(body) {
             Ok(v) => v,
@@ -746,4 +739,13 @@ impl Guard for OpenApiGuard {
 /// The strict inputs the guard recorded for a request, if any.
 pub fn typed_inputs(ctx: &RequestContext) -> Option<&Arc<TypedInputs>> {
     ctx.extensions.get::<Arc<TypedInputs>>()
+}
+
+/// Whether a JSON body is valid by the fast paths (`false`: not shown valid; the full path
+/// decides).
+fn fast_valid(c: &schema::Compiled, body: &[u8]) -> bool {
+    match &c.onepass {
+        Some(p) => p.is_valid(body),
+        None => tape::parse(body).is_ok_and(|doc| c.fast.is_valid(doc.root())),
+    }
 }

@@ -13,6 +13,8 @@
 //! - [`body`]: media types, form and multipart bodies.
 //! - [`tape`]: the fast path for JSON bodies: a strict parser onto a flat tape that the schema
 //!   validator reads in place (no `serde_json::Value` tree unless the body is invalid).
+//! - [`onepass`]: the fastest path for JSON bodies: parse and validate in one pass over the
+//!   bytes, against the schema compiled into plain checks (the tape for what it does not do).
 //! - [`api`]: the compiled spec the guard runs on.
 
 pub mod api;
@@ -20,6 +22,7 @@ pub mod audit;
 pub mod body;
 pub mod build;
 pub mod guard;
+pub mod onepass;
 pub mod params;
 pub mod router;
 pub mod schema;

@@ -62,6 +62,9 @@ pub struct Compiled {
     /// The same schema compiled for [`crate::tape`] documents: the fast path that only has to
     /// say "valid"; anything else goes through `validator` for the error messages.
     pub fast: jsonschema::Validator<crate::tape::Tape>,
+    /// The schema compiled for [`crate::onepass`], which parses and checks a body in one pass
+    /// (`None`: the schema is left to the tape).
+    pub onepass: Option<crate::onepass::OnePass>,
     /// The bundled schema: refs point into its own `$defs`.
     pub tree: Arc<Value>,
     /// Some property somewhere is `readOnly` / `writeOnly`.
@@ -433,11 +436,15 @@ pub fn compile(
     }
     let validator = build::<jsonschema::json::SerdeJson>(&tree, file, pointer)?;
     let fast = build::<crate::tape::Tape>(&tree, file, pointer)?;
+    let onepass = crate::onepass::OnePass::compile(&tree, &|sub: &Value| {
+        build::<crate::tape::Tape>(sub, file, pointer).ok()
+    });
     let has_read_only = read_only || contains_flag(&tree, "readOnly");
     let has_write_only = contains_flag(&tree, "writeOnly");
     Ok(Compiled {
         validator,
         fast,
+        onepass,
         tree: Arc::new(tree),
         has_read_only,
         has_write_only,

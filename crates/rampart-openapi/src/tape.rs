@@ -132,7 +132,7 @@ static STOP: [bool; 256] = {
 /// at a time: a word has such a byte when one of its bytes is `"`, `\\` or below 0x20, found
 /// with the usual zero-byte test (`(x - 0x01..) & !x & 0x80..` flags a zero byte; any false
 /// flags sit above a true one, so the lowest flag is exact).
-fn plain_run(s: &[u8]) -> Option<usize> {
+pub(crate) fn plain_run(s: &[u8]) -> Option<usize> {
     const ONES: u64 = 0x0101_0101_0101_0101;
     const HIGH: u64 = 0x8080_8080_8080_8080;
     let mut i = 0;
@@ -176,27 +176,49 @@ pub fn parse(body: &[u8]) -> Result<Doc<'_>, Refused> {
         return Err(Refused);
     }
     let src = std::str::from_utf8(body).map_err(|_| Refused)?;
-    let mut p = Parser {
-        src,
-        s: body,
-        i: 0,
-        // About one entry per 6 bytes of a typical API body: one allocation for bodies up to
-        // ~24 KB; larger ones grow as needed (a 1 MB string is one entry, not 170,000).
-        ents: Vec::with_capacity((body.len() / 6 + 8).min(4096)),
-        text: String::new(),
-        keys: Vec::new(),
-    };
+    let mut p = Parser::new(src, 0, body.len());
     p.ws();
     p.value(0)?;
     p.ws();
     if p.i != body.len() {
         return Err(Refused);
     }
-    Ok(Doc {
-        src,
-        text: p.text,
-        ents: p.ents,
-    })
+    Ok(p.finish())
+}
+
+/// Parse the one value that starts at byte `start` of `src` (no whitespace before it), for a
+/// caller that parses the text around it; also returns where the value ends.
+pub fn parse_at(src: &str, start: usize) -> Result<(Doc<'_>, usize), Refused> {
+    if src.len() >= u32::MAX as usize {
+        return Err(Refused);
+    }
+    let mut p = Parser::new(src, start, src.len().saturating_sub(start));
+    p.value(0)?;
+    let end = p.i;
+    Ok((p.finish(), end))
+}
+
+impl<'b> Parser<'b> {
+    fn new(src: &'b str, at: usize, len: usize) -> Self {
+        Parser {
+            src,
+            s: src.as_bytes(),
+            i: at,
+            // About one entry per 6 bytes of a typical API body: one allocation for bodies up
+            // to ~24 KB; larger ones grow as needed (a 1 MB string is one entry, not 170,000).
+            ents: Vec::with_capacity((len / 6 + 8).min(4096)),
+            text: String::new(),
+            keys: Vec::new(),
+        }
+    }
+
+    fn finish(self) -> Doc<'b> {
+        Doc {
+            src: self.src,
+            text: self.text,
+            ents: self.ents,
+        }
+    }
 }
 
 impl Parser<'_> {
