@@ -608,9 +608,16 @@ impl<'p> Reader<'p, '_> {
         }
     }
 
-    fn digits(&mut self) -> usize {
+    /// Digits from here, accumulated into `acc` (`None` once past 64 bits); how many.
+    fn digits(&mut self, acc: &mut Option<u64>) -> usize {
         let from = self.i;
-        while self.peek().is_ascii_digit() {
+        while let Some(d) = self.s.get(self.i).map(|c| c.wrapping_sub(b'0')) {
+            if d > 9 {
+                break;
+            }
+            *acc = acc
+                .and_then(|v| v.checked_mul(10))
+                .and_then(|v| v.checked_add(u64::from(d)));
             self.i += 1;
         }
         self.i - from
@@ -620,50 +627,82 @@ impl<'p> Reader<'p, '_> {
     /// (as `serde_json` reads it), otherwise a float.
     fn number(&mut self) -> Result<Num, No> {
         let start = self.i;
-        if self.peek() == b'-' {
+        let negative = self.peek() == b'-';
+        if negative {
             self.i += 1;
         }
+        // All the significant digits as one integer, and the power of ten to scale it by.
+        let mut mantissa = Some(0u64);
         match self.peek() {
             b'0' => self.i += 1,
             b'1'..=b'9' => {
-                self.digits();
+                self.digits(&mut mantissa);
             }
             _ => return Err(No),
         }
         let mut float = false;
+        let mut scale: i64 = 0;
         if self.peek() == b'.' {
             self.i += 1;
-            if self.digits() == 0 {
+            let n = self.digits(&mut mantissa);
+            if n == 0 {
                 return Err(No);
             }
+            scale = -(n as i64);
             float = true;
         }
         if matches!(self.peek(), b'e' | b'E') {
             self.i += 1;
+            let minus = self.peek() == b'-';
             if matches!(self.peek(), b'+' | b'-') {
                 self.i += 1;
             }
-            if self.digits() == 0 {
+            let mut exp = Some(0u64);
+            if self.digits(&mut exp) == 0 {
                 return Err(No);
             }
+            let exp = exp.and_then(|e| i64::try_from(e).ok()).unwrap_or(i64::MAX);
+            scale = if minus {
+                scale.saturating_sub(exp)
+            } else {
+                scale.saturating_add(exp)
+            };
             float = true;
         }
-        let literal = &self.src[start..self.i];
         if !float {
             // -0 is a float for serde_json; past 64 bits too. Both are left to the full path
             // (a float here would only be compared, and "-0" is rare enough).
-            let parsed: Option<i128> = if literal.starts_with('-') {
-                literal
-                    .parse::<i64>()
-                    .ok()
-                    .filter(|&v| v != 0)
-                    .map(i128::from)
+            let v = mantissa.ok_or(No)?;
+            return if negative {
+                match i64::try_from(v) {
+                    Ok(v) if v != 0 => Ok(Num::Int(-i128::from(v))),
+                    // i64::MIN has no positive i64 counterpart.
+                    _ if v == 1 << 63 => Ok(Num::Int(i128::from(i64::MIN))),
+                    _ => Err(No),
+                }
             } else {
-                literal.parse::<u64>().ok().map(i128::from)
+                Ok(Num::Int(i128::from(v)))
             };
-            return parsed.map(Num::Int).ok_or(No);
         }
-        let f: f64 = literal.parse().map_err(|_| No)?;
+        // Exact when the digits fit an f64's mantissa and the power of ten is exact too: one
+        // correctly rounded operation, the same value the full parse gives.
+        const POW10: [f64; 23] = [
+            1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9, 1e10, 1e11, 1e12, 1e13, 1e14, 1e15,
+            1e16, 1e17, 1e18, 1e19, 1e20, 1e21, 1e22,
+        ];
+        let f = match mantissa {
+            Some(m) if m < 1 << 53 && (-22..=22).contains(&scale) => {
+                let m = m as f64;
+                let p = POW10[scale.unsigned_abs() as usize];
+                let v = if scale < 0 { m / p } else { m * p };
+                if negative {
+                    -v
+                } else {
+                    v
+                }
+            }
+            _ => self.src[start..self.i].parse().map_err(|_| No)?,
+        };
         if !f.is_finite() {
             return Err(No);
         }
@@ -672,6 +711,7 @@ impl<'p> Reader<'p, '_> {
 
     /// Reads a string; returns its span in the body, or `None` when it had escapes and was
     /// decoded into `scratch`.
+    #[inline(always)]
     fn string(&mut self) -> Result<Option<(usize, usize)>, No> {
         self.i += 1;
         let start = self.i;
@@ -1076,6 +1116,70 @@ mod tests {
         assert!(p.is_valid(br#"{"v":1,"next":{"v":2,"next":{"alias":{"v":3}}}}"#));
         assert!(!p.is_valid(br#"{"v":1,"next":{"v":"x"}}"#));
         assert!(!p.is_valid(br#"{"v":1,"next":{"w":2}}"#));
+    }
+
+    /// The number reader against `serde_json` on generated literals: integers, decimals and
+    /// exponents around the exact-conversion limits.
+    #[test]
+    fn numbers_read_as_serde_reads_them() {
+        let p = pass(json!(true));
+        let mut x = 0x2545_F491_4F6C_DD1Du64;
+        let mut next = |n: u64| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x % n
+        };
+        for _ in 0..50_000 {
+            let mut lit = String::new();
+            if next(2) == 0 {
+                lit.push('-');
+            }
+            let int_digits = 1 + next(20);
+            lit.push(char::from(b'1' + next(9) as u8));
+            for _ in 1..int_digits {
+                lit.push(char::from(b'0' + next(10) as u8));
+            }
+            if next(2) == 0 {
+                lit.push('.');
+                for _ in 0..1 + next(20) {
+                    lit.push(char::from(b'0' + next(10) as u8));
+                }
+            }
+            if next(3) == 0 {
+                lit.push(['e', 'E'][next(2) as usize]);
+                lit.push_str(["", "+", "-"][next(3) as usize]);
+                lit.push_str(&next(30).to_string());
+            }
+            let mut r = Reader {
+                pass: &p,
+                src: &lit,
+                s: lit.as_bytes(),
+                i: 0,
+                scratch: String::new(),
+                keys: Vec::new(),
+                arena: String::new(),
+            };
+            let ours = r.number();
+            let serde: serde_json::Number = serde_json::from_str(&lit).expect("a JSON number");
+            match ours {
+                Ok(Num::Int(v)) => {
+                    assert!(serde.is_i64() || serde.is_u64(), "{lit}");
+                    assert_eq!(v, serde.as_i128().expect("integer"), "{lit}");
+                }
+                Ok(Num::Float(f)) => {
+                    assert!(serde.is_f64(), "{lit}");
+                    assert_eq!(
+                        f.to_bits(),
+                        serde.as_f64().expect("float").to_bits(),
+                        "{lit}"
+                    );
+                }
+                // Left to the full path: only integers past 64 bits, and -0.
+                Err(No) => assert!(!lit.contains(['.', 'e', 'E']), "{lit}"),
+            }
+            assert_eq!(r.i, lit.len(), "{lit}");
+        }
     }
 
     #[test]
