@@ -163,9 +163,6 @@ const INERT: &[&str] = &[
     "$comment",
     "$defs",
     "definitions",
-    "contentMediaType",
-    "contentEncoding",
-    "contentSchema",
     "xml",
     "externalDocs",
 ];
