@@ -721,79 +721,12 @@ impl<'p> Reader<'p, '_> {
             }
             b'\\' => {
                 self.scratch.clear();
-                self.scratch.push_str(&self.src[start..self.i]);
-                self.escaped()?;
+                self.i =
+                    tape::unescape(self.src, start, self.i, &mut self.scratch).map_err(|_| No)?;
                 Ok(None)
             }
             _ => Err(No),
         }
-    }
-
-    fn hex4(&mut self) -> Result<u32, No> {
-        let h = self.s.get(self.i..self.i + 4).ok_or(No)?;
-        let mut v = 0u32;
-        for &c in h {
-            let d = (c as char).to_digit(16).ok_or(No)?;
-            v = v * 16 + d;
-        }
-        self.i += 4;
-        Ok(v)
-    }
-
-    /// The rest of a string with escapes (at a backslash), decoded onto `scratch`.
-    fn escaped(&mut self) -> R {
-        let mut run = self.i;
-        loop {
-            match self.peek() {
-                b'"' => break,
-                b'\\' => {
-                    self.scratch.push_str(&self.src[run..self.i]);
-                    self.i += 1;
-                    let c = match self.peek() {
-                        b'"' => '"',
-                        b'\\' => '\\',
-                        b'/' => '/',
-                        b'b' => '\u{8}',
-                        b'f' => '\u{c}',
-                        b'n' => '\n',
-                        b'r' => '\r',
-                        b't' => '\t',
-                        b'u' => {
-                            self.i += 1;
-                            let hi = self.hex4()?;
-                            let code = match hi {
-                                0xD800..=0xDBFF => {
-                                    if self.s.get(self.i..self.i + 2) != Some(b"\\u") {
-                                        return Err(No);
-                                    }
-                                    self.i += 2;
-                                    let lo = self.hex4()?;
-                                    if !(0xDC00..=0xDFFF).contains(&lo) {
-                                        return Err(No);
-                                    }
-                                    0x10000 + ((hi - 0xD800) << 10) + (lo - 0xDC00)
-                                }
-                                0xDC00..=0xDFFF => return Err(No),
-                                c => c,
-                            };
-                            self.scratch.push(char::from_u32(code).ok_or(No)?);
-                            run = self.i;
-                            continue;
-                        }
-                        _ => return Err(No),
-                    };
-                    self.scratch.push(c);
-                    self.i += 1;
-                    run = self.i;
-                }
-                // Control characters, and the end of the body (read as 0).
-                0..=0x1f => return Err(No),
-                _ => self.i += 1,
-            }
-        }
-        self.scratch.push_str(&self.src[run..self.i]);
-        self.i += 1;
-        Ok(())
     }
 
     fn string_value(&mut self, c: &Check) -> R {

@@ -170,6 +170,78 @@ struct Parser<'b> {
     keys: Vec<(u64, u32)>,
 }
 
+/// Decodes a JSON string that has escapes: its text starts at `start` and its first backslash
+/// is at `at`. Appends the decoded text to `out` and returns the index just past the closing
+/// quote. Refuses control characters, bad escapes, lone surrogates and a missing end.
+pub(crate) fn unescape(
+    src: &str,
+    start: usize,
+    mut at: usize,
+    out: &mut String,
+) -> Result<usize, Refused> {
+    let s = src.as_bytes();
+    let mut run = start;
+    loop {
+        match s.get(at).copied().unwrap_or(0) {
+            b'"' => break,
+            b'\\' => {
+                out.push_str(src.get(run..at).ok_or(Refused)?);
+                at += 1;
+                let c = match s.get(at).copied().unwrap_or(0) {
+                    b'"' => '"',
+                    b'\\' => '\\',
+                    b'/' => '/',
+                    b'b' => '\u{8}',
+                    b'f' => '\u{c}',
+                    b'n' => '\n',
+                    b'r' => '\r',
+                    b't' => '\t',
+                    b'u' => {
+                        let hi = hex4(s, at + 1)?;
+                        at += 5;
+                        let code = match hi {
+                            0xD800..=0xDBFF => {
+                                if s.get(at..at + 2) != Some(b"\\u") {
+                                    return Err(Refused);
+                                }
+                                let lo = hex4(s, at + 2)?;
+                                at += 6;
+                                if !(0xDC00..=0xDFFF).contains(&lo) {
+                                    return Err(Refused);
+                                }
+                                0x10000 + ((hi - 0xD800) << 10) + (lo - 0xDC00)
+                            }
+                            0xDC00..=0xDFFF => return Err(Refused),
+                            c => c,
+                        };
+                        out.push(char::from_u32(code).ok_or(Refused)?);
+                        run = at;
+                        continue;
+                    }
+                    _ => return Err(Refused),
+                };
+                out.push(c);
+                at += 1;
+                run = at;
+            }
+            // Control characters, and the end of the text (read as 0).
+            0..=0x1f => return Err(Refused),
+            _ => at += 1,
+        }
+    }
+    out.push_str(src.get(run..at).ok_or(Refused)?);
+    Ok(at + 1)
+}
+
+/// The four hex digits of a `\u` escape at `at`.
+fn hex4(s: &[u8], at: usize) -> Result<u32, Refused> {
+    let h = s.get(at..at + 4).ok_or(Refused)?;
+    h.iter().try_fold(0u32, |v, &c| {
+        let d = char::from(c).to_digit(16).ok_or(Refused)?;
+        Ok(v * 16 + d)
+    })
+}
+
 /// Parse `body` strictly onto a tape.
 pub fn parse(body: &[u8]) -> Result<Doc<'_>, Refused> {
     if body.len() >= u32::MAX as usize {
@@ -371,71 +443,10 @@ impl Parser<'_> {
         }
     }
 
-    fn hex4(&mut self) -> Result<u32, Refused> {
-        let h = self.s.get(self.i..self.i + 4).ok_or(Refused)?;
-        let h = std::str::from_utf8(h).map_err(|_| Refused)?;
-        if !h.bytes().all(|c| c.is_ascii_hexdigit()) {
-            return Err(Refused);
-        }
-        self.i += 4;
-        u32::from_str_radix(h, 16).map_err(|_| Refused)
-    }
-
     /// The rest of a string that has escapes, decoded into `text`.
     fn escaped(&mut self, start: usize) -> R {
         let from = self.text.len();
-        let mut run = start;
-        loop {
-            match self.peek() {
-                b'"' => break,
-                b'\\' => {
-                    self.text
-                        .push_str(self.src.get(run..self.i).ok_or(Refused)?);
-                    self.i += 1;
-                    let c = match self.peek() {
-                        b'"' => '"',
-                        b'\\' => '\\',
-                        b'/' => '/',
-                        b'b' => '\u{8}',
-                        b'f' => '\u{c}',
-                        b'n' => '\n',
-                        b'r' => '\r',
-                        b't' => '\t',
-                        b'u' => {
-                            self.i += 1;
-                            let hi = self.hex4()?;
-                            let code = match hi {
-                                0xD800..=0xDBFF => {
-                                    if self.s.get(self.i..self.i + 2) != Some(b"\\u") {
-                                        return Err(Refused);
-                                    }
-                                    self.i += 2;
-                                    let lo = self.hex4()?;
-                                    if !(0xDC00..=0xDFFF).contains(&lo) {
-                                        return Err(Refused);
-                                    }
-                                    0x10000 + ((hi - 0xD800) << 10) + (lo - 0xDC00)
-                                }
-                                0xDC00..=0xDFFF => return Err(Refused),
-                                c => c,
-                            };
-                            self.text.push(char::from_u32(code).ok_or(Refused)?);
-                            run = self.i;
-                            continue;
-                        }
-                        _ => return Err(Refused),
-                    };
-                    self.text.push(c);
-                    self.i += 1;
-                    run = self.i;
-                }
-                0..=0x1f => return Err(Refused),
-                _ => self.i += 1,
-            }
-        }
-        self.text
-            .push_str(self.src.get(run..self.i).ok_or(Refused)?);
-        self.i += 1;
+        self.i = unescape(self.src, start, self.i, &mut self.text)?;
         let at = self.push(Kind::Str);
         let e = &mut self.ents[at];
         e.decoded = true;
