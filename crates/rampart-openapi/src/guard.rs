@@ -145,7 +145,7 @@ impl OpenApiGuard {
             || op.params.iter().any(|p| p.loc == In::Query);
         if needs_query {
             if let Some(q) = req.uri.query() {
-                pairs = form_urlencoded::parse(q.as_bytes()).collect();
+                pairs = crate::params::query_pairs(q);
             }
         }
         let mut used = vec![false; pairs.len()];

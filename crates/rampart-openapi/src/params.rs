@@ -64,6 +64,21 @@ impl Style {
 /// A decoded query pair; borrowed from the URI unless decoding changed it.
 pub type QueryPair<'a> = (std::borrow::Cow<'a, str>, std::borrow::Cow<'a, str>);
 
+/// The query's name/value pairs, decoded as `application/x-www-form-urlencoded`. A query with
+/// nothing to decode (no `%`, no `+`) is split in place, borrowing every name and value.
+pub fn query_pairs(q: &str) -> Vec<QueryPair<'_>> {
+    if q.bytes().any(|b| b == b'%' || b == b'+') {
+        return form_urlencoded::parse(q.as_bytes()).collect();
+    }
+    q.split('&')
+        .filter(|p| !p.is_empty())
+        .map(|p| {
+            let (k, v) = p.split_once('=').unwrap_or((p, ""));
+            (k.into(), v.into())
+        })
+        .collect()
+}
+
 /// The JSON types a scalar may take, to turn text into the right JSON value.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Prim {
@@ -367,20 +382,36 @@ impl Param {
                 Ok(Some(Value::Object(m)))
             }
             _ => {
-                let idx = take(&|k: &str| k == self.name);
-                if idx.is_empty() {
+                // The common case, without collecting indices: one name.
+                let (mut first, mut count) = (0, 0);
+                for (i, (k, _)) in pairs.iter().enumerate() {
+                    if *k == self.name {
+                        used[i] = true;
+                        if count == 0 {
+                            first = i;
+                        }
+                        count += 1;
+                    }
+                }
+                if count == 0 {
                     return Ok(None);
                 }
                 match &self.shape {
-                    Shape::Array(p) if self.explode && self.style == Style::Form => Ok(Some(
-                        Value::Array(idx.iter().map(|&i| p.coerce(&pairs[i].1)).collect()),
-                    )),
+                    Shape::Array(p) if self.explode && self.style == Style::Form => {
+                        Ok(Some(Value::Array(
+                            pairs
+                                .iter()
+                                .filter(|(k, _)| *k == self.name)
+                                .map(|(_, v)| p.coerce(v))
+                                .collect(),
+                        )))
+                    }
                     _ => {
-                        if idx.len() > 1 {
+                        if count > 1 {
                             // A repeated scalar: parsers disagree on which one counts.
                             return Err("is repeated".into());
                         }
-                        let raw = &pairs[idx[0]].1;
+                        let raw = &pairs[first].1;
                         if raw.is_empty()
                             && !self.allow_empty
                             && !matches!(self.shape, Shape::Array(_))
@@ -481,6 +512,29 @@ mod tests {
         );
         let p = param(In::Path, Style::Label, false, Shape::Scalar(INT));
         assert!(p.parse_single("5").is_err());
+    }
+
+    #[test]
+    fn query_pairs_split_like_form_urlencoded() {
+        let pieces = [
+            "", "a", "a=", "=b", "a=b", "a=b=c", "é=ü", "x=1,2", "%41=%42", "a+b=c+d",
+        ];
+        let mut x = 0x9E37_79B9u64;
+        for _ in 0..5_000 {
+            let mut q = String::new();
+            for i in 0..(x % 5) {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                if i > 0 {
+                    q.push('&');
+                }
+                q.push_str(pieces[(x % pieces.len() as u64) as usize]);
+            }
+            x = x.wrapping_add(0x2545_F491);
+            let want: Vec<QueryPair> = form_urlencoded::parse(q.as_bytes()).collect();
+            assert_eq!(query_pairs(&q), want, "{q}");
+        }
     }
 
     #[test]
