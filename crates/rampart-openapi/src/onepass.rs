@@ -719,14 +719,17 @@ impl<'p> Reader<'p, '_> {
                 self.i += 1;
                 Ok(Some((start, start + stop)))
             }
-            b'\\' => {
-                self.scratch.clear();
-                self.i =
-                    tape::unescape(self.src, start, self.i, &mut self.scratch).map_err(|_| No)?;
-                Ok(None)
-            }
+            b'\\' => self.escaped(start),
             _ => Err(No),
         }
+    }
+
+    /// The rest of a string with escapes (at its first backslash), decoded into `scratch`.
+    #[cold]
+    fn escaped(&mut self, start: usize) -> Result<Option<(usize, usize)>, No> {
+        self.scratch.clear();
+        self.i = tape::unescape(self.src, start, self.i, &mut self.scratch).map_err(|_| No)?;
+        Ok(None)
     }
 
     fn string_value(&mut self, c: &Check) -> R {
