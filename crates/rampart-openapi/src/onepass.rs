@@ -137,6 +137,11 @@ impl Check {
 struct Prop {
     len: usize,
     word: u64,
+    /// The bits of a word read from the body that hold the name's first eight bytes.
+    mask: u64,
+    /// The name is written in JSON as its own bytes (no `"`, `\\` or control characters), so
+    /// the body's bytes can be compared with it before the string is read.
+    plain: bool,
     name: Box<str>,
     node: u32,
 }
@@ -369,6 +374,12 @@ impl Compiler<'_> {
             c.props.push(Prop {
                 len: name.len(),
                 word: head_word(name.as_bytes()),
+                mask: if name.len() >= 8 {
+                    u64::MAX
+                } else {
+                    (1u64 << (8 * name.len())) - 1
+                },
+                plain: !name.bytes().any(|b| b == b'"' || b == b'\\' || b < 0x20),
                 name: name.as_str().into(),
                 node: at,
             });
@@ -779,16 +790,8 @@ impl<'p> Reader<'p, '_> {
                 }
                 self.value(c.items, depth + 1)?;
                 self.ws();
-                match self.peek() {
-                    b',' => {
-                        self.i += 1;
-                        self.ws();
-                    }
-                    b']' => {
-                        self.i += 1;
-                        break;
-                    }
-                    _ => return Err(No),
+                if self.next_member(b']')? {
+                    break;
                 }
             }
         }
@@ -813,6 +816,18 @@ impl<'p> Reader<'p, '_> {
             loop {
                 if self.peek() != b'"' {
                     return Err(No);
+                }
+                if let Some(p) = self.declared_name(c) {
+                    let bit = 1u64 << p;
+                    if seen & bit != 0 {
+                        return Err(No);
+                    }
+                    seen |= bit;
+                    self.member(c, c.props[p].node, &mut n, depth)?;
+                    if self.next_member(b'}')? {
+                        break;
+                    }
+                    continue;
                 }
                 let span = self.string()?;
                 let src: &str = self.src;
@@ -863,28 +878,9 @@ impl<'p> Reader<'p, '_> {
                         c.additional
                     }
                 };
-                n += 1;
-                if n > c.max_props {
-                    return Err(No);
-                }
-                self.ws();
-                if self.peek() != b':' {
-                    return Err(No);
-                }
-                self.i += 1;
-                self.ws();
-                self.value(target, depth + 1)?;
-                self.ws();
-                match self.peek() {
-                    b',' => {
-                        self.i += 1;
-                        self.ws();
-                    }
-                    b'}' => {
-                        self.i += 1;
-                        break;
-                    }
-                    _ => return Err(No),
+                self.member(c, target, &mut n, depth)?;
+                if self.next_member(b'}')? {
+                    break;
                 }
             }
         }
@@ -897,6 +893,63 @@ impl<'p> Reader<'p, '_> {
         self.keys.truncate(mark);
         self.arena.truncate(arena_mark);
         Ok(())
+    }
+
+    /// At the opening quote of a member name: the declared property whose plain name the body
+    /// holds here, followed by the closing quote, with the reader moved past that quote. A plain
+    /// name cannot end in an escaped quote (it has no backslash), so the body's string is exactly
+    /// that name. `None` (reader unmoved): read the name as a string.
+    #[inline(always)]
+    fn declared_name(&mut self, c: &Check) -> Option<usize> {
+        let a = self.i + 1;
+        let head = self.s.get(a..a + 8)?;
+        let mut b = [0u8; 8];
+        b.copy_from_slice(head);
+        let w = u64::from_le_bytes(b);
+        let s = self.s;
+        let p = c.props.iter().position(|p| {
+            p.plain
+                && w & p.mask == p.word
+                && s.get(a + p.len) == Some(&b'"')
+                && (p.len <= 8 || s.get(a + 8..a + p.len) == Some(&p.name.as_bytes()[8..]))
+        })?;
+        self.i = a + c.props[p].len + 1;
+        Some(p)
+    }
+
+    /// After a member name: counts the member, reads the colon and checks the value.
+    #[inline(always)]
+    fn member(&mut self, c: &Check, target: u32, n: &mut u64, depth: usize) -> R {
+        *n += 1;
+        if *n > c.max_props {
+            return Err(No);
+        }
+        self.ws();
+        if self.peek() != b':' {
+            return Err(No);
+        }
+        self.i += 1;
+        self.ws();
+        self.value(target, depth + 1)?;
+        self.ws();
+        Ok(())
+    }
+
+    /// After a member or element: `true` at the closing `close`, `false` after a comma.
+    #[inline(always)]
+    fn next_member(&mut self, close: u8) -> Result<bool, No> {
+        match self.peek() {
+            b',' => {
+                self.i += 1;
+                self.ws();
+                Ok(false)
+            }
+            x if x == close => {
+                self.i += 1;
+                Ok(true)
+            }
+            _ => Err(No),
+        }
     }
 
     fn key(&self, k: Key) -> &str {
@@ -991,6 +1044,33 @@ mod tests {
         ] {
             assert!(!ok(bad), "accepted {bad}");
         }
+    }
+
+    #[test]
+    fn names_matched_in_the_body_end_at_their_quote() {
+        let p = pass(json!({
+            "type": "object", "additionalProperties": false,
+            "properties": {
+                "id": {"type": "integer"},
+                "idx": {"type": "string"},
+                "": {"type": "boolean"},
+                "say \"hi\"": {"type": "null"}
+            }
+        }));
+        assert!(p.is_valid(br#"{"id":1,"idx":"a","":true}"#));
+        assert!(p.is_valid(br#"{"idx":"a","id":1}"#));
+        assert!(p.is_valid(br#"{"say \"hi\"":null,"id":1}"#));
+        assert!(p.is_valid(br#"{"i\u0064x":"a","\u0069d":2}"#));
+        assert!(!p.is_valid(br#"{"idx":1}"#));
+        assert!(!p.is_valid(br#"{"id":"a"}"#));
+        assert!(!p.is_valid(br#"{"":1}"#));
+        assert!(!p.is_valid(br#"{"say \"hi\"":1}"#));
+        assert!(!p.is_valid(br#"{"id":1,"i\u0064":2}"#));
+        assert!(!p.is_valid(br#"{"idy":"a","id":1}"#));
+        assert!(!p.is_valid(br#"{"i":1,"id":1}"#));
+        // Near the end of the body (fewer than eight bytes after the quote).
+        assert!(p.is_valid(br#"{"id":1}"#));
+        assert!(!p.is_valid(br#"{"id":1,"id":2}"#));
     }
 
     #[test]
