@@ -194,6 +194,8 @@ pub struct RequestContext {
     pub deciding_guard: Option<&'static str>,
     /// `allowed`, `blocked`, `answered`, `monitored`, `error`.
     pub verdict: &'static str,
+    /// Inputs a validating guard found strictly typed, for content inspectors to skip.
+    pub typed_inputs: Option<Arc<TypedInputs>>,
     /// Typed storage for guards to pass data between phases.
     pub extensions: http::Extensions,
 }
@@ -228,6 +230,7 @@ impl RequestContext {
             events: Vec::new(),
             deciding_guard: None,
             verdict: "allowed",
+            typed_inputs: None,
             extensions: http::Extensions::new(),
         }
     }
@@ -245,7 +248,7 @@ impl RequestContext {
 
 /// Inputs a guard has validated against a strict type (integer, number, boolean, enum, uuid or
 /// date format, an anchored pattern). A content-inspecting guard such as a WAF may skip them:
-/// they cannot carry an injection payload. Stored in [`RequestContext::extensions`].
+/// they cannot carry an injection payload. Stored in [`RequestContext::typed_inputs`].
 #[derive(Clone, Debug, Default)]
 pub struct TypedInputs {
     /// Query parameter names.

@@ -770,6 +770,8 @@ async fn forward(
             .max_request_body
             .map(|m| m.min(inspect as u64))
             .unwrap_or(inspect as u64);
+        // The length the client declared (Content-Length), when it did.
+        let declared = body.size_hint().exact();
         let collected = http_body_util::Limited::new(body, limit as usize)
             .collect()
             .await;
@@ -804,10 +806,14 @@ async fn forward(
                 return Err(a);
             }
         }
-        parts.headers.remove(header::TRANSFER_ENCODING);
-        parts
-            .headers
-            .insert(header::CONTENT_LENGTH, HeaderValue::from(bytes.len()));
+        // The upstream gets the buffered body with its length: a chunked body, or one a guard
+        // rewrote, gets a new Content-Length; one that arrived with its length keeps it.
+        if declared != Some(bytes.len() as u64) {
+            parts.headers.remove(header::TRANSFER_ENCODING);
+            parts
+                .headers
+                .insert(header::CONTENT_LENGTH, HeaderValue::from(bytes.len()));
+        }
         ReqBody::Full(Some(bytes))
     } else {
         // Streaming. A chunked body's first frame is read before the upstream is contacted,

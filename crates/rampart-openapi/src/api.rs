@@ -605,7 +605,10 @@ fn compile_content(
             None => None,
         };
         let form = schema.as_ref().map(form_shape).unwrap_or_default();
-        out.push((crate::body::essence(mt), Media { kind, schema, form }));
+        out.push((
+            crate::body::essence(mt).into_owned(),
+            Media { kind, schema, form },
+        ));
     }
     out
 }

@@ -1,6 +1,8 @@
 //! Request and response bodies: media types, and form and multipart bodies read into JSON so
 //! one schema check covers every kind.
 
+use std::borrow::Cow;
+
 use crate::params::Prim;
 use serde_json::{Map, Value};
 
@@ -30,13 +32,13 @@ impl Kind {
 }
 
 /// The media type of a `Content-Type` value: lower case, parameters dropped.
-pub fn essence(content_type: &str) -> String {
-    content_type
-        .split(';')
-        .next()
-        .unwrap_or("")
-        .trim()
-        .to_ascii_lowercase()
+pub fn essence(content_type: &str) -> Cow<'_, str> {
+    let e = content_type.split(';').next().unwrap_or("").trim();
+    if e.bytes().any(|b| b.is_ascii_uppercase()) {
+        Cow::Owned(e.to_ascii_lowercase())
+    } else {
+        Cow::Borrowed(e)
+    }
 }
 
 /// Pick the declared media range that best matches `media` (exact, then `type/*`, then `*/*`);
@@ -211,6 +213,10 @@ mod tests {
             essence("Application/JSON; charset=utf-8"),
             "application/json"
         );
+        assert!(matches!(
+            essence(" application/json ;charset=utf-8"),
+            Cow::Borrowed("application/json")
+        ));
         assert_eq!(Kind::of("application/merge-patch+json"), Kind::Json);
     }
 

@@ -61,7 +61,7 @@ struct Matched {
 fn record_typed(ctx: &mut RequestContext, m: &Matched, op: &Operation) {
     if m.params_ok {
         if let Some(t) = &op.typed {
-            ctx.extensions.insert(t.clone());
+            ctx.typed_inputs = Some(t.clone());
         }
     }
 }
@@ -155,9 +155,11 @@ impl OpenApiGuard {
             }
             let value = match p.loc {
                 In::Path => match caps.iter().find(|(n, _)| *n == p.name) {
+                    Some((_, raw)) if p.fast_valid(raw) => continue,
                     Some((_, raw)) => p.parse_single(raw).map(Some),
                     None => Ok(None),
                 },
+                In::Query if p.query_fast_valid(&pairs, &mut used) => continue,
                 In::Query => p.from_query(&pairs, &mut used),
                 In::Header => {
                     if matches!(
@@ -398,7 +400,7 @@ impl OpenApiGuard {
         }
         if matched.media.is_none() {
             if let Some(t) = &op.typed {
-                ctx.extensions.insert(t.clone());
+                ctx.typed_inputs = Some(t.clone());
             }
         }
         Verdict::Continue
@@ -738,7 +740,7 @@ impl Guard for OpenApiGuard {
 
 /// The strict inputs the guard recorded for a request, if any.
 pub fn typed_inputs(ctx: &RequestContext) -> Option<&Arc<TypedInputs>> {
-    ctx.extensions.get::<Arc<TypedInputs>>()
+    ctx.typed_inputs.as_ref()
 }
 
 /// Whether a JSON body is valid by the fast paths (`false`: not shown valid; the full path

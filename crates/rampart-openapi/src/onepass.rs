@@ -234,6 +234,59 @@ impl OnePass {
     }
 }
 
+/// A parameter's value as the full path reads it from text (see `params::Prim::coerce`),
+/// checked without building JSON.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Scalar<'a> {
+    Int(i128),
+    /// Finite.
+    Float(f64),
+    Bool(bool),
+    Null,
+    Str(&'a str),
+}
+
+impl OnePass {
+    /// The check at `at`, through `$ref`s; `None` for `false` and opaque schemas.
+    fn check_at(&self, mut at: u32) -> Option<&Check> {
+        loop {
+            match &self.nodes[at as usize] {
+                Node::Ref(next) => at = *next,
+                Node::Check(c) => return Some(c),
+                Node::Never | Node::Opaque(_) => return None,
+            }
+        }
+    }
+
+    /// Whether a scalar is valid against the schema. `false` means "not shown valid here".
+    pub fn scalar_valid(&self, v: Scalar<'_>) -> bool {
+        self.check_at(self.root)
+            .is_some_and(|c| scalar_ok(c, v).is_ok())
+    }
+
+    /// Whether an array of these scalars is valid against the schema. `false` means "not
+    /// shown valid here".
+    pub fn array_valid<'a>(&self, items: impl IntoIterator<Item = Scalar<'a>>) -> bool {
+        let Some(c) = self.check_at(self.root) else {
+            return false;
+        };
+        if c.types & ARR == 0 || c.choices.is_some() {
+            return false;
+        }
+        let Some(item) = self.check_at(c.items) else {
+            return false;
+        };
+        let mut n = 0u64;
+        for v in items {
+            n += 1;
+            if n > c.max_items || scalar_ok(item, v).is_err() {
+                return false;
+            }
+        }
+        n >= c.min_items
+    }
+}
+
 impl Compiler<'_> {
     fn push(&mut self, n: Node) -> u32 {
         self.nodes.push(n);
@@ -585,23 +638,7 @@ impl<'p> Reader<'p, '_> {
             }
             b'-' | b'0'..=b'9' => {
                 let n = self.number()?;
-                allowed(if matches!(n, Num::Int(_)) { INT } else { NUM })?;
-                if c.choices.is_some() {
-                    return Err(No);
-                }
-                for &(limit, bound) in &c.bounds {
-                    let ord = compare(n, limit).ok_or(No)?;
-                    let ok = match bound {
-                        Bound::Min => ord != Ordering::Less,
-                        Bound::Max => ord != Ordering::Greater,
-                        Bound::ExclusiveMin => ord == Ordering::Greater,
-                        Bound::ExclusiveMax => ord == Ordering::Less,
-                    };
-                    if !ok {
-                        return Err(No);
-                    }
-                }
-                Ok(())
+                number_ok(c, n)
             }
             _ => Err(No),
         }
@@ -750,27 +787,7 @@ impl<'p> Reader<'p, '_> {
             Some((a, b)) => &src[a..b],
             None => &self.scratch,
         };
-        if c.min_len > 0 || c.max_len < u64::MAX {
-            let n = if text.is_ascii() {
-                text.len()
-            } else {
-                text.chars().count()
-            } as u64;
-            if n < c.min_len || n > c.max_len {
-                return Err(No);
-            }
-        }
-        if let Some(ch) = &c.choices {
-            if !ch.strings.iter().any(|s| **s == *text) {
-                return Err(No);
-            }
-        }
-        if let Some(leaf) = &c.leaf {
-            if !leaf.is_valid(TNode::Name(text)) {
-                return Err(No);
-            }
-        }
-        Ok(())
+        string_ok(c, text)
     }
 
     fn array(&mut self, c: &Check, depth: usize) -> R {
@@ -971,6 +988,73 @@ impl<'p> Reader<'p, '_> {
         let mut names: Vec<&str> = keys.iter().map(|&k| self.key(k)).collect();
         names.sort_unstable();
         names.windows(2).any(|w| w[0] == w[1])
+    }
+}
+
+/// A number's checks, its type allowed by `c`.
+fn number_ok(c: &Check, n: Num) -> R {
+    let t = if matches!(n, Num::Int(_)) { INT } else { NUM };
+    if c.types & t == 0 || c.choices.is_some() {
+        return Err(No);
+    }
+    for &(limit, bound) in &c.bounds {
+        let ord = compare(n, limit).ok_or(No)?;
+        let ok = match bound {
+            Bound::Min => ord != Ordering::Less,
+            Bound::Max => ord != Ordering::Greater,
+            Bound::ExclusiveMin => ord == Ordering::Greater,
+            Bound::ExclusiveMax => ord == Ordering::Less,
+        };
+        if !ok {
+            return Err(No);
+        }
+    }
+    Ok(())
+}
+
+/// A string's checks (lengths, choices, `pattern` and `format`), strings allowed by `c`.
+fn string_ok(c: &Check, text: &str) -> R {
+    if c.min_len > 0 || c.max_len < u64::MAX {
+        let n = if text.is_ascii() {
+            text.len()
+        } else {
+            text.chars().count()
+        } as u64;
+        if n < c.min_len || n > c.max_len {
+            return Err(No);
+        }
+    }
+    if let Some(ch) = &c.choices {
+        if !ch.strings.iter().any(|s| **s == *text) {
+            return Err(No);
+        }
+    }
+    if let Some(leaf) = &c.leaf {
+        if !leaf.is_valid(TNode::Name(text)) {
+            return Err(No);
+        }
+    }
+    Ok(())
+}
+
+/// A scalar's checks: its type must be allowed by `c`, then the checks of that type.
+fn scalar_ok(c: &Check, v: Scalar<'_>) -> R {
+    let allowed = |t: u8| if c.types & t != 0 { Ok(()) } else { Err(No) };
+    match v {
+        Scalar::Str(s) => {
+            allowed(STR)?;
+            string_ok(c, s)
+        }
+        Scalar::Int(i) => number_ok(c, Num::Int(i)),
+        Scalar::Float(f) => number_ok(c, Num::Float(f)),
+        Scalar::Bool(b) => {
+            allowed(BOOL)?;
+            choose(c, |ch| if b { ch.yes } else { ch.no })
+        }
+        Scalar::Null => {
+            allowed(NULL)?;
+            choose(c, |ch| ch.null)
+        }
     }
 }
 

@@ -1,6 +1,7 @@
 //! Parameters: their values read from the path, query, headers and cookies according to
 //! `style` and `explode`, turned into JSON by the schema's types, then validated.
 
+use crate::onepass::Scalar;
 use crate::schema::{Compiled, Failure};
 use serde_json::{Map, Value};
 
@@ -143,6 +144,37 @@ impl Prim {
             return Value::Null;
         }
         Value::String(s.to_string())
+    }
+
+    /// What [`Prim::coerce`] makes of the text, borrowed (the `scalars_read_as_coerce_reads_them`
+    /// test holds the two together).
+    pub fn scalar(self, s: &str) -> Scalar<'_> {
+        if self.int {
+            if let Ok(i) = s.parse::<i64>() {
+                return Scalar::Int(i.into());
+            }
+            if let Ok(u) = s.parse::<u64>() {
+                return Scalar::Int(u.into());
+            }
+        }
+        if self.num {
+            if let Ok(f) = s.parse::<f64>() {
+                if f.is_finite() && serde_json::Number::from_f64(f).is_some() {
+                    return Scalar::Float(f);
+                }
+            }
+        }
+        if self.boolean {
+            match s {
+                "true" => return Scalar::Bool(true),
+                "false" => return Scalar::Bool(false),
+                _ => {}
+            }
+        }
+        if self.null && s.is_empty() && !self.string {
+            return Scalar::Null;
+        }
+        Scalar::Str(s)
     }
 }
 
@@ -322,6 +354,65 @@ impl Param {
         }
     }
 
+    /// Whether the text of one occurrence of this parameter (what [`Param::parse_single`]
+    /// reads) is valid, shown by the one pass without building JSON. `false` means "not shown
+    /// valid here": the full path parses, checks and explains.
+    pub fn fast_valid(&self, raw: &str) -> bool {
+        let Some(pass) = self.schema.as_ref().and_then(|c| c.onepass.as_ref()) else {
+            return false;
+        };
+        if !matches!(self.style, Style::Simple | Style::Form) {
+            return false;
+        }
+        match &self.shape {
+            Shape::Scalar(p) => pass.scalar_valid(p.scalar(raw)),
+            Shape::Array(_) if raw.is_empty() => pass.array_valid([]),
+            Shape::Array(p) => pass.array_valid(raw.split(',').map(|x| p.scalar(x))),
+            Shape::Object(_) | Shape::Json => false,
+        }
+    }
+
+    /// Whether this query parameter is present and valid, shown by the one pass (see
+    /// [`Param::fast_valid`]); marks the pairs it names in `used`. `false`: read it with
+    /// [`Param::from_query`], which decides.
+    pub fn query_fast_valid(&self, pairs: &[QueryPair<'_>], used: &mut [bool]) -> bool {
+        if self.style != Style::Form {
+            return false;
+        }
+        let (mut first, mut count) = (0, 0);
+        for (i, (k, _)) in pairs.iter().enumerate() {
+            if *k == self.name {
+                used[i] = true;
+                if count == 0 {
+                    first = i;
+                }
+                count += 1;
+            }
+        }
+        if count == 0 {
+            return false;
+        }
+        match &self.shape {
+            Shape::Array(p) if self.explode => {
+                let Some(pass) = self.schema.as_ref().and_then(|c| c.onepass.as_ref()) else {
+                    return false;
+                };
+                pass.array_valid(
+                    pairs
+                        .iter()
+                        .filter(|(k, _)| *k == self.name)
+                        .map(|(_, v)| p.scalar(v)),
+                )
+            }
+            Shape::Scalar(_) | Shape::Array(_) => {
+                // Repeated or empty scalars are refused (or allowed) by `from_query`.
+                let raw = &pairs[first].1;
+                count == 1 && !raw.is_empty() && self.fast_valid(raw)
+            }
+            Shape::Object(_) | Shape::Json => false,
+        }
+    }
+
     /// Read this query parameter from the decoded query pairs. `Ok(None)` when absent.
     /// Marks the pairs it consumed in `used`.
     pub fn from_query(
@@ -482,6 +573,56 @@ mod tests {
         null: false,
         string: false,
     };
+
+    #[test]
+    fn scalars_read_as_coerce_reads_them() {
+        let texts = [
+            "",
+            "0",
+            "-0",
+            "42",
+            "+42",
+            "042",
+            "1.5",
+            "-1.5e3",
+            "1e400",
+            "inf",
+            "NaN",
+            "true",
+            "false",
+            "null",
+            "abc",
+            "9223372036854775808",
+            "18446744073709551615",
+            "18446744073709551616",
+            "-9223372036854775808",
+            " 1",
+            "0x10",
+            "2.0",
+        ];
+        for bits in 0..32u8 {
+            let p = Prim {
+                int: bits & 1 != 0,
+                num: bits & 2 != 0,
+                boolean: bits & 4 != 0,
+                null: bits & 8 != 0,
+                string: bits & 16 != 0,
+            };
+            for t in texts {
+                let as_json = match p.scalar(t) {
+                    Scalar::Int(i) => match i64::try_from(i) {
+                        Ok(i) => Value::from(i),
+                        Err(_) => Value::from(u64::try_from(i).unwrap()),
+                    },
+                    Scalar::Float(f) => Value::Number(serde_json::Number::from_f64(f).unwrap()),
+                    Scalar::Bool(b) => Value::Bool(b),
+                    Scalar::Null => Value::Null,
+                    Scalar::Str(s) => Value::String(s.into()),
+                };
+                assert_eq!(as_json, p.coerce(t), "{p:?} {t:?}");
+            }
+        }
+    }
 
     #[test]
     fn path_styles() {

@@ -35,8 +35,8 @@ struct Entry {
 /// A compiled set of path templates.
 #[derive(Debug, Default)]
 pub struct Router {
-    /// Entries grouped by segment count, most specific first.
-    by_len: HashMap<usize, Vec<Entry>>,
+    /// Entries grouped by segment count (the index), most specific first.
+    by_len: Vec<Vec<Entry>>,
 }
 
 /// Parse a template into segments; errors name what is wrong.
@@ -148,15 +148,15 @@ impl Router {
                         ));
                         continue;
                     }
-                    r.by_len
-                        .entry(segs.len())
-                        .or_default()
-                        .push(Entry { segs, id });
+                    if r.by_len.len() <= segs.len() {
+                        r.by_len.resize_with(segs.len() + 1, Vec::new);
+                    }
+                    r.by_len[segs.len()].push(Entry { segs, id });
                 }
                 Err(m) => errors.push((t.to_string(), m)),
             }
         }
-        for list in r.by_len.values_mut() {
+        for list in &mut r.by_len {
             list.sort_by(|a, b| {
                 let ka: Vec<u8> = a.segs.iter().map(Seg::rank).collect();
                 let kb: Vec<u8> = b.segs.iter().map(Seg::rank).collect();
@@ -173,16 +173,17 @@ impl Router {
     /// Match a normalized path. Returns the id and the captured (name, value) pairs.
     pub fn find<'p>(&self, path: &'p str) -> Option<(usize, Vec<(&str, &'p str)>)> {
         let rest = path.strip_prefix('/')?;
-        let segs: Vec<&str> = if rest.is_empty() {
-            Vec::new()
+        let count = if rest.is_empty() {
+            0
         } else {
-            rest.split('/').collect()
+            rest.bytes().filter(|&b| b == b'/').count() + 1
         };
-        let list = self.by_len.get(&segs.len())?;
+        let list = self.by_len.get(count)?;
         let mut caps = Vec::new();
         'entries: for e in list {
             caps.clear();
-            for (seg, got) in e.segs.iter().zip(&segs) {
+            // Every entry here has `count` segments, as does the path.
+            for (seg, got) in e.segs.iter().zip(rest.split('/')) {
                 match seg {
                     Seg::Lit(l) => {
                         if l != got {

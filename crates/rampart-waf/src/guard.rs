@@ -6,9 +6,7 @@ use crate::engine::{Matched, Transaction};
 use crate::rules::RuleSet;
 use bytes::Bytes;
 use http::StatusCode;
-use rampart_core::guard::{
-    Block, Guard, Mode, RequestContext, RequestHead, Step, TypedInputs, Verdict,
-};
+use rampart_core::guard::{Block, Guard, Mode, RequestContext, RequestHead, Step, Verdict};
 use rampart_telemetry::{Action, SecurityEvent};
 use std::sync::Arc;
 
@@ -155,7 +153,7 @@ impl WafGuard {
         if !self.s.skip_typed_inputs {
             return;
         }
-        let Some(t) = ctx.extensions.get::<Arc<TypedInputs>>() else {
+        let Some(t) = ctx.typed_inputs.as_deref() else {
             return;
         };
         let before = tx.data.args_get.len() + tx.data.args_post.len();
