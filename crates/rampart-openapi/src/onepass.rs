@@ -992,6 +992,7 @@ impl<'p> Reader<'p, '_> {
 }
 
 /// A number's checks, its type allowed by `c`.
+#[inline(always)]
 fn number_ok(c: &Check, n: Num) -> R {
     let t = if matches!(n, Num::Int(_)) { INT } else { NUM };
     if c.types & t == 0 || c.choices.is_some() {
@@ -1013,6 +1014,7 @@ fn number_ok(c: &Check, n: Num) -> R {
 }
 
 /// A string's checks (lengths, choices, `pattern` and `format`), strings allowed by `c`.
+#[inline(always)]
 fn string_ok(c: &Check, text: &str) -> R {
     if c.min_len > 0 || c.max_len < u64::MAX {
         let n = if text.is_ascii() {

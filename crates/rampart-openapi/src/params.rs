@@ -71,13 +71,46 @@ pub fn query_pairs(q: &str) -> Vec<QueryPair<'_>> {
     if q.bytes().any(|b| b == b'%' || b == b'+') {
         return form_urlencoded::parse(q.as_bytes()).collect();
     }
-    q.split('&')
+    split_ascii(q, b'&')
         .filter(|p| !p.is_empty())
-        .map(|p| {
-            let (k, v) = p.split_once('=').unwrap_or((p, ""));
-            (k.into(), v.into())
+        .map(|p| match p.bytes().position(|b| b == b'=') {
+            Some(i) => (p[..i].into(), p[i + 1..].into()),
+            None => (p.into(), "".into()),
         })
         .collect()
+}
+
+/// `s` split at every `sep`, an ASCII byte: what `str::split` gives, with a plain scan, as
+/// fits the short pieces of a query, a path or a list.
+pub fn split_ascii(s: &str, sep: u8) -> SplitAscii<'_> {
+    debug_assert!(sep.is_ascii());
+    SplitAscii { rest: Some(s), sep }
+}
+
+/// The pieces of [`split_ascii`].
+pub struct SplitAscii<'a> {
+    rest: Option<&'a str>,
+    sep: u8,
+}
+
+impl<'a> Iterator for SplitAscii<'a> {
+    type Item = &'a str;
+
+    #[inline]
+    fn next(&mut self) -> Option<&'a str> {
+        let r = self.rest?;
+        match r.bytes().position(|b| b == self.sep) {
+            // An ASCII byte is always a character boundary.
+            Some(i) => {
+                self.rest = Some(&r[i + 1..]);
+                Some(&r[..i])
+            }
+            None => {
+                self.rest = None;
+                Some(r)
+            }
+        }
+    }
 }
 
 /// The JSON types a scalar may take, to turn text into the right JSON value.
@@ -307,7 +340,7 @@ impl Param {
                             .split(',')
                             .collect()
                     }
-                    _ => s.split(',').collect(),
+                    _ => split_ascii(s, b',').collect(),
                 };
                 if s.is_empty() && self.style != Style::Matrix {
                     return Ok(Value::Array(Vec::new()));
@@ -367,7 +400,7 @@ impl Param {
         match &self.shape {
             Shape::Scalar(p) => pass.scalar_valid(p.scalar(raw)),
             Shape::Array(_) if raw.is_empty() => pass.array_valid([]),
-            Shape::Array(p) => pass.array_valid(raw.split(',').map(|x| p.scalar(x))),
+            Shape::Array(p) => pass.array_valid(split_ascii(raw, b',').map(|x| p.scalar(x))),
             Shape::Object(_) | Shape::Json => false,
         }
     }
@@ -573,6 +606,15 @@ mod tests {
         null: false,
         string: false,
     };
+
+    #[test]
+    fn split_ascii_splits_as_str_split() {
+        for s in ["", ",", "a", "a,b", ",a,", "a,,b", "é,ü,", "a,b,c,"] {
+            let ours: Vec<&str> = split_ascii(s, b',').collect();
+            let std: Vec<&str> = s.split(',').collect();
+            assert_eq!(ours, std, "{s:?}");
+        }
+    }
 
     #[test]
     fn scalars_read_as_coerce_reads_them() {

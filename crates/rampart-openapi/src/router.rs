@@ -183,7 +183,7 @@ impl Router {
         'entries: for e in list {
             caps.clear();
             // Every entry here has `count` segments, as does the path.
-            for (seg, got) in e.segs.iter().zip(rest.split('/')) {
+            for (seg, got) in e.segs.iter().zip(crate::params::split_ascii(rest, b'/')) {
                 match seg {
                     Seg::Lit(l) => {
                         if l != got {
