@@ -2,7 +2,7 @@
 //! log phase. Nothing here knows what any guard protects against.
 
 use crate::body::{ReqBody, RespBody};
-use crate::guard::{Answer, Block, ConnInfo, Guard, Mode, RequestContext, Verdict};
+use crate::guard::{Answer, Block, ConnInfo, Guard, Mode, RequestContext, Step, Verdict};
 use crate::h1scan::{ScanState, Violation};
 use crate::server::ConnActivity;
 use crate::snapshot::{Route, RouteMatch, Snapshot};
@@ -24,6 +24,18 @@ use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
+
+/// A guard's verdict for a phase: at once when ready, otherwise awaited. (Not
+/// `Step::resolve().await`: that future, holding the verdict, is moved around in the request's
+/// future on every guard call.)
+macro_rules! settle {
+    ($step:expr) => {
+        match $step {
+            Step::Ready(v) => v,
+            Step::Pending(f) => f.await,
+        }
+    };
+}
 
 /// State shared by every connection: the current snapshot and the telemetry sinks.
 pub struct Shared {
@@ -737,7 +749,7 @@ async fn forward(
 
     // Request-header phase.
     for g in &route.guards {
-        let v = g.on_request_headers(parts, ctx).resolve().await;
+        let v = settle!(g.on_request_headers(parts, ctx));
         if let Outcome::Stop(a) = apply(g.as_ref(), v, ctx, &metrics) {
             return Err(a);
         }
@@ -758,7 +770,7 @@ async fn forward(
                 if g.request_body_limit(parts, ctx).is_none() {
                     continue;
                 }
-                let v = g.on_request_body(parts, &mut empty, ctx).resolve().await;
+                let v = settle!(g.on_request_body(parts, &mut empty, ctx));
                 if let Outcome::Stop(a) = apply(g.as_ref(), v, ctx, &metrics) {
                     return Err(a);
                 }
@@ -801,7 +813,7 @@ async fn forward(
         done.bytes_in.store(bytes.len() as u64, Ordering::Relaxed);
         let mut bytes = bytes;
         for g in &route.guards {
-            let v = g.on_request_body(parts, &mut bytes, ctx).resolve().await;
+            let v = settle!(g.on_request_body(parts, &mut bytes, ctx));
             if let Outcome::Stop(a) = apply(g.as_ref(), v, ctx, &metrics) {
                 return Err(a);
             }
