@@ -150,6 +150,32 @@ impl Scanner {
         self.line = Vec::new();
     }
 
+    /// A complete head was read: check it and follow its framing. `false` when scanning
+    /// stops (a violation, or an HTTP/2 preface).
+    fn head_done(&mut self, head: &[u8]) -> bool {
+        if head.starts_with(b"PRI * HTTP/2.0") {
+            // HTTP/2 prior knowledge: not ours to scan (H2Watch's).
+            self.st = St::Off;
+            self.h2_prior = true;
+            return false;
+        }
+        match check_head(head, self.max_request_line) {
+            Err(v) => {
+                self.fail(v);
+                false
+            }
+            Ok(f) => {
+                self.state.push(None);
+                self.st = match f {
+                    Framing::None | Framing::Length(0) => St::Head,
+                    Framing::Length(n) => St::Body(n),
+                    Framing::Chunked => St::ChunkSize,
+                };
+                true
+            }
+        }
+    }
+
     /// Feed bytes the client sent.
     pub fn feed(&mut self, buf: &[u8]) {
         self.feed_inner(buf);
@@ -179,6 +205,23 @@ impl Scanner {
                             a.head_begin();
                         }
                     }
+                    // The whole head in this read (the usual case): checked where it lies.
+                    if self.head.is_empty() {
+                        match head_in(buf, self.max_head) {
+                            InPlace::Complete(used) => {
+                                if !self.head_done(&buf[..used]) {
+                                    return;
+                                }
+                                buf = &buf[used..];
+                                continue;
+                            }
+                            InPlace::TooLarge => {
+                                self.fail(HEAD_TOO_LARGE);
+                                return;
+                            }
+                            InPlace::Partial => {}
+                        }
+                    }
                     // Look for the end of the head: an empty line. Work line by line.
                     let mut end = None;
                     let mut consumed = 0;
@@ -190,13 +233,13 @@ impl Scanner {
                         let empty =
                             line_len == 1 || (line_len == 2 && self.head[self.line_start] == b'\r');
                         self.line_start = self.head.len();
-                        if empty {
-                            end = Some(consumed);
-                            break;
-                        }
                         if self.head.len() > self.max_head {
                             self.fail(HEAD_TOO_LARGE);
                             return;
+                        }
+                        if empty {
+                            end = Some(consumed);
+                            break;
                         }
                     }
                     if end.is_none() {
@@ -218,28 +261,11 @@ impl Scanner {
                             buf = &buf[used..];
                             self.line_start = 0;
                             let head = std::mem::take(&mut self.head);
-                            if head.starts_with(b"PRI * HTTP/2.0") {
-                                // HTTP/2 prior knowledge: not ours to scan (H2Watch's).
-                                self.st = St::Off;
-                                self.h2_prior = true;
+                            if !self.head_done(&head) {
                                 return;
                             }
-                            match check_head(&head, self.max_request_line) {
-                                Err(v) => {
-                                    self.fail(v);
-                                    return;
-                                }
-                                Ok(f) => {
-                                    self.state.push(None);
-                                    self.head = head;
-                                    self.head.clear();
-                                    self.st = match f {
-                                        Framing::None | Framing::Length(0) => St::Head,
-                                        Framing::Length(n) => St::Body(n),
-                                        Framing::Chunked => St::ChunkSize,
-                                    };
-                                }
-                            }
+                            self.head = head;
+                            self.head.clear();
                         }
                     }
                 }
@@ -365,6 +391,58 @@ fn is_tchar(b: u8) -> bool {
     CLASSES[b as usize] == TCHAR
 }
 
+enum InPlace {
+    /// The head ends this many bytes in.
+    Complete(usize),
+    /// Its lines so far exceed the head limit.
+    TooLarge,
+    /// No end yet.
+    Partial,
+}
+
+/// Where the head at the start of `buf` ends (just past its empty line). The limit counts
+/// the whole head, its empty line included, as when the head is gathered across reads.
+fn head_in(buf: &[u8], max_head: usize) -> InPlace {
+    let mut at = 0;
+    while let Some(nl) = memchr::memchr(b'\n', &buf[at..]) {
+        let line_len = nl + 1;
+        let empty = line_len == 1 || (line_len == 2 && buf[at] == b'\r');
+        at += line_len;
+        if at > max_head {
+            return InPlace::TooLarge;
+        }
+        if empty {
+            return InPlace::Complete(at);
+        }
+    }
+    InPlace::Partial
+}
+
+/// The first control character of `line` (HTAB is not one), eight bytes at a time: a word
+/// with no byte below 0x20 and none equal to 0x7f (the usual zero-byte test on `x` and on
+/// `x ^ 0x7f..`) is skipped whole; any other word is looked at byte by byte.
+fn first_ctl(line: &[u8]) -> Option<u8> {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    let mut words = line.chunks_exact(8);
+    for w in &mut words {
+        let mut b = [0u8; 8];
+        b.copy_from_slice(w);
+        let x = u64::from_le_bytes(b);
+        let del = x ^ (ONES * 0x7f);
+        if (x.wrapping_sub(ONES * 0x20) & !x | del.wrapping_sub(ONES) & !del) & HIGH != 0 {
+            if let Some(&c) = w.iter().find(|&&c| CLASSES[c as usize] == CTL) {
+                return Some(c);
+            }
+        }
+    }
+    words
+        .remainder()
+        .iter()
+        .find(|&&c| CLASSES[c as usize] == CTL)
+        .copied()
+}
+
 /// Check one complete request head (request line + headers + empty line), in one pass over
 /// its lines and without allocating.
 fn check_head(head: &[u8], max_request_line: usize) -> Result<Framing, Violation> {
@@ -383,10 +461,8 @@ fn check_head(head: &[u8], max_request_line: usize) -> Result<Framing, Violation
         let line = &rest[..nl - 1];
         rest = &rest[nl + 1..];
         // Control characters (CR included: a CR inside a line is a bare CR).
-        for &b in line {
-            if CLASSES[b as usize] == CTL {
-                return Err(if b == b'\r' { BARE_CR } else { CTL_CHAR });
-            }
+        if let Some(b) = first_ctl(line) {
+            return Err(if b == b'\r' { BARE_CR } else { CTL_CHAR });
         }
         if first {
             first = false;
@@ -648,6 +724,58 @@ mod tests {
                 "{}",
                 String::from_utf8_lossy(raw)
             );
+        }
+    }
+
+    /// The same bytes fed in one read (head checked in place) and one byte per read (head
+    /// gathered across reads) give the same answers.
+    #[test]
+    fn heads_read_whole_or_in_pieces_agree() {
+        fn scan_with(chunks: &[&[u8]], max_head: usize) -> Vec<Option<Violation>> {
+            let st = Arc::new(ScanState::default());
+            let mut s = Scanner::new(st.clone(), Arc::new(ConnActivity::new()), max_head, 8192);
+            for c in chunks {
+                s.feed(c);
+            }
+            let q = st.queue.lock().unwrap();
+            q.iter().cloned().collect()
+        }
+        let heads: &[&[u8]] = &[
+            b"GET / HTTP/1.1\r\nHost: a\r\n\r\n",
+            b"\r\n\r\nGET / HTTP/1.1\r\nHost: a\r\n\r\nGET /b HTTP/1.1\r\nHost: a\r\n\r\n",
+            b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\n\r\nabcGET / HTTP/1.1\r\n\r\n",
+            b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n",
+            b"GET / HTTP/1.1\r\nHost: a\x7fb\r\nX-Long-Header-Name: with\ta tab\r\n\r\n",
+            b"GET / HTTP/1.1\r\nX-Some-Header: 0123456789abcdef\x01\r\n\r\n",
+            b"GET / HTTP/1.1\r\nHost: a\r\n",
+            b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n",
+        ];
+        for raw in heads {
+            let pieces: Vec<&[u8]> = raw.chunks(1).collect();
+            for max_head in [16, 30, 31, 32, 45, 65536] {
+                assert_eq!(
+                    scan_with(&[raw], max_head),
+                    scan_with(&pieces, max_head),
+                    "{} (max_head {max_head})",
+                    String::from_utf8_lossy(raw)
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn first_ctl_finds_what_a_byte_scan_finds() {
+        for len in 0..40 {
+            for at in 0..=len {
+                for &c in &[0u8, 0x1f, 0x7f, b'\r', b'\t'] {
+                    let mut line: Vec<u8> = (0..len).map(|i| b"aZ \t~\x80\xff:/"[i % 9]).collect();
+                    if at < len {
+                        line[at] = c;
+                    }
+                    let want = line.iter().find(|&&b| CLASSES[b as usize] == CTL).copied();
+                    assert_eq!(first_ctl(&line), want, "{line:?}");
+                }
+            }
         }
     }
 
