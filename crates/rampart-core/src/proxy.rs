@@ -98,6 +98,9 @@ fn valid_request_id(v: &HeaderValue) -> Option<String> {
     }
 }
 
+/// The hop-by-hop names (RFC 9110 7.6.1, plus `proxy-connection` and `proxy-authorization`
+/// meant for this hop); [`is_hop_by_hop`] matches them.
+#[cfg(test)]
 static HOP_BY_HOP: [HeaderName; 8] = [
     header::CONNECTION,
     HeaderName::from_static("keep-alive"),
@@ -136,13 +139,17 @@ fn strip_hop_by_hop(h: &mut HeaderMap) {
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
-        .filter_map(|n| HeaderName::from_bytes(n.trim().as_bytes()).ok())
+        .map(str::trim)
+        // `keep-alive` (the usual value) is removed with the fixed names below.
+        .filter(|n| !n.eq_ignore_ascii_case("keep-alive"))
+        .filter_map(|n| HeaderName::from_bytes(n.as_bytes()).ok())
         .collect();
     for n in named {
         h.remove(n);
     }
-    for n in HOP_BY_HOP.iter() {
-        h.remove(n);
+    // The fixed names that are present (usually one or two), not a removal per name.
+    while let Some(n) = h.keys().find(|n| is_hop_by_hop(n)).cloned() {
+        h.remove(&n);
     }
 }
 
@@ -1161,9 +1168,35 @@ fn switch_protocols(
 
 #[cfg(test)]
 mod tests {
-    use super::{forwarded_for, is_hop_by_hop, split_quoted, HOP_BY_HOP};
-    use http::{header, HeaderName};
+    use super::{forwarded_for, is_hop_by_hop, split_quoted, strip_hop_by_hop, HOP_BY_HOP};
+    use http::{header, HeaderMap, HeaderName, HeaderValue};
     use std::net::IpAddr;
+
+    #[test]
+    fn hop_by_hop_headers_and_the_ones_connection_names_are_removed() {
+        let mut h = HeaderMap::new();
+        for (k, v) in [
+            ("connection", "keep-alive, X-Foo"),
+            ("connection", "Upgrade"),
+            ("x-foo", "1"),
+            ("keep-alive", "timeout=5"),
+            ("te", "trailers"),
+            ("upgrade", "websocket"),
+            ("transfer-encoding", "chunked"),
+            ("proxy-authorization", "Basic x"),
+            ("content-type", "text/plain"),
+            ("x-bar", "2"),
+        ] {
+            h.append(HeaderName::from_static(k), HeaderValue::from_static(v));
+        }
+        strip_hop_by_hop(&mut h);
+        let left: Vec<&str> = h.keys().map(|k| k.as_str()).collect();
+        assert_eq!(left, ["content-type", "x-bar"]);
+        let mut plain = HeaderMap::new();
+        plain.insert(header::HOST, HeaderValue::from_static("a"));
+        strip_hop_by_hop(&mut plain);
+        assert_eq!(plain.len(), 1);
+    }
 
     #[test]
     fn hop_by_hop_match_agrees_with_the_list() {
