@@ -128,6 +128,11 @@ fn is_hop_by_hop(n: &HeaderName) -> bool {
     )
 }
 
+// Names built once: a `&str` key is parsed and matched against the standard names on every use.
+const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+
 fn strip_hop_by_hop(h: &mut HeaderMap) {
     // Common case: none present; one pass over the names instead of a lookup per name.
     if !h.keys().any(is_hop_by_hop) {
@@ -161,7 +166,7 @@ fn client_ip(snap: &Snapshot, peer: IpAddr, headers: &HeaderMap, peer_trusted: b
     if !peer_trusted {
         return peer;
     }
-    let xff = headers.get_all("x-forwarded-for");
+    let xff = headers.get_all(&X_FORWARDED_FOR);
     if xff.iter().next().is_some() {
         let hops = xff
             .iter()
@@ -890,12 +895,14 @@ async fn forward(
     let peer_s = ctx.conn.peer_header.to_str().unwrap_or_default();
     let trusted = snap.is_trusted(peer);
     let proto = if ctx.is_tls() { "https" } else { "http" };
-    let xff = match (
-        trusted,
-        headers.get("x-forwarded-for").and_then(|v| v.to_str().ok()),
-    ) {
-        (true, Some(prev)) => HeaderValue::from_str(&format!("{prev}, {peer_s}")).ok(),
-        _ => Some(ctx.conn.peer_header.clone()),
+    let prev_xff = if trusted {
+        headers.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok())
+    } else {
+        None
+    };
+    let xff = match prev_xff {
+        Some(prev) => HeaderValue::from_str(&format!("{prev}, {peer_s}")).ok(),
+        None => Some(ctx.conn.peer_header.clone()),
     };
     // The Host the client asked for: its Host header, else the request target's authority,
     // else the routed host.
@@ -933,14 +940,14 @@ async fn forward(
         _ => element,
     };
     if let Some(v) = xff {
-        headers.insert("x-forwarded-for", v);
+        headers.insert(X_FORWARDED_FOR, v);
     }
-    if !(trusted && headers.contains_key("x-forwarded-proto")) {
-        headers.insert("x-forwarded-proto", HeaderValue::from_static(proto));
+    if !(trusted && headers.contains_key(&X_FORWARDED_PROTO)) {
+        headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static(proto));
     }
-    if !(trusted && headers.contains_key("x-forwarded-host")) {
+    if !(trusted && headers.contains_key(&X_FORWARDED_HOST)) {
         if let Some(v) = &host_value {
-            headers.insert("x-forwarded-host", v.clone());
+            headers.insert(X_FORWARDED_HOST, v.clone());
         }
     }
     if let Ok(v) = HeaderValue::from_str(&forwarded) {
