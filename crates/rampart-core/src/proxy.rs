@@ -158,6 +158,39 @@ fn strip_hop_by_hop(h: &mut HeaderMap) {
     }
 }
 
+/// The target the upstream gets when it is not the client's: the normalized path (its route
+/// prefix stripped when configured) and the client's query.
+fn upstream_target(
+    ctx: &mut RequestContext,
+    route: &Route,
+    uri: &http::Uri,
+    metrics: &Metrics,
+) -> Result<PathAndQuery, Answer> {
+    let mut upstream_path = if route.strip_prefix {
+        let rest = &ctx.path[route.prefix_len.min(ctx.path.len())..];
+        if rest.starts_with('/') {
+            rest.to_string()
+        } else {
+            format!("/{rest}")
+        }
+    } else {
+        ctx.path.clone()
+    };
+    if let Some(q) = uri.query() {
+        upstream_path.push('?');
+        upstream_path.push_str(q);
+    }
+    PathAndQuery::try_from(upstream_path).map_err(|_| {
+        core_refusal(
+            ctx,
+            metrics,
+            StatusCode::BAD_REQUEST,
+            "bad_target",
+            "request target cannot be forwarded".into(),
+        )
+    })
+}
+
 /// The client's address: the peer, unless the peer is a trusted proxy, in which case the
 /// right-most untrusted address of X-Forwarded-For or, when a trusted proxy sent none, of the
 /// `for=` parameters of `Forwarded` (RFC 7239). A hop that is not an address (`unknown`, an
@@ -962,30 +995,13 @@ async fn forward(
         headers.insert(snap.request_id_header.clone(), v);
     }
 
-    // The path the upstream sees: the normalized one.
-    let mut upstream_path = if route.strip_prefix {
-        let rest = &ctx.path[route.prefix_len.min(ctx.path.len())..];
-        if rest.starts_with('/') {
-            rest.to_string()
-        } else {
-            format!("/{rest}")
-        }
-    } else {
-        ctx.path.clone()
+    // The path the upstream sees: the normalized one. Usually that is the path the client
+    // sent, and its target is passed on as it is (not built and parsed again).
+    let same_target = !route.strip_prefix && parts.uri.path() == ctx.path;
+    let pq = match parts.uri.path_and_query() {
+        Some(pq) if same_target => pq.clone(),
+        _ => upstream_target(ctx, route, &parts.uri, &metrics)?,
     };
-    if let Some(q) = parts.uri.query() {
-        upstream_path.push('?');
-        upstream_path.push_str(q);
-    }
-    let pq = PathAndQuery::try_from(upstream_path).map_err(|_| {
-        core_refusal(
-            ctx,
-            &metrics,
-            StatusCode::BAD_REQUEST,
-            "bad_target",
-            "request target cannot be forwarded".into(),
-        )
-    })?;
 
     let t0 = Instant::now();
     let sent = route
