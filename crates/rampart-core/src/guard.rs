@@ -108,15 +108,6 @@ pub enum Step<'a> {
     Pending(BoxFuture<'a, Verdict>),
 }
 
-impl Step<'_> {
-    pub async fn resolve(self) -> Verdict {
-        match self {
-            Step::Ready(v) => v,
-            Step::Pending(f) => f.await,
-        }
-    }
-}
-
 impl From<Verdict> for Step<'_> {
     fn from(v: Verdict) -> Self {
         Step::Ready(v)

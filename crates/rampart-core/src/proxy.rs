@@ -25,9 +25,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
-/// A guard's verdict for a phase: at once when ready, otherwise awaited. (Not
-/// `Step::resolve().await`: that future, holding the verdict, is moved around in the request's
-/// future on every guard call.)
+/// A guard's verdict for a phase: at once when ready, otherwise awaited. A macro, not an
+/// `async fn` on `Step`: such a future, holding the verdict, would be moved around in the
+/// request's future on every guard call.
 macro_rules! settle {
     ($step:expr) => {
         match $step {
@@ -98,22 +98,9 @@ fn valid_request_id(v: &HeaderValue) -> Option<String> {
     }
 }
 
-/// The hop-by-hop names (RFC 9110 7.6.1, plus `proxy-connection` and `proxy-authorization`
-/// meant for this hop); [`is_hop_by_hop`] matches them.
-#[cfg(test)]
-static HOP_BY_HOP: [HeaderName; 8] = [
-    header::CONNECTION,
-    HeaderName::from_static("keep-alive"),
-    HeaderName::from_static("proxy-connection"),
-    header::TE,
-    header::TRAILER,
-    header::TRANSFER_ENCODING,
-    header::UPGRADE,
-    header::PROXY_AUTHORIZATION,
-];
-
-/// Whether `n` is one of `HOP_BY_HOP` (a string match: comparing `HeaderName`s one by one
-/// costs more than the rest of the header edits).
+/// Whether `n` is hop-by-hop (RFC 9110 7.6.1, plus `proxy-connection` and
+/// `proxy-authorization`, meant for this hop). A string match: comparing `HeaderName`s one by
+/// one costs more than the rest of the header edits.
 fn is_hop_by_hop(n: &HeaderName) -> bool {
     matches!(
         n.as_str(),
@@ -1191,9 +1178,21 @@ fn switch_protocols(
 
 #[cfg(test)]
 mod tests {
-    use super::{forwarded_for, is_hop_by_hop, split_quoted, strip_hop_by_hop, HOP_BY_HOP};
+    use super::{forwarded_for, is_hop_by_hop, split_quoted, strip_hop_by_hop};
     use http::{header, HeaderMap, HeaderName, HeaderValue};
     use std::net::IpAddr;
+
+    /// The names RFC 9110 7.6.1 makes hop-by-hop, and the two proxy ones meant for this hop.
+    static HOP_BY_HOP: [HeaderName; 8] = [
+        header::CONNECTION,
+        HeaderName::from_static("keep-alive"),
+        HeaderName::from_static("proxy-connection"),
+        header::TE,
+        header::TRAILER,
+        header::TRANSFER_ENCODING,
+        header::UPGRADE,
+        header::PROXY_AUTHORIZATION,
+    ];
 
     #[test]
     fn hop_by_hop_headers_and_the_ones_connection_names_are_removed() {

@@ -246,6 +246,24 @@ pub enum Scalar<'a> {
     Str(&'a str),
 }
 
+impl Scalar<'_> {
+    /// The JSON value the full path validates for this scalar.
+    pub fn to_value(self) -> Value {
+        match self {
+            Scalar::Int(i) => match (i64::try_from(i), u64::try_from(i)) {
+                (Ok(i), _) => Value::from(i),
+                (_, Ok(u)) => Value::from(u),
+                // Wider than JSON integers: as a float, as serde_json would read it.
+                _ => serde_json::Number::from_f64(i as f64).map_or(Value::Null, Value::Number),
+            },
+            Scalar::Float(f) => serde_json::Number::from_f64(f).map_or(Value::Null, Value::Number),
+            Scalar::Bool(b) => Value::Bool(b),
+            Scalar::Null => Value::Null,
+            Scalar::Str(s) => Value::String(s.to_string()),
+        }
+    }
+}
+
 impl OnePass {
     /// The check at `at`, through `$ref`s; `None` for `false` and opaque schemas.
     fn check_at(&self, mut at: u32) -> Option<&Check> {
@@ -617,24 +635,19 @@ impl<'p> Reader<'p, '_> {
                 }
                 self.array(c, depth)
             }
-            b'"' => {
-                allowed(STR)?;
-                self.string_value(c)
-            }
+            // Scalars: read, then checked as parameters are (`scalar_ok`).
+            b'"' => self.string_value(c),
             b't' => {
-                allowed(BOOL)?;
                 self.literal(b"true")?;
-                choose(c, |ch| ch.yes)
+                scalar_ok(c, Scalar::Bool(true))
             }
             b'f' => {
-                allowed(BOOL)?;
                 self.literal(b"false")?;
-                choose(c, |ch| ch.no)
+                scalar_ok(c, Scalar::Bool(false))
             }
             b'n' => {
-                allowed(NULL)?;
                 self.literal(b"null")?;
-                choose(c, |ch| ch.null)
+                scalar_ok(c, Scalar::Null)
             }
             b'-' | b'0'..=b'9' => {
                 let n = self.number()?;
@@ -787,7 +800,7 @@ impl<'p> Reader<'p, '_> {
             Some((a, b)) => &src[a..b],
             None => &self.scratch,
         };
-        string_ok(c, text)
+        scalar_ok(c, Scalar::Str(text))
     }
 
     fn array(&mut self, c: &Check, depth: usize) -> R {
@@ -1040,6 +1053,7 @@ fn string_ok(c: &Check, text: &str) -> R {
 }
 
 /// A scalar's checks: its type must be allowed by `c`, then the checks of that type.
+#[inline(always)]
 fn scalar_ok(c: &Check, v: Scalar<'_>) -> R {
     let allowed = |t: u8| if c.types & t != 0 { Ok(()) } else { Err(No) };
     match v {
