@@ -1,6 +1,7 @@
 //! Body types for both directions. Bodies stream frame by frame; only a guard that asks for a
 //! body gets it buffered, within a limit.
 
+use crate::h1client::LeanBody;
 use crate::upstream::InFlight;
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
@@ -17,6 +18,8 @@ pub enum BodyError {
     TooLarge(u64),
     /// The underlying stream failed.
     Hyper(hyper::Error),
+    /// The body did not match its framing (say, shorter than its Content-Length).
+    Other(String),
 }
 
 impl std::fmt::Display for BodyError {
@@ -24,6 +27,7 @@ impl std::fmt::Display for BodyError {
         match self {
             BodyError::TooLarge(n) => write!(f, "request body exceeds the limit of {n} bytes"),
             BodyError::Hyper(e) => write!(f, "{e}"),
+            BodyError::Other(m) => f.write_str(m),
         }
     }
 }
@@ -32,7 +36,7 @@ impl std::error::Error for BodyError {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
             BodyError::Hyper(e) => Some(e),
-            BodyError::TooLarge(_) => None,
+            BodyError::TooLarge(_) | BodyError::Other(_) => None,
         }
     }
 }
@@ -134,6 +138,45 @@ impl Body for ReqBody {
     }
 }
 
+/// An upstream's response body: from hyper's client (TLS, HTTP/2, upgrades) or from Rampart's
+/// own HTTP/1.1 client.
+pub enum UpBody {
+    Hyper(Incoming),
+    Lean(LeanBody),
+}
+
+/// The error a response body can end with.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+impl Body for UpBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        match self.get_mut() {
+            UpBody::Hyper(b) => Pin::new(b).poll_frame(cx).map_err(Into::into),
+            UpBody::Lean(b) => Pin::new(b).poll_frame(cx).map_err(Into::into),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            UpBody::Hyper(b) => b.is_end_stream(),
+            UpBody::Lean(b) => b.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            UpBody::Hyper(b) => b.size_hint(),
+            UpBody::Lean(b) => b.size_hint(),
+        }
+    }
+}
+
 /// Called once when a response body is finished or dropped, with the bytes sent.
 pub type OnDone = Box<dyn FnOnce(u64, bool) + Send>;
 
@@ -148,7 +191,7 @@ pub struct RespBody {
 
 enum RespKind {
     Full(Option<Bytes>),
-    Upstream(Incoming),
+    Upstream(UpBody),
 }
 
 impl RespBody {
@@ -160,7 +203,7 @@ impl RespBody {
             _hold: None,
         }
     }
-    pub fn upstream(b: Incoming) -> Self {
+    pub fn upstream(b: UpBody) -> Self {
         RespBody {
             kind: RespKind::Upstream(b),
             sent: 0,
@@ -197,12 +240,12 @@ impl Drop for RespBody {
 
 impl Body for RespBody {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = BoxError;
 
     fn poll_frame(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let this = self.get_mut();
         let r = match &mut this.kind {
             RespKind::Full(b) => Poll::Ready(b.take().map(|b| Ok(Frame::data(b)))),

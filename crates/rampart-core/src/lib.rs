@@ -8,6 +8,7 @@
 pub mod admin;
 pub mod body;
 pub mod guard;
+pub mod h1client;
 pub mod h1scan;
 pub mod h2watch;
 pub mod json;

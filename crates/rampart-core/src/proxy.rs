@@ -993,7 +993,7 @@ async fn forward(
     let t0 = Instant::now();
     let sent = route
         .upstream
-        .send(parts.method.clone(), pq, headers, req_body)
+        .send(parts.method.clone(), pq, headers, req_body, websocket)
         .await;
     let up_secs = t0.elapsed().as_secs_f64();
     done.upstream_ms = Some(up_secs * 1000.0);

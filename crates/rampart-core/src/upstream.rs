@@ -2,15 +2,17 @@
 //! a cap on in-flight requests, and a retry when a request was never sent (connect failure, or
 //! a pooled connection that closed under us).
 //!
-//! The pool is Rampart's own (hyper's connection API underneath): a connection is checked out,
-//! the request is offered with `try_send_request` (which hands the request back if it was not
-//! written), and the connection returns to the pool only once the response body has been read
-//! to the end.
+//! The pool is Rampart's own. Plain-TCP HTTP/1.1 targets use Rampart's own client
+//! ([`crate::h1client`]): the request's task writes the request and reads the response on the
+//! pooled socket. TLS targets, HTTP/2 and upgrades use hyper's connection API: a connection is
+//! checked out, the request is offered with `try_send_request` (which hands the request back if
+//! it was not written). Either way a connection returns to the pool only once the response body
+//! has been read to the end.
 
-use crate::body::{BodyError, ReqBody};
+use crate::body::{BodyError, ReqBody, UpBody};
+use crate::h1client;
 use http::uri::{Authority, PathAndQuery};
 use http::{HeaderMap, Method, Request, Response, Uri, Version};
-use hyper::body::Incoming;
 use hyper::client::conn::{http1, http2};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
@@ -42,6 +44,8 @@ struct Target {
     fails: AtomicU32,
     ejected_until: AtomicU64,
     idle: Arc<Idle>,
+    /// Idle connections of Rampart's own HTTP/1.1 client (plain TCP only).
+    lean: Arc<h1client::Pool>,
     h2: Mutex<Option<http2::SendRequest<ReqBody>>>,
 }
 
@@ -57,6 +61,8 @@ pub struct Upstream {
     fail_threshold: u32,
     eject_for: Duration,
     http2: bool,
+    /// Every target is plain-TCP HTTP/1.1: requests go through Rampart's own client.
+    lean: bool,
     /// When a failure was last logged (ms), to log at most one per second.
     last_failure_log: AtomicU64,
 }
@@ -130,7 +136,7 @@ impl Drop for InFlight {
 
 /// What the upstream answered, and which target answered.
 pub struct Proxied {
-    pub response: Response<Incoming>,
+    pub response: Response<UpBody>,
     pub target: Arc<str>,
     pub in_flight: InFlight,
 }
@@ -207,10 +213,13 @@ impl Upstream {
                     conns: Mutex::new(Vec::new()),
                     max: cfg.pool_max_idle_per_target,
                 }),
+                lean: Arc::new(h1client::Pool::new(cfg.pool_max_idle_per_target)),
                 h2: Mutex::new(None),
             });
         }
+        let lean = !cfg.http2 && targets.iter().all(|t| t.tls.is_none());
         Ok(Upstream {
+            lean,
             name: Arc::from(cfg.name.value.as_str()),
             targets,
             next: AtomicUsize::new(0),
@@ -308,7 +317,7 @@ impl Upstream {
         None
     }
 
-    async fn connect(&self, idx: usize) -> Result<Conn, ConnectError> {
+    async fn connect_tcp(&self, idx: usize) -> Result<tokio::net::TcpStream, ConnectError> {
         let t = &self.targets[idx];
         let tcp = match tokio::time::timeout(
             self.connect_timeout,
@@ -321,6 +330,12 @@ impl Upstream {
             Ok(Ok(s)) => s,
         };
         let _ = tcp.set_nodelay(true);
+        Ok(tcp)
+    }
+
+    async fn connect(&self, idx: usize) -> Result<Conn, ConnectError> {
+        let t = &self.targets[idx];
+        let tcp = self.connect_tcp(idx).await?;
         match &t.tls {
             None => self.handshake(t, TokioIo::new(tcp)).await,
             Some((connector, name)) => {
@@ -369,22 +384,107 @@ impl Upstream {
         }
     }
 
-    /// Send a request to one of the targets. `path` is the normalized path and query.
+    /// Send a request to one of the targets. `path` is the normalized path and query;
+    /// `upgrade` is true for a WebSocket handshake (the connection may become a tunnel).
     pub async fn send(
         &self,
         method: Method,
         path: PathAndQuery,
         headers: HeaderMap,
         body: ReqBody,
+        upgrade: bool,
     ) -> Result<Proxied, UpstreamError> {
         if self.in_flight.fetch_add(1, Ordering::Relaxed) >= self.max_in_flight {
             self.in_flight.fetch_sub(1, Ordering::Relaxed);
             return Err(UpstreamError::Overloaded);
         }
-        let mut in_flight = InFlight {
+        let in_flight = InFlight {
             count: self.in_flight.clone(),
             conn: None,
         };
+        if self.lean && !upgrade {
+            return self.send_lean(method, path, headers, body, in_flight).await;
+        }
+        self.send_hyper(method, path, headers, body, in_flight).await
+    }
+
+    /// Through Rampart's own HTTP/1.1 client. A pooled connection that fails before any byte
+    /// of a response arrived is retried on another connection when the body can be sent again
+    /// and either the method is idempotent or no byte of the request was written.
+    async fn send_lean(
+        &self,
+        method: Method,
+        path: PathAndQuery,
+        headers: HeaderMap,
+        mut body: ReqBody,
+        in_flight: InFlight,
+    ) -> Result<Proxied, UpstreamError> {
+        let idempotent = matches!(
+            method,
+            Method::GET | Method::HEAD | Method::PUT | Method::DELETE | Method::OPTIONS | Method::TRACE
+        );
+        let mut idx = self.pick(None)?;
+        let mut connect_failures = 0;
+        loop {
+            let t = &self.targets[idx];
+            let (conn, fresh) = match t.lean.take(now_ms(), self.idle_timeout_ms) {
+                Some(c) => (c, false),
+                None => match Box::pin(self.connect_tcp(idx)).await {
+                    Ok(tcp) => (h1client::Conn::new(tcp), true),
+                    Err(e) => {
+                        self.failed(idx);
+                        connect_failures += 1;
+                        let err = match e {
+                            ConnectError::Timeout => UpstreamError::Timeout,
+                            ConnectError::Refused(m) => UpstreamError::Connect(m),
+                        };
+                        if connect_failures >= 2 {
+                            return Err(err);
+                        }
+                        // Nothing was sent: any method may go to another target.
+                        match self.pick(Some(idx)) {
+                            Ok(i) => {
+                                idx = i;
+                                continue;
+                            }
+                            Err(_) => return Err(err),
+                        }
+                    }
+                },
+            };
+            let again = if fresh { None } else { body.replayable() };
+            let exchange = h1client::send(conn, &method, &path, &headers, body, t.lean.clone());
+            match tokio::time::timeout(self.response_timeout, exchange).await {
+                Err(_) => return Err(UpstreamError::Timeout),
+                Ok(Ok((parts, b))) => {
+                    self.succeeded(idx);
+                    return Ok(Proxied {
+                        response: Response::from_parts(parts, UpBody::Lean(b)),
+                        target: t.label.clone(),
+                        in_flight,
+                    });
+                }
+                Ok(Err(h1client::SendError::NoResponse { error, written })) => match again {
+                    Some(b) if idempotent || !written => body = b,
+                    _ => return Err(UpstreamError::Protocol(error)),
+                },
+                Ok(Err(h1client::SendError::Body(e))) => return Err(body_error(&e)),
+                Ok(Err(h1client::SendError::Protocol(m))) => {
+                    return Err(UpstreamError::Protocol(m))
+                }
+            }
+        }
+    }
+
+    /// Through hyper's client (TLS targets, HTTP/2, upgrades).
+    async fn send_hyper(
+        &self,
+        method: Method,
+        path: PathAndQuery,
+        headers: HeaderMap,
+        body: ReqBody,
+        mut in_flight: InFlight,
+    ) -> Result<Proxied, UpstreamError> {
         let mut req = Request::new(body);
         *req.method_mut() = method;
         *req.uri_mut() = Uri::from(path);
@@ -459,7 +559,7 @@ impl Upstream {
                 Ok(response) => {
                     self.succeeded(idx);
                     return Ok(Proxied {
-                        response,
+                        response: response.map(UpBody::Hyper),
                         target: self.targets[idx].label.clone(),
                         in_flight,
                     });
@@ -494,10 +594,16 @@ impl Upstream {
 
 fn classify(e: hyper::Error) -> UpstreamError {
     if let Some(b) = find_cause::<BodyError>(&e) {
-        return match b {
-            BodyError::TooLarge(n) => UpstreamError::BodyTooLarge(*n),
-            BodyError::Hyper(h) => UpstreamError::ClientBody(h.to_string()),
-        };
+        return body_error(b);
     }
     UpstreamError::Protocol(e.to_string())
+}
+
+/// The client's body failed while it was being sent upstream.
+fn body_error(b: &BodyError) -> UpstreamError {
+    match b {
+        BodyError::TooLarge(n) => UpstreamError::BodyTooLarge(*n),
+        BodyError::Hyper(h) => UpstreamError::ClientBody(h.to_string()),
+        BodyError::Other(m) => UpstreamError::ClientBody(m.clone()),
+    }
 }

@@ -1,0 +1,791 @@
+//! Rampart's own HTTP/1.1 client, for upstream targets reached over plain TCP.
+//!
+//! hyper's client runs each connection as its own task and talks to it through channels: a
+//! request is handed over, the connection task is woken to write it and read the answer, and
+//! the response head and every body frame come back through a channel. Here the request's own
+//! task writes the request and reads the response on the pooled socket, and the response body
+//! reads straight from it. hyper's client still serves TLS targets, HTTP/2 and upgrades
+//! (`upstream.rs` chooses).
+//!
+//! What it accepts from an upstream is strict, as a gateway must be: a response head is parsed
+//! by `httparse` (no obs-fold, at most [`MAX_HEADERS`] headers and [`MAX_HEAD`] bytes);
+//! `Content-Length` values must agree; a `Transfer-Encoding` whose last coding is not `chunked`
+//! means the body runs to the close; chunk sizes are hex with at most 16 digits and every line
+//! ends in CRLF. A connection goes back to the pool only when its response was read exactly to
+//! its end, the request was sent in full, and neither side asked to close.
+
+use crate::body::{BodyError, ReqBody};
+use bytes::{BufMut, Bytes, BytesMut};
+use http::uri::PathAndQuery;
+use http::{header, HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Version};
+use http_body::{Body, Frame, SizeHint};
+use std::collections::VecDeque;
+use std::io::{self, IoSlice};
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll, Waker};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::TcpStream;
+
+/// Largest response head accepted from an upstream.
+pub const MAX_HEAD: usize = 64 * 1024;
+/// Most header fields accepted in a response head.
+pub const MAX_HEADERS: usize = 128;
+/// Longest chunk-size line or trailer section accepted.
+const MAX_CHUNK_LINE: usize = 4096;
+const MAX_TRAILERS: usize = 16 * 1024;
+/// The read buffer a connection starts with; it grows (up to [`MAX_HEAD`]) only for a larger head.
+const READ_BUF: usize = 16 * 1024;
+
+/// One upstream connection: the socket and the bytes read from it but not used yet.
+pub struct Conn {
+    io: TcpStream,
+    buf: Vec<u8>,
+    start: usize,
+    end: usize,
+}
+
+impl Conn {
+    pub fn new(io: TcpStream) -> Self {
+        Conn {
+            io,
+            buf: vec![0; READ_BUF],
+            start: 0,
+            end: 0,
+        }
+    }
+
+    fn avail(&self) -> &[u8] {
+        &self.buf[self.start..self.end]
+    }
+
+    fn consume(&mut self, n: usize) {
+        self.start += n;
+        if self.start == self.end {
+            self.start = 0;
+            self.end = 0;
+        }
+    }
+
+    /// Reads more bytes into the buffer; `Ok(0)` is the end of the stream.
+    fn poll_fill(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
+        if self.end == self.buf.len() {
+            if self.start > 0 {
+                self.buf.copy_within(self.start..self.end, 0);
+                self.end -= self.start;
+                self.start = 0;
+            } else if self.buf.len() < MAX_HEAD {
+                self.buf.resize((self.buf.len() * 2).min(MAX_HEAD), 0);
+            } else {
+                return Poll::Ready(Err(io::Error::other("upstream response head too large")));
+            }
+        }
+        let mut rb = ReadBuf::new(&mut self.buf[self.end..]);
+        match Pin::new(&mut self.io).poll_read(cx, &mut rb) {
+            Poll::Ready(Ok(())) => {
+                let n = rb.filled().len();
+                self.end += n;
+                Poll::Ready(Ok(n))
+            }
+            Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+
+    /// An idle connection is usable when nothing arrived on it since its last response: no
+    /// bytes and no close. Asks the reactor first (no system call when nothing happened).
+    fn idle_ok(&mut self) -> bool {
+        if self.end != self.start {
+            return false;
+        }
+        let mut cx = Context::from_waker(Waker::noop());
+        match self.io.poll_read_ready(&mut cx) {
+            Poll::Pending => true,
+            Poll::Ready(Err(_)) => false,
+            Poll::Ready(Ok(())) => {
+                let mut one = [0u8; 1];
+                matches!(self.io.try_read(&mut one), Err(e) if e.kind() == io::ErrorKind::WouldBlock)
+            }
+        }
+    }
+}
+
+/// Idle connections of one target.
+pub struct Pool {
+    conns: Mutex<Vec<(Conn, u64)>>,
+    max: usize,
+}
+
+impl Pool {
+    pub fn new(max: usize) -> Self {
+        Pool {
+            conns: Mutex::new(Vec::new()),
+            max,
+        }
+    }
+
+    /// The most recently used connection that is still usable and idle for less than
+    /// `idle_ms`; stale ones are closed.
+    pub fn take(&self, now: u64, idle_ms: u64) -> Option<Conn> {
+        let mut v = self.conns.lock().ok()?;
+        while let Some((mut c, since)) = v.pop() {
+            if now.saturating_sub(since) < idle_ms && c.idle_ok() {
+                return Some(c);
+            }
+        }
+        None
+    }
+
+    fn put(&self, c: Conn) {
+        if let Ok(mut v) = self.conns.lock() {
+            if v.len() < self.max {
+                v.push((c, crate::upstream::now_ms()));
+            }
+        }
+    }
+}
+
+/// Why an exchange failed.
+#[derive(Debug)]
+pub enum SendError {
+    /// No byte of a response arrived: the connection failed or closed. `written` says whether
+    /// any byte of the request was accepted by the socket.
+    NoResponse { error: String, written: bool },
+    /// The client's body failed (over the limit, malformed, cut).
+    Body(BodyError),
+    /// The upstream broke the protocol.
+    Protocol(String),
+}
+
+/// How the request body is sent.
+enum Out {
+    Done,
+    Length(ReqBody, u64),
+    Chunked(ReqBody),
+}
+
+/// How the response body is delimited.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Framing {
+    Empty,
+    Length(u64),
+    Chunked,
+    Close,
+}
+
+/// Sends one request on `conn` and reads the response head. The body is streamed while the
+/// head is awaited, so an upstream that answers before reading the whole body is heard.
+pub async fn send(
+    mut conn: Conn,
+    method: &Method,
+    pq: &PathAndQuery,
+    headers: &HeaderMap,
+    body: ReqBody,
+    pool: Arc<Pool>,
+) -> Result<(http::response::Parts, LeanBody), SendError> {
+    let mut full = None;
+    let mut out = match body {
+        ReqBody::Empty | ReqBody::Full(None) => Out::Done,
+        ReqBody::Full(Some(b)) => {
+            full = Some(b);
+            Out::Done
+        }
+        b @ ReqBody::Stream { .. } => match headers.get(header::CONTENT_LENGTH) {
+            Some(v) => Out::Length(b, parse_length(v.as_bytes()).unwrap_or(0)),
+            None => Out::Chunked(b),
+        },
+    };
+    let mut queue: VecDeque<Bytes> = VecDeque::with_capacity(4);
+    queue.push_back(encode_head(
+        method,
+        pq,
+        headers,
+        matches!(out, Out::Chunked(_)),
+    ));
+    if let Some(b) = full.filter(|b| !b.is_empty()) {
+        queue.push_back(b);
+    }
+    let head_only = method == Method::HEAD;
+    let mut written = false;
+    let mut write_error: Option<io::Error> = None;
+
+    let (parts, framing, mut reusable) = std::future::poll_fn(|cx| loop {
+        let mut progress = false;
+        // Writer: flush what is queued, then take the next piece of the body.
+        if write_error.is_none() {
+            match poll_write_queue(&mut conn.io, &mut queue, cx, &mut written) {
+                Poll::Ready(Ok(())) => {
+                    if let Some(p) = poll_body(&mut out, &mut queue, cx) {
+                        match p {
+                            Ok(()) => progress = true,
+                            Err(e) => return Poll::Ready(Err(e)),
+                        }
+                    }
+                }
+                Poll::Ready(Err(e)) => {
+                    // The upstream may have answered before it stopped reading: listen on.
+                    write_error = Some(e);
+                    progress = true;
+                }
+                Poll::Pending => {}
+            }
+        }
+        // Reader: a complete head ends the exchange.
+        if conn.end > conn.start {
+            match parse_head(&mut conn, head_only) {
+                Ok(Some(h)) => return Poll::Ready(Ok(h)),
+                Ok(None) => {}
+                Err(e) => return Poll::Ready(Err(SendError::Protocol(e))),
+            }
+        }
+        match conn.poll_fill(cx) {
+            Poll::Ready(Ok(0)) => {
+                let error = match &write_error {
+                    Some(e) => format!("upstream connection failed: {e}"),
+                    None => "upstream closed the connection before responding".to_string(),
+                };
+                return Poll::Ready(Err(if conn.end > conn.start {
+                    SendError::Protocol("upstream closed the connection inside its response head".into())
+                } else {
+                    SendError::NoResponse { error, written }
+                }));
+            }
+            Poll::Ready(Ok(_)) => progress = true,
+            Poll::Ready(Err(e)) => {
+                return Poll::Ready(Err(if conn.end > conn.start {
+                    SendError::Protocol(format!("reading the upstream response: {e}"))
+                } else {
+                    SendError::NoResponse {
+                        error: format!("upstream connection failed: {e}"),
+                        written,
+                    }
+                }))
+            }
+            Poll::Pending => {}
+        }
+        if !progress {
+            return Poll::Pending;
+        }
+    })
+    .await?;
+
+    // A request not sent in full (the upstream answered early) leaves the connection unusable.
+    if write_error.is_some() || !queue.is_empty() || !matches!(out, Out::Done) {
+        reusable = false;
+    }
+    let state = match framing {
+        Framing::Empty => State::Done,
+        Framing::Length(0) => State::Done,
+        Framing::Length(n) => State::Length(n),
+        Framing::Chunked => State::ChunkSize,
+        Framing::Close => {
+            reusable = false;
+            State::Close
+        }
+    };
+    let mut body = LeanBody {
+        conn: Some(conn),
+        state,
+        reusable,
+        pool,
+        trailer_bytes: 0,
+        exact: match framing {
+            Framing::Length(n) => Some(n),
+            Framing::Empty => Some(0),
+            _ => None,
+        },
+    };
+    if body.state == State::Done {
+        body.release();
+    }
+    Ok((parts, body))
+}
+
+fn encode_head(method: &Method, pq: &PathAndQuery, headers: &HeaderMap, chunked: bool) -> Bytes {
+    let mut size = method.as_str().len() + pq.as_str().len() + 16;
+    for (k, v) in headers {
+        size += k.as_str().len() + v.len() + 4;
+    }
+    let mut b = BytesMut::with_capacity(size + 32);
+    b.put_slice(method.as_str().as_bytes());
+    b.put_u8(b' ');
+    b.put_slice(pq.as_str().as_bytes());
+    b.put_slice(b" HTTP/1.1\r\n");
+    for (k, v) in headers {
+        b.put_slice(k.as_str().as_bytes());
+        b.put_slice(b": ");
+        b.put_slice(v.as_bytes());
+        b.put_slice(b"\r\n");
+    }
+    if chunked {
+        b.put_slice(b"transfer-encoding: chunked\r\n");
+    }
+    b.put_slice(b"\r\n");
+    b.freeze()
+}
+
+fn poll_write_queue(
+    io: &mut TcpStream,
+    queue: &mut VecDeque<Bytes>,
+    cx: &mut Context<'_>,
+    written: &mut bool,
+) -> Poll<io::Result<()>> {
+    while !queue.is_empty() {
+        let mut slices = [IoSlice::new(&[]); 4];
+        let mut n = 0;
+        for (s, b) in slices.iter_mut().zip(queue.iter()) {
+            *s = IoSlice::new(b);
+            n += 1;
+        }
+        let mut wrote = match Pin::new(&mut *io).poll_write_vectored(cx, &slices[..n]) {
+            Poll::Ready(Ok(0)) => {
+                return Poll::Ready(Err(io::Error::new(
+                    io::ErrorKind::WriteZero,
+                    "upstream accepted no bytes",
+                )))
+            }
+            Poll::Ready(Ok(w)) => w,
+            Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+            Poll::Pending => return Poll::Pending,
+        };
+        *written = true;
+        while wrote > 0 {
+            let Some(front) = queue.front_mut() else {
+                break;
+            };
+            if wrote >= front.len() {
+                wrote -= front.len();
+                queue.pop_front();
+            } else {
+                let _ = front.split_to(wrote);
+                wrote = 0;
+            }
+        }
+        while queue.front().is_some_and(|b| b.is_empty()) {
+            queue.pop_front();
+        }
+    }
+    Poll::Ready(Ok(()))
+}
+
+static CRLF: &[u8] = b"\r\n";
+static LAST_CHUNK: &[u8] = b"0\r\n\r\n";
+
+/// Moves the next piece of a streamed body into the queue. `None`: nothing to do now (done, or
+/// the body is not ready; its waker is registered).
+fn poll_body(
+    out: &mut Out,
+    queue: &mut VecDeque<Bytes>,
+    cx: &mut Context<'_>,
+) -> Option<Result<(), SendError>> {
+    let (body, chunked) = match out {
+        Out::Done => return None,
+        Out::Length(b, _) => (b, false),
+        Out::Chunked(b) => (b, true),
+    };
+    match Pin::new(body).poll_frame(cx) {
+        Poll::Pending => None,
+        Poll::Ready(Some(Err(e))) => Some(Err(SendError::Body(e))),
+        Poll::Ready(Some(Ok(frame))) => {
+            let Ok(data) = frame.into_data() else {
+                return Some(Ok(())); // trailers of the client's body are not forwarded
+            };
+            if data.is_empty() {
+                return Some(Ok(()));
+            }
+            if let Out::Length(_, left) = out {
+                if data.len() as u64 > *left {
+                    return Some(Err(SendError::Body(BodyError::Other(
+                        "request body longer than its Content-Length".into(),
+                    ))));
+                }
+                *left -= data.len() as u64;
+            }
+            if chunked {
+                queue.push_back(Bytes::from(format!("{:x}\r\n", data.len())));
+                queue.push_back(data);
+                queue.push_back(Bytes::from_static(CRLF));
+            } else {
+                queue.push_back(data);
+            }
+            Some(Ok(()))
+        }
+        Poll::Ready(None) => {
+            match out {
+                Out::Length(_, left) if *left != 0 => {
+                    return Some(Err(SendError::Body(BodyError::Other(
+                        "request body shorter than its Content-Length".into(),
+                    ))))
+                }
+                Out::Chunked(_) => queue.push_back(Bytes::from_static(LAST_CHUNK)),
+                _ => {}
+            }
+            *out = Out::Done;
+            Some(Ok(()))
+        }
+    }
+}
+
+/// Parses a response head from the connection's buffer. Informational responses (1xx other
+/// than 101) are skipped. `Ok(None)`: more bytes are needed.
+#[allow(clippy::type_complexity)]
+fn parse_head(
+    conn: &mut Conn,
+    head_only: bool,
+) -> Result<Option<(http::response::Parts, Framing, bool)>, String> {
+    loop {
+        // Uninitialized slots: no 4 KiB of empty headers written before every parse.
+        let mut hs = [const { std::mem::MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
+        let mut r = httparse::Response::new(&mut []);
+        let parsed = httparse::ParserConfig::default().parse_response_with_uninit_headers(
+            &mut r,
+            &conn.buf[conn.start..conn.end],
+            &mut hs,
+        );
+        let len = match parsed {
+            Ok(httparse::Status::Complete(n)) => n,
+            Ok(httparse::Status::Partial) => {
+                if conn.end - conn.start >= MAX_HEAD {
+                    return Err(format!(
+                        "upstream response head larger than {MAX_HEAD} bytes"
+                    ));
+                }
+                return Ok(None);
+            }
+            Err(httparse::Error::TooManyHeaders) => {
+                return Err(format!(
+                    "upstream response has more than {MAX_HEADERS} header fields"
+                ))
+            }
+            Err(e) => return Err(format!("malformed upstream response head: {e}")),
+        };
+        let code = r.code.unwrap_or(0);
+        let status = StatusCode::from_u16(code)
+            .map_err(|_| format!("invalid upstream status code {code}"))?;
+        if status.is_informational() && status != StatusCode::SWITCHING_PROTOCOLS {
+            conn.consume(len);
+            continue;
+        }
+        if status == StatusCode::SWITCHING_PROTOCOLS {
+            return Err("upstream switched protocols on a request that did not ask to".into());
+        }
+        let version = if r.version == Some(0) {
+            Version::HTTP_10
+        } else {
+            Version::HTTP_11
+        };
+        let mut headers = HeaderMap::with_capacity(r.headers.len());
+        let mut close = version == Version::HTTP_10;
+        let mut te_chunked: Option<bool> = None;
+        let mut length: Option<u64> = None;
+        for h in r.headers.iter() {
+            let name = HeaderName::from_bytes(h.name.as_bytes())
+                .map_err(|_| format!("invalid upstream header name `{}`", h.name))?;
+            let value = HeaderValue::from_bytes(h.value)
+                .map_err(|_| format!("invalid value of upstream header `{}`", h.name))?;
+            if name == header::CONTENT_LENGTH {
+                let n = parse_length(h.value)
+                    .ok_or_else(|| "invalid upstream Content-Length".to_string())?;
+                if length.is_some_and(|l| l != n) {
+                    return Err("upstream sent differing Content-Length values".into());
+                }
+                length = Some(n);
+            } else if name == header::TRANSFER_ENCODING {
+                // The last coding decides: chunked, or the body runs to the close.
+                let last = h.value.rsplit(|b| *b == b',').next().unwrap_or_default();
+                te_chunked = Some(last.trim_ascii().eq_ignore_ascii_case(b"chunked"));
+            } else if name == header::CONNECTION {
+                for t in h.value.split(|b| *b == b',') {
+                    let t = t.trim_ascii();
+                    if t.eq_ignore_ascii_case(b"close") {
+                        close = true;
+                    } else if t.eq_ignore_ascii_case(b"keep-alive") && version == Version::HTTP_10
+                    {
+                        close = false;
+                    }
+                }
+            }
+            headers.append(name, value);
+        }
+        conn.consume(len);
+        let framing = if head_only
+            || status == StatusCode::NO_CONTENT
+            || status == StatusCode::NOT_MODIFIED
+        {
+            Framing::Empty
+        } else if let Some(chunked) = te_chunked {
+            if length.is_some() {
+                // Both: Transfer-Encoding wins (RFC 9112 6.3), the length goes, and a
+                // connection that sent both is not trusted with another request.
+                headers.remove(header::CONTENT_LENGTH);
+                close = true;
+            }
+            if chunked {
+                Framing::Chunked
+            } else {
+                Framing::Close
+            }
+        } else if let Some(n) = length {
+            Framing::Length(n)
+        } else {
+            Framing::Close
+        };
+        let mut resp = http::Response::new(());
+        *resp.status_mut() = status;
+        *resp.version_mut() = version;
+        *resp.headers_mut() = headers;
+        let (parts, ()) = resp.into_parts();
+        return Ok(Some((parts, framing, !close)));
+    }
+}
+
+fn parse_length(v: &[u8]) -> Option<u64> {
+    // A list of equal values ("5, 5") is one length.
+    let mut out: Option<u64> = None;
+    for part in v.split(|b| *b == b',') {
+        let p = part.trim_ascii();
+        if p.is_empty() || p.len() > 19 || !p.iter().all(u8::is_ascii_digit) {
+            return None;
+        }
+        let n = p.iter().fold(0u64, |a, d| a * 10 + u64::from(d - b'0'));
+        if out.is_some_and(|o| o != n) {
+            return None;
+        }
+        out = Some(n);
+    }
+    out
+}
+
+/// Parses a chunk-size line (without its CRLF): hex digits, then optional extensions.
+fn chunk_size(line: &[u8]) -> Option<u64> {
+    let digits = line.iter().take_while(|b| b.is_ascii_hexdigit()).count();
+    if digits == 0 || digits > 16 {
+        return None;
+    }
+    let rest = &line[digits..];
+    let rest_ok = rest.is_empty()
+        || (matches!(rest[0], b';' | b' ' | b'\t')
+            && rest.iter().all(|b| *b == b'\t' || (0x20..0x7f).contains(b) || *b >= 0x80));
+    if !rest_ok {
+        return None;
+    }
+    let mut n = 0u64;
+    for d in &line[..digits] {
+        n = n << 4 | u64::from((*d as char).to_digit(16)?);
+    }
+    Some(n)
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum State {
+    Length(u64),
+    Close,
+    ChunkSize,
+    ChunkData(u64),
+    ChunkEnd,
+    Trailers,
+    Done,
+}
+
+/// Why a response body failed.
+#[derive(Debug)]
+pub struct UpstreamBodyError(pub String);
+
+impl std::fmt::Display for UpstreamBodyError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+impl std::error::Error for UpstreamBodyError {}
+
+/// A response body read from the upstream connection. When it has been read exactly to its
+/// end, the connection goes back to its pool.
+pub struct LeanBody {
+    conn: Option<Conn>,
+    state: State,
+    reusable: bool,
+    pool: Arc<Pool>,
+    trailer_bytes: usize,
+    exact: Option<u64>,
+}
+
+impl LeanBody {
+    /// The body ended: the connection returns to the pool if it can carry another request.
+    fn release(&mut self) {
+        self.state = State::Done;
+        if let Some(c) = self.conn.take() {
+            if self.reusable && c.end == c.start {
+                self.pool.put(c);
+            }
+        }
+    }
+
+    fn fail(&mut self, m: impl Into<String>) -> Poll<Option<Result<Frame<Bytes>, UpstreamBodyError>>> {
+        self.state = State::Done;
+        self.conn = None;
+        Poll::Ready(Some(Err(UpstreamBodyError(m.into()))))
+    }
+
+    /// Takes up to `max` buffered bytes as a frame.
+    fn take(conn: &mut Conn, max: u64) -> Bytes {
+        let n = (conn.end - conn.start).min(usize::try_from(max).unwrap_or(usize::MAX));
+        let b = Bytes::copy_from_slice(&conn.buf[conn.start..conn.start + n]);
+        conn.consume(n);
+        b
+    }
+
+    /// The next CRLF-terminated line in the buffer, without its CRLF, consumed.
+    fn line(conn: &mut Conn) -> Result<Option<Vec<u8>>, &'static str> {
+        let avail = conn.avail();
+        match memchr::memchr(b'\n', avail) {
+            Some(i) => {
+                if i == 0 || avail[i - 1] != b'\r' {
+                    return Err("upstream chunked body has a line not ended by CRLF");
+                }
+                let l = avail[..i - 1].to_vec();
+                conn.consume(i + 1);
+                Ok(Some(l))
+            }
+            None if avail.len() > MAX_CHUNK_LINE => Err("upstream chunk line too long"),
+            None => Ok(None),
+        }
+    }
+}
+
+impl Body for LeanBody {
+    type Data = Bytes;
+    type Error = UpstreamBodyError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, UpstreamBodyError>>> {
+        let this = self.get_mut();
+        loop {
+            if this.state == State::Done {
+                return Poll::Ready(None);
+            }
+            let Some(conn) = this.conn.as_mut() else {
+                return Poll::Ready(None);
+            };
+            let have = conn.end > conn.start;
+            match this.state {
+                State::Done => return Poll::Ready(None),
+                State::Length(n) | State::ChunkData(n) if have => {
+                    let b = Self::take(conn, n);
+                    let left = n - b.len() as u64;
+                    match this.state {
+                        State::Length(_) if left == 0 => this.release(),
+                        State::Length(_) => this.state = State::Length(left),
+                        _ if left == 0 => this.state = State::ChunkEnd,
+                        _ => this.state = State::ChunkData(left),
+                    }
+                    return Poll::Ready(Some(Ok(Frame::data(b))));
+                }
+                State::Close if have => {
+                    let b = Self::take(conn, u64::MAX);
+                    return Poll::Ready(Some(Ok(Frame::data(b))));
+                }
+                State::ChunkSize if have => match Self::line(conn) {
+                    Err(e) => return this.fail(e),
+                    Ok(Some(l)) => match chunk_size(&l) {
+                        None => return this.fail("upstream sent a malformed chunk size"),
+                        Some(0) => this.state = State::Trailers,
+                        Some(n) => this.state = State::ChunkData(n),
+                    },
+                    Ok(None) => {}
+                },
+                State::ChunkEnd if conn.end - conn.start >= 2 => {
+                    if conn.avail()[..2] != *CRLF {
+                        return this.fail("upstream chunk data not followed by CRLF");
+                    }
+                    conn.consume(2);
+                    this.state = State::ChunkSize;
+                    continue;
+                }
+                State::Trailers if have => match Self::line(conn) {
+                    Err(e) => return this.fail(e),
+                    Ok(Some(l)) if l.is_empty() => {
+                        this.release();
+                        return Poll::Ready(None);
+                    }
+                    Ok(Some(l)) => {
+                        // Trailer fields are read and dropped.
+                        this.trailer_bytes += l.len() + 2;
+                        if this.trailer_bytes > MAX_TRAILERS {
+                            return this.fail("upstream trailers too large");
+                        }
+                        continue;
+                    }
+                    Ok(None) => {}
+                },
+                _ => {}
+            }
+            // States that need bytes and have none (or not enough): read.
+            let Some(conn) = this.conn.as_mut() else {
+                return Poll::Ready(None);
+            };
+            match conn.poll_fill(cx) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(Ok(0)) => {
+                    if this.state == State::Close {
+                        this.state = State::Done;
+                        this.conn = None;
+                        return Poll::Ready(None);
+                    }
+                    return this.fail("upstream closed the connection before the end of its response body");
+                }
+                Poll::Ready(Ok(_)) => continue,
+                Poll::Ready(Err(e)) => return this.fail(format!("reading the upstream response body: {e}")),
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.state == State::Done
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match (self.exact, self.state) {
+            (Some(n), _) => SizeHint::with_exact(n),
+            (None, State::Done) => SizeHint::with_exact(0),
+            _ => SizeHint::default(),
+        }
+    }
+}
+
+impl Drop for LeanBody {
+    fn drop(&mut self) {
+        // Dropped before its end: the connection closes with it (it is never pooled half-read).
+        if self.state == State::Done {
+            self.release();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{chunk_size, parse_length};
+
+    #[test]
+    fn chunk_sizes() {
+        assert_eq!(chunk_size(b"0"), Some(0));
+        assert_eq!(chunk_size(b"1a"), Some(26));
+        assert_eq!(chunk_size(b"FF;name=value"), Some(255));
+        assert_eq!(chunk_size(b"10 ; x"), Some(16));
+        assert_eq!(chunk_size(b"ffffffffffffffff"), Some(u64::MAX));
+        for bad in [&b""[..], b"x", b"-1", b"0x10", b"1g", b"11111111111111111", b"1\x00", b";a"] {
+            assert_eq!(chunk_size(bad), None, "{:?}", String::from_utf8_lossy(bad));
+        }
+    }
+
+    #[test]
+    fn content_lengths() {
+        assert_eq!(parse_length(b"0"), Some(0));
+        assert_eq!(parse_length(b" 42 "), Some(42));
+        assert_eq!(parse_length(b"5, 5"), Some(5));
+        for bad in [&b""[..], b"5, 6", b"-1", b"+1", b"1 2", b"0x1", b"99999999999999999999", b","] {
+            assert_eq!(parse_length(bad), None, "{:?}", String::from_utf8_lossy(bad));
+        }
+    }
+}
