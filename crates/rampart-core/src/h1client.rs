@@ -245,7 +245,9 @@ pub async fn send(
                     None => "upstream closed the connection before responding".to_string(),
                 };
                 return Poll::Ready(Err(if conn.end > conn.start {
-                    SendError::Protocol("upstream closed the connection inside its response head".into())
+                    SendError::Protocol(
+                        "upstream closed the connection inside its response head".into(),
+                    )
                 } else {
                     SendError::NoResponse { error, written }
                 }));
@@ -435,7 +437,8 @@ fn parse_head(
 ) -> Result<Option<(http::response::Parts, Framing, bool)>, String> {
     loop {
         // Uninitialized slots: no 4 KiB of empty headers written before every parse.
-        let mut hs = [const { std::mem::MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
+        let mut hs =
+            [const { std::mem::MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
         let mut r = httparse::Response::new(&mut []);
         let parsed = httparse::ParserConfig::default().parse_response_with_uninit_headers(
             &mut r,
@@ -499,8 +502,7 @@ fn parse_head(
                     let t = t.trim_ascii();
                     if t.eq_ignore_ascii_case(b"close") {
                         close = true;
-                    } else if t.eq_ignore_ascii_case(b"keep-alive") && version == Version::HTTP_10
-                    {
+                    } else if t.eq_ignore_ascii_case(b"keep-alive") && version == Version::HTTP_10 {
                         close = false;
                     }
                 }
@@ -565,7 +567,9 @@ fn chunk_size(line: &[u8]) -> Option<u64> {
     let rest = &line[digits..];
     let rest_ok = rest.is_empty()
         || (matches!(rest[0], b';' | b' ' | b'\t')
-            && rest.iter().all(|b| *b == b'\t' || (0x20..0x7f).contains(b) || *b >= 0x80));
+            && rest
+                .iter()
+                .all(|b| *b == b'\t' || (0x20..0x7f).contains(b) || *b >= 0x80));
     if !rest_ok {
         return None;
     }
@@ -620,7 +624,10 @@ impl LeanBody {
         }
     }
 
-    fn fail(&mut self, m: impl Into<String>) -> Poll<Option<Result<Frame<Bytes>, UpstreamBodyError>>> {
+    fn fail(
+        &mut self,
+        m: impl Into<String>,
+    ) -> Poll<Option<Result<Frame<Bytes>, UpstreamBodyError>>> {
         self.state = State::Done;
         self.conn = None;
         Poll::Ready(Some(Err(UpstreamBodyError(m.into()))))
@@ -733,10 +740,14 @@ impl Body for LeanBody {
                         this.conn = None;
                         return Poll::Ready(None);
                     }
-                    return this.fail("upstream closed the connection before the end of its response body");
+                    return this.fail(
+                        "upstream closed the connection before the end of its response body",
+                    );
                 }
                 Poll::Ready(Ok(_)) => continue,
-                Poll::Ready(Err(e)) => return this.fail(format!("reading the upstream response body: {e}")),
+                Poll::Ready(Err(e)) => {
+                    return this.fail(format!("reading the upstream response body: {e}"))
+                }
             }
         }
     }
@@ -774,7 +785,16 @@ mod tests {
         assert_eq!(chunk_size(b"FF;name=value"), Some(255));
         assert_eq!(chunk_size(b"10 ; x"), Some(16));
         assert_eq!(chunk_size(b"ffffffffffffffff"), Some(u64::MAX));
-        for bad in [&b""[..], b"x", b"-1", b"0x10", b"1g", b"11111111111111111", b"1\x00", b";a"] {
+        for bad in [
+            &b""[..],
+            b"x",
+            b"-1",
+            b"0x10",
+            b"1g",
+            b"11111111111111111",
+            b"1\x00",
+            b";a",
+        ] {
             assert_eq!(chunk_size(bad), None, "{:?}", String::from_utf8_lossy(bad));
         }
     }
@@ -784,8 +804,22 @@ mod tests {
         assert_eq!(parse_length(b"0"), Some(0));
         assert_eq!(parse_length(b" 42 "), Some(42));
         assert_eq!(parse_length(b"5, 5"), Some(5));
-        for bad in [&b""[..], b"5, 6", b"-1", b"+1", b"1 2", b"0x1", b"99999999999999999999", b","] {
-            assert_eq!(parse_length(bad), None, "{:?}", String::from_utf8_lossy(bad));
+        for bad in [
+            &b""[..],
+            b"5, 6",
+            b"-1",
+            b"+1",
+            b"1 2",
+            b"0x1",
+            b"99999999999999999999",
+            b",",
+        ] {
+            assert_eq!(
+                parse_length(bad),
+                None,
+                "{:?}",
+                String::from_utf8_lossy(bad)
+            );
         }
     }
 }

@@ -405,7 +405,8 @@ impl Upstream {
         if self.lean && !upgrade {
             return self.send_lean(method, path, headers, body, in_flight).await;
         }
-        self.send_hyper(method, path, headers, body, in_flight).await
+        self.send_hyper(method, path, headers, body, in_flight)
+            .await
     }
 
     /// Through Rampart's own HTTP/1.1 client. A pooled connection that fails before any byte
@@ -421,7 +422,12 @@ impl Upstream {
     ) -> Result<Proxied, UpstreamError> {
         let idempotent = matches!(
             method,
-            Method::GET | Method::HEAD | Method::PUT | Method::DELETE | Method::OPTIONS | Method::TRACE
+            Method::GET
+                | Method::HEAD
+                | Method::PUT
+                | Method::DELETE
+                | Method::OPTIONS
+                | Method::TRACE
         );
         let mut idx = self.pick(None)?;
         let mut connect_failures = 0;
