@@ -22,8 +22,10 @@ use http_body::{Body, Frame, SizeHint};
 use std::collections::VecDeque;
 use std::io::{self, IoSlice};
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, Waker};
+use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 
@@ -114,33 +116,60 @@ impl Conn {
 pub struct Pool {
     conns: Mutex<Vec<(Conn, u64)>>,
     max: usize,
+    idle_ms: u64,
+    /// Whether the task that closes expired and closed idle connections runs.
+    sweeping: AtomicBool,
 }
 
 impl Pool {
-    pub fn new(max: usize) -> Self {
+    pub fn new(max: usize, idle_ms: u64) -> Self {
         Pool {
             conns: Mutex::new(Vec::new()),
             max,
+            idle_ms,
+            sweeping: AtomicBool::new(false),
         }
     }
 
-    /// The most recently used connection that is still usable and idle for less than
-    /// `idle_ms`; stale ones are closed.
-    pub fn take(&self, now: u64, idle_ms: u64) -> Option<Conn> {
+    /// The most recently used connection that is still usable and was idle for less than
+    /// the idle timeout; stale ones are closed.
+    pub fn take(&self, now: u64) -> Option<Conn> {
         let mut v = self.conns.lock().ok()?;
         while let Some((mut c, since)) = v.pop() {
-            if now.saturating_sub(since) < idle_ms && c.idle_ok() {
+            if now.saturating_sub(since) < self.idle_ms && c.idle_ok() {
                 return Some(c);
             }
         }
         None
     }
 
-    fn put(&self, c: Conn) {
+    fn put(self: &Arc<Self>, c: Conn) {
         if let Ok(mut v) = self.conns.lock() {
             if v.len() < self.max {
                 v.push((c, crate::upstream::now_ms()));
             }
+        }
+        if !self.sweeping.swap(true, Ordering::Relaxed) {
+            // Idle connections nobody takes would otherwise stay open after they expire or
+            // after the upstream closed them. The task ends with the pool (a reload).
+            let pool = Arc::downgrade(self);
+            let every = Duration::from_millis((self.idle_ms / 2).clamp(100, 30_000));
+            if let Ok(rt) = tokio::runtime::Handle::try_current() {
+                rt.spawn(async move {
+                    loop {
+                        tokio::time::sleep(every).await;
+                        let Some(p) = pool.upgrade() else { break };
+                        p.sweep(crate::upstream::now_ms());
+                    }
+                });
+            }
+        }
+    }
+
+    /// Closes the idle connections that expired or that the upstream closed.
+    fn sweep(&self, now: u64) {
+        if let Ok(mut v) = self.conns.lock() {
+            v.retain_mut(|(c, since)| now.saturating_sub(*since) < self.idle_ms && c.idle_ok());
         }
     }
 }
@@ -211,17 +240,18 @@ pub async fn send(
 
     let (parts, framing, mut reusable) = std::future::poll_fn(|cx| loop {
         let mut progress = false;
-        // Writer: flush what is queued, then take the next piece of the body.
+        // Writer: queue what the body has ready (so the head and a body that is already here
+        // leave in one write), then flush.
         if write_error.is_none() {
-            match poll_write_queue(&mut conn.io, &mut queue, cx, &mut written) {
-                Poll::Ready(Ok(())) => {
-                    if let Some(p) = poll_body(&mut out, &mut queue, cx) {
-                        match p {
-                            Ok(()) => progress = true,
-                            Err(e) => return Poll::Ready(Err(e)),
-                        }
-                    }
+            while queued(&queue) < MAX_QUEUED {
+                match poll_body(&mut out, &mut queue, cx) {
+                    None => break,
+                    Some(Ok(())) => progress = true,
+                    Some(Err(e)) => return Poll::Ready(Err(e)),
                 }
+            }
+            match poll_write_queue(&mut conn.io, &mut queue, cx, &mut written) {
+                Poll::Ready(Ok(())) => {}
                 Poll::Ready(Err(e)) => {
                     // The upstream may have answered before it stopped reading: listen on.
                     write_error = Some(e);
@@ -303,6 +333,12 @@ pub async fn send(
     Ok((parts, body))
 }
 
+/// Bytes queued for the socket; the body is not read further ahead than [`MAX_QUEUED`].
+fn queued(queue: &VecDeque<Bytes>) -> usize {
+    queue.iter().map(Bytes::len).sum()
+}
+const MAX_QUEUED: usize = 256 * 1024;
+
 fn encode_head(method: &Method, pq: &PathAndQuery, headers: &HeaderMap, chunked: bool) -> Bytes {
     let mut size = method.as_str().len() + pq.as_str().len() + 16;
     for (k, v) in headers {
@@ -333,7 +369,7 @@ fn poll_write_queue(
     written: &mut bool,
 ) -> Poll<io::Result<()>> {
     while !queue.is_empty() {
-        let mut slices = [IoSlice::new(&[]); 4];
+        let mut slices = [IoSlice::new(&[]); 16];
         let mut n = 0;
         for (s, b) in slices.iter_mut().zip(queue.iter()) {
             *s = IoSlice::new(b);

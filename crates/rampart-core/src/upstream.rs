@@ -213,7 +213,10 @@ impl Upstream {
                     conns: Mutex::new(Vec::new()),
                     max: cfg.pool_max_idle_per_target,
                 }),
-                lean: Arc::new(h1client::Pool::new(cfg.pool_max_idle_per_target)),
+                lean: Arc::new(h1client::Pool::new(
+                    cfg.pool_max_idle_per_target,
+                    cfg.pool_idle_timeout.0.as_millis() as u64,
+                )),
                 h2: Mutex::new(None),
             });
         }
@@ -433,7 +436,7 @@ impl Upstream {
         let mut connect_failures = 0;
         loop {
             let t = &self.targets[idx];
-            let (conn, fresh) = match t.lean.take(now_ms(), self.idle_timeout_ms) {
+            let (conn, fresh) = match t.lean.take(now_ms()) {
                 Some(c) => (c, false),
                 None => match Box::pin(self.connect_tcp(idx)).await {
                     Ok(tcp) => (h1client::Conn::new(tcp), true),

@@ -291,12 +291,13 @@ async fn keep_alive_connections_are_reused_and_bodies_arrive_whole() {
         1,
         "one upstream connection carried every request"
     );
-    let log = up.log.lock().unwrap();
-    assert_eq!(log.len(), 11);
-    assert_eq!(log[10].2.len(), 100_000, "the streamed body arrived whole");
+    {
+        let log = up.log.lock().unwrap();
+        assert_eq!(log.len(), 11);
+        assert_eq!(log[10].2.len(), 100_000, "the streamed body arrived whole");
+    }
 
     // A chunked request body (no length) goes upstream chunked.
-    drop(log);
     let resp = raw(
         addr,
         b"POST /chunked-in HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n3\r\nabc\r\n2\r\nde\r\n0\r\n\r\n",
