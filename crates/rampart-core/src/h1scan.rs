@@ -571,7 +571,13 @@ impl<T> ScanIo<T> {
 
     /// Hand back bytes that were read and scanned but not consumed.
     pub(crate) fn set_prefix(&mut self, bytes: Bytes) {
-        self.prefix = bytes;
+        // The bytes only, not the buffer they were read into: hyper's read buffer (8 KiB or
+        // more) would otherwise stay allocated by every idle connection, even for no bytes.
+        self.prefix = if bytes.is_empty() {
+            Bytes::new()
+        } else {
+            Bytes::copy_from_slice(&bytes)
+        };
     }
 
     /// The stream stops being HTTP (an upgrade): no more scanning or frame watching.
