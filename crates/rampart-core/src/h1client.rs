@@ -220,7 +220,15 @@ pub async fn send(
             Out::Done
         }
         b @ ReqBody::Stream { .. } => match headers.get(header::CONTENT_LENGTH) {
-            Some(v) => Out::Length(b, parse_length(v.as_bytes()).unwrap_or(0)),
+            // The server side refuses such requests; nothing is sent if one gets here.
+            Some(v) => match parse_length(v.as_bytes()) {
+                Some(n) => Out::Length(b, n),
+                None => {
+                    return Err(SendError::Body(BodyError::Other(
+                        "request has an invalid Content-Length".into(),
+                    )))
+                }
+            },
             None => Out::Chunked(b),
         },
     };
