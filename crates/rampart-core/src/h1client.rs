@@ -739,11 +739,15 @@ impl Body for LeanBody {
                 }
                 State::ChunkSize if have => match Self::line(conn) {
                     Err(e) => return this.fail(e),
-                    Ok(Some(l)) => match chunk_size(&l) {
-                        None => return this.fail("upstream sent a malformed chunk size"),
-                        Some(0) => this.state = State::Trailers,
-                        Some(n) => this.state = State::ChunkData(n),
-                    },
+                    Ok(Some(l)) => {
+                        this.state = match chunk_size(&l) {
+                            None => return this.fail("upstream sent a malformed chunk size"),
+                            Some(0) => State::Trailers,
+                            Some(n) => State::ChunkData(n),
+                        };
+                        // What follows may already be buffered.
+                        continue;
+                    }
                     Ok(None) => {}
                 },
                 State::ChunkEnd if conn.end - conn.start >= 2 => {
@@ -820,7 +824,223 @@ impl Drop for LeanBody {
 
 #[cfg(test)]
 mod tests {
-    use super::{chunk_size, parse_length};
+    use super::{chunk_size, parse_length, Conn, LeanBody, Pool, State};
+    use http_body_util::BodyExt;
+    use std::sync::Arc;
+    use tokio::io::AsyncWriteExt;
+
+    /// xorshift: repeatable inputs without a dependency.
+    struct Rng(u64);
+    impl Rng {
+        fn next(&mut self, n: u64) -> u64 {
+            self.0 ^= self.0 << 13;
+            self.0 ^= self.0 >> 7;
+            self.0 ^= self.0 << 17;
+            self.0 % n.max(1)
+        }
+    }
+
+    /// Reads `wire` through a real socket, written in pieces of random size, as a body in
+    /// `state`; returns the body and whether the connection went back to the pool.
+    async fn decode(
+        wire: Vec<u8>,
+        state: State,
+        rng: &mut Rng,
+    ) -> (Result<Vec<u8>, String>, usize) {
+        let close = state == State::Close;
+        decode_with(wire, state, close, rng).await
+    }
+
+    /// As `decode`, and the upstream closes after the last piece.
+    async fn decode_closed(
+        wire: Vec<u8>,
+        state: State,
+        rng: &mut Rng,
+    ) -> (Result<Vec<u8>, String>, usize) {
+        decode_with(wire, state, true, rng).await
+    }
+
+    async fn decode_with(
+        wire: Vec<u8>,
+        state: State,
+        close: bool,
+        rng: &mut Rng,
+    ) -> (Result<Vec<u8>, String>, usize) {
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let client = tokio::net::TcpStream::connect(l.local_addr().unwrap())
+            .await
+            .unwrap();
+        let (mut server, _) = l.accept().await.unwrap();
+        let mut pieces = Vec::new();
+        let mut at = 0;
+        while at < wire.len() {
+            let n = (1 + rng.next(40) as usize).min(wire.len() - at);
+            pieces.push(wire[at..at + n].to_vec());
+            at += n;
+        }
+        let (done_tx, done_rx) = tokio::sync::oneshot::channel::<()>();
+        let writer = tokio::spawn(async move {
+            for p in pieces {
+                server.write_all(&p).await.unwrap();
+                server.flush().await.unwrap();
+                tokio::task::yield_now().await;
+            }
+            if close {
+                drop(server);
+            } else {
+                // A keep-alive upstream: the connection stays open and quiet, so a reader that
+                // waits for more bytes while the rest of the body is already buffered hangs.
+                let _ = done_rx.await;
+            }
+        });
+        let pool = Arc::new(Pool::new(4, 60_000));
+        let body = LeanBody {
+            conn: Some(Conn::new(client)),
+            state,
+            reusable: true,
+            pool: pool.clone(),
+            trailer_bytes: 0,
+            exact: None,
+        };
+        // Not a timing assertion: the bound only turns a hang into a failure.
+        let got =
+            match tokio::time::timeout(std::time::Duration::from_secs(2), body.collect()).await {
+                Ok(r) => r.map(|c| c.to_bytes().to_vec()).map_err(|e| e.to_string()),
+                Err(_) => Err("stalled: waited for bytes with the body's end already read".into()),
+            };
+        let _ = done_tx.send(());
+        writer.abort();
+        let pooled = pool.conns.lock().map(|v| v.len()).unwrap_or(0);
+        (got, pooled)
+    }
+
+    /// The body never waits for the socket while bytes it could use are buffered: a keep-alive
+    /// upstream sends nothing more, so such a wait would hang the response.
+    #[tokio::test]
+    async fn a_body_never_waits_with_usable_bytes_buffered() {
+        use http_body::Body;
+        use std::pin::Pin;
+        use std::task::{Context, Poll, Waker};
+        for (wire, expect) in [
+            (
+                &b"5\r\nhello\r\n6;x=y\r\n world\r\n0\r\nX-T: 1\r\n\r\n"[..],
+                &b"hello world"[..],
+            ),
+            (b"0\r\n\r\n", b""),
+            (b"3\r\nabc\r\n0\r\n\r\n", b"abc"),
+        ] {
+            let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let client = tokio::net::TcpStream::connect(l.local_addr().unwrap())
+                .await
+                .unwrap();
+            let (mut server, _) = l.accept().await.unwrap();
+            server.write_all(wire).await.unwrap();
+            let pool = Arc::new(Pool::new(4, 60_000));
+            let mut body = LeanBody {
+                conn: Some(Conn::new(client)),
+                state: State::ChunkSize,
+                reusable: true,
+                pool: pool.clone(),
+                trailer_bytes: 0,
+                exact: None,
+            };
+            let mut cx = Context::from_waker(Waker::noop());
+            let mut out = Vec::new();
+            let mut waits = 0;
+            loop {
+                match Pin::new(&mut body).poll_frame(&mut cx) {
+                    Poll::Ready(Some(Ok(f))) => out.extend_from_slice(f.data_ref().unwrap()),
+                    Poll::Ready(Some(Err(e))) => panic!("{e}"),
+                    Poll::Ready(None) => break,
+                    Poll::Pending => {
+                        let buffered = body.conn.as_ref().map(|c| c.end - c.start).unwrap_or(0);
+                        assert_eq!(
+                            buffered, 0,
+                            "waited with {buffered} bytes buffered in {:?}",
+                            body.state
+                        );
+                        // Nothing buffered: the bytes are still on their way (bounded).
+                        waits += 1;
+                        assert!(waits < 1000, "the wire never arrived");
+                        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+                    }
+                }
+            }
+            assert_eq!(out, expect);
+            assert_eq!(pool.conns.lock().map(|v| v.len()).unwrap_or(0), 1);
+        }
+    }
+
+    #[tokio::test]
+    async fn bodies_decode_the_same_however_the_reads_split() {
+        let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
+        for round in 0..60 {
+            let mut body = Vec::new();
+            let mut wire = Vec::new();
+            for _ in 0..rng.next(6) {
+                let n = 1 + rng.next(300) as usize;
+                let chunk: Vec<u8> = (0..n).map(|_| rng.next(256) as u8).collect();
+                let ext = if rng.next(3) == 0 { ";name=\"v\"" } else { "" };
+                let size = if rng.next(2) == 0 {
+                    format!("{n:x}")
+                } else {
+                    format!("{n:X}")
+                };
+                wire.extend_from_slice(format!("{size}{ext}\r\n").as_bytes());
+                wire.extend_from_slice(&chunk);
+                wire.extend_from_slice(b"\r\n");
+                body.extend_from_slice(&chunk);
+            }
+            wire.extend_from_slice(b"0\r\n");
+            if rng.next(2) == 0 {
+                wire.extend_from_slice(b"X-Checksum: abc\r\nX-More: 1\r\n");
+            }
+            wire.extend_from_slice(b"\r\n");
+            let (got, pooled) = decode(wire.clone(), State::ChunkSize, &mut rng).await;
+            assert_eq!(got.as_deref(), Ok(&body[..]), "round {round}: chunked");
+            assert_eq!(
+                pooled, 1,
+                "round {round}: a chunked body read to its end pools the connection"
+            );
+
+            if body.is_empty() {
+                continue; // a zero length is no body at all (the exchange ends it at once)
+            }
+            let (got, pooled) =
+                decode(body.clone(), State::Length(body.len() as u64), &mut rng).await;
+            assert_eq!(got.as_deref(), Ok(&body[..]), "round {round}: length");
+            assert_eq!(pooled, 1, "round {round}: length");
+
+            let (got, pooled) = decode(body.clone(), State::Close, &mut rng).await;
+            assert_eq!(got.as_deref(), Ok(&body[..]), "round {round}: to the close");
+            assert_eq!(
+                pooled, 0,
+                "round {round}: a close-delimited body never pools"
+            );
+
+            // Cut short by a close: an error, never a body that looks complete, never pooled.
+            let cut = rng.next(wire.len() as u64 - 1) as usize;
+            let (got, pooled) =
+                decode_closed(wire[..cut].to_vec(), State::ChunkSize, &mut rng).await;
+            assert!(
+                got.is_err(),
+                "round {round}: chunked body cut at {cut} must fail"
+            );
+            assert_eq!(pooled, 0, "round {round}");
+            let cut = rng.next(body.len() as u64) as usize;
+            let (got, pooled) = decode_closed(
+                body[..cut].to_vec(),
+                State::Length(body.len() as u64),
+                &mut rng,
+            )
+            .await;
+            assert!(
+                got.is_err(),
+                "round {round}: length body cut at {cut} must fail"
+            );
+            assert_eq!(pooled, 0, "round {round}");
+        }
+    }
 
     #[test]
     fn chunk_sizes() {
