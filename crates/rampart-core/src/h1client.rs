@@ -329,11 +329,6 @@ pub async fn send(
         reusable,
         pool,
         trailer_bytes: 0,
-        exact: match framing {
-            Framing::Length(n) => Some(n),
-            Framing::Empty => Some(0),
-            _ => None,
-        },
     };
     if body.state == State::Done {
         body.release();
@@ -654,7 +649,6 @@ pub struct LeanBody {
     reusable: bool,
     pool: Arc<Pool>,
     trailer_bytes: usize,
-    exact: Option<u64>,
 }
 
 impl LeanBody {
@@ -685,18 +679,15 @@ impl LeanBody {
         b
     }
 
-    /// The next CRLF-terminated line in the buffer, without its CRLF, consumed.
-    fn line(conn: &mut Conn) -> Result<Option<Vec<u8>>, &'static str> {
+    /// The length of the next CRLF-terminated line in the buffer, without its CRLF (the
+    /// caller reads it in place and consumes it with its CRLF).
+    fn line(conn: &Conn) -> Result<Option<usize>, &'static str> {
         let avail = conn.avail();
         match memchr::memchr(b'\n', avail) {
-            Some(i) => {
-                if i == 0 || avail[i - 1] != b'\r' {
-                    return Err("upstream chunked body has a line not ended by CRLF");
-                }
-                let l = avail[..i - 1].to_vec();
-                conn.consume(i + 1);
-                Ok(Some(l))
+            Some(i) if i == 0 || avail[i - 1] != b'\r' => {
+                Err("upstream chunked body has a line not ended by CRLF")
             }
+            Some(i) => Ok(Some(i - 1)),
             None if avail.len() > MAX_CHUNK_LINE => Err("upstream chunk line too long"),
             None => Ok(None),
         }
@@ -739,8 +730,10 @@ impl Body for LeanBody {
                 }
                 State::ChunkSize if have => match Self::line(conn) {
                     Err(e) => return this.fail(e),
-                    Ok(Some(l)) => {
-                        this.state = match chunk_size(&l) {
+                    Ok(Some(len)) => {
+                        let size = chunk_size(&conn.avail()[..len]);
+                        conn.consume(len + 2);
+                        this.state = match size {
                             None => return this.fail("upstream sent a malformed chunk size"),
                             Some(0) => State::Trailers,
                             Some(n) => State::ChunkData(n),
@@ -760,13 +753,15 @@ impl Body for LeanBody {
                 }
                 State::Trailers if have => match Self::line(conn) {
                     Err(e) => return this.fail(e),
-                    Ok(Some(l)) if l.is_empty() => {
+                    Ok(Some(0)) => {
+                        conn.consume(2);
                         this.release();
                         return Poll::Ready(None);
                     }
-                    Ok(Some(l)) => {
+                    Ok(Some(len)) => {
                         // Trailer fields are read and dropped.
-                        this.trailer_bytes += l.len() + 2;
+                        conn.consume(len + 2);
+                        this.trailer_bytes += len + 2;
                         if this.trailer_bytes > MAX_TRAILERS {
                             return this.fail("upstream trailers too large");
                         }
@@ -805,9 +800,10 @@ impl Body for LeanBody {
     }
 
     fn size_hint(&self) -> SizeHint {
-        match (self.exact, self.state) {
-            (Some(n), _) => SizeHint::with_exact(n),
-            (None, State::Done) => SizeHint::with_exact(0),
+        // What is left to read, as the trait asks.
+        match self.state {
+            State::Length(n) => SizeHint::with_exact(n),
+            State::Done => SizeHint::with_exact(0),
             _ => SizeHint::default(),
         }
     }
@@ -828,6 +824,17 @@ mod tests {
     use http_body_util::BodyExt;
     use std::sync::Arc;
     use tokio::io::AsyncWriteExt;
+
+    /// A response body in `state` read from `client`, returning its connection to `pool`.
+    fn body_on(client: tokio::net::TcpStream, state: State, pool: &Arc<Pool>) -> LeanBody {
+        LeanBody {
+            conn: Some(Conn::new(client)),
+            state,
+            reusable: true,
+            pool: pool.clone(),
+            trailer_bytes: 0,
+        }
+    }
 
     /// xorshift: repeatable inputs without a dependency.
     struct Rng(u64);
@@ -894,14 +901,7 @@ mod tests {
             }
         });
         let pool = Arc::new(Pool::new(4, 60_000));
-        let body = LeanBody {
-            conn: Some(Conn::new(client)),
-            state,
-            reusable: true,
-            pool: pool.clone(),
-            trailer_bytes: 0,
-            exact: None,
-        };
+        let body = body_on(client, state, &pool);
         // Not a timing assertion: the bound only turns a hang into a failure.
         let got =
             match tokio::time::timeout(std::time::Duration::from_secs(2), body.collect()).await {
@@ -936,14 +936,7 @@ mod tests {
             let (mut server, _) = l.accept().await.unwrap();
             server.write_all(wire).await.unwrap();
             let pool = Arc::new(Pool::new(4, 60_000));
-            let mut body = LeanBody {
-                conn: Some(Conn::new(client)),
-                state: State::ChunkSize,
-                reusable: true,
-                pool: pool.clone(),
-                trailer_bytes: 0,
-                exact: None,
-            };
+            let mut body = body_on(client, State::ChunkSize, &pool);
             let mut cx = Context::from_waker(Waker::noop());
             let mut out = Vec::new();
             let mut waits = 0;

@@ -387,6 +387,26 @@ impl Upstream {
         }
     }
 
+    /// A fresh connection to target `idx` failed: count it, and name the target to try next
+    /// (the request was never sent, so any method may go to another target, once).
+    fn after_connect_failure(
+        &self,
+        idx: usize,
+        e: ConnectError,
+        failures: &mut u32,
+    ) -> Result<usize, UpstreamError> {
+        self.failed(idx);
+        *failures += 1;
+        let err = match e {
+            ConnectError::Timeout => UpstreamError::Timeout,
+            ConnectError::Refused(m) => UpstreamError::Connect(m),
+        };
+        if *failures >= 2 {
+            return Err(err);
+        }
+        self.pick(Some(idx)).map_err(|_| err)
+    }
+
     /// Send a request to one of the targets. `path` is the normalized path and query;
     /// `upgrade` is true for a WebSocket handshake (the connection may become a tunnel).
     pub async fn send(
@@ -441,23 +461,8 @@ impl Upstream {
                 None => match Box::pin(self.connect_tcp(idx)).await {
                     Ok(tcp) => (h1client::Conn::new(tcp), true),
                     Err(e) => {
-                        self.failed(idx);
-                        connect_failures += 1;
-                        let err = match e {
-                            ConnectError::Timeout => UpstreamError::Timeout,
-                            ConnectError::Refused(m) => UpstreamError::Connect(m),
-                        };
-                        if connect_failures >= 2 {
-                            return Err(err);
-                        }
-                        // Nothing was sent: any method may go to another target.
-                        match self.pick(Some(idx)) {
-                            Ok(i) => {
-                                idx = i;
-                                continue;
-                            }
-                            Err(_) => return Err(err),
-                        }
+                        idx = self.after_connect_failure(idx, e, &mut connect_failures)?;
+                        continue;
                     }
                 },
             };
@@ -517,23 +522,8 @@ impl Upstream {
                 None => match Box::pin(self.connect(idx)).await {
                     Ok(c) => (c, true),
                     Err(e) => {
-                        self.failed(idx);
-                        connect_failures += 1;
-                        let err = match e {
-                            ConnectError::Timeout => UpstreamError::Timeout,
-                            ConnectError::Refused(m) => UpstreamError::Connect(m),
-                        };
-                        if connect_failures >= 2 {
-                            return Err(err);
-                        }
-                        // The request was never sent: any method may go to another target.
-                        match self.pick(Some(idx)) {
-                            Ok(i) => {
-                                idx = i;
-                                continue;
-                            }
-                            Err(_) => return Err(err),
-                        }
+                        idx = self.after_connect_failure(idx, e, &mut connect_failures)?;
+                        continue;
                     }
                 },
             };
