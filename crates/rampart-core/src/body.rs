@@ -41,6 +41,42 @@ impl std::error::Error for BodyError {
     }
 }
 
+/// A request body as the client sends it: read by hyper (HTTP/2, TLS and h2c connections) or
+/// by Rampart's own HTTP/1.1 server ([`crate::h1server`]).
+pub enum InBody {
+    Hyper(Incoming),
+    Lean(crate::h1server::ServerBody),
+}
+
+impl Body for InBody {
+    type Data = Bytes;
+    type Error = BodyError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
+        match self.get_mut() {
+            InBody::Hyper(b) => Pin::new(b).poll_frame(cx).map_err(BodyError::Hyper),
+            InBody::Lean(b) => Pin::new(b).poll_frame(cx),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            InBody::Hyper(b) => b.is_end_stream(),
+            InBody::Lean(b) => b.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            InBody::Hyper(b) => b.size_hint(),
+            InBody::Lean(b) => b.size_hint(),
+        }
+    }
+}
+
 /// The body sent upstream: nothing, a buffered body, or the client's body streamed through a
 /// byte limit.
 pub enum ReqBody {
@@ -48,7 +84,7 @@ pub enum ReqBody {
     Full(Option<Bytes>),
     Stream {
         first: Option<Frame<Bytes>>,
-        inner: Incoming,
+        inner: InBody,
         seen: Arc<AtomicU64>,
         limit: Option<u64>,
     },
@@ -98,7 +134,7 @@ impl Body for ReqBody {
                         }
                         Poll::Ready(Some(Ok(frame)))
                     }
-                    Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(BodyError::Hyper(e)))),
+                    Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(e))),
                     Poll::Ready(None) => Poll::Ready(None),
                     Poll::Pending => Poll::Pending,
                 }

@@ -258,8 +258,11 @@ pub async fn send(
                     Some(Err(e)) => return Poll::Ready(Err(e)),
                 }
             }
+            let full = queued(&queue) >= MAX_QUEUED;
             match poll_write_queue(&mut conn.io, &mut queue, cx, &mut written) {
-                Poll::Ready(Ok(())) => {}
+                // A queue that was too full to take more of the body has room again: the body
+                // must be polled again (nothing else would wake this task for it).
+                Poll::Ready(Ok(())) => progress |= full,
                 Poll::Ready(Err(e)) => {
                     // The upstream may have answered before it stopped reading: listen on.
                     write_error = Some(e);
@@ -337,7 +340,7 @@ pub async fn send(
 }
 
 /// Bytes queued for the socket; the body is not read further ahead than [`MAX_QUEUED`].
-fn queued(queue: &VecDeque<Bytes>) -> usize {
+pub(crate) fn queued(queue: &VecDeque<Bytes>) -> usize {
     queue.iter().map(Bytes::len).sum()
 }
 const MAX_QUEUED: usize = 256 * 1024;
@@ -365,8 +368,8 @@ fn encode_head(method: &Method, pq: &PathAndQuery, headers: &HeaderMap, chunked:
     b.freeze()
 }
 
-fn poll_write_queue(
-    io: &mut TcpStream,
+pub(crate) fn poll_write_queue<W: AsyncWrite + Unpin>(
+    io: &mut W,
     queue: &mut VecDeque<Bytes>,
     cx: &mut Context<'_>,
     written: &mut bool,
@@ -598,7 +601,7 @@ fn parse_length(v: &[u8]) -> Option<u64> {
 }
 
 /// Parses a chunk-size line (without its CRLF): hex digits, then optional extensions.
-fn chunk_size(line: &[u8]) -> Option<u64> {
+pub(crate) fn chunk_size(line: &[u8]) -> Option<u64> {
     let digits = line.iter().take_while(|b| b.is_ascii_hexdigit()).count();
     if digits == 0 || digits > 16 {
         return None;

@@ -59,6 +59,7 @@ pub const TE_HTTP10: Violation = v(400, "te_http10", "Transfer-Encoding in an HT
 pub const BAD_REQUEST_LINE: Violation = v(400, "bad_request_line", "malformed request line");
 pub const LONG_REQUEST_LINE: Violation = v(414, "request_line_too_long", "request line too long");
 pub const HEAD_TOO_LARGE: Violation = v(431, "head_too_large", "request head too large");
+pub const TOO_MANY_HEADERS: Violation = v(431, "too_many_headers", "too many header fields");
 pub const BAD_CHUNK: Violation = v(400, "bad_chunk", "malformed chunked encoding");
 
 /// Verdicts per request head, in order, shared between the stream wrapper and the handler.
@@ -112,7 +113,7 @@ pub struct Scanner {
     h2_prior: bool,
 }
 
-enum Framing {
+pub(crate) enum Framing {
     None,
     Length(u64),
     Chunked,
@@ -445,7 +446,7 @@ fn first_ctl(line: &[u8]) -> Option<u8> {
 
 /// Check one complete request head (request line + headers + empty line), in one pass over
 /// its lines and without allocating.
-fn check_head(head: &[u8], max_request_line: usize) -> Result<Framing, Violation> {
+pub(crate) fn check_head(head: &[u8], max_request_line: usize) -> Result<Framing, Violation> {
     let mut content_length: Option<u64> = None;
     let mut te: Option<&[u8]> = None;
     let mut http10 = false;

@@ -10,6 +10,7 @@ pub mod body;
 pub mod guard;
 pub mod h1client;
 pub mod h1scan;
+pub mod h1server;
 pub mod h2watch;
 pub mod json;
 pub mod path;

@@ -1,9 +1,9 @@
 //! The request path: hardening checks, routing, the guard phases, the upstream call, and the
 //! log phase. Nothing here knows what any guard protects against.
 
-use crate::body::{ReqBody, RespBody};
+use crate::body::{InBody, ReqBody, RespBody};
 use crate::guard::{Answer, Block, ConnInfo, Guard, Mode, RequestContext, Step, Verdict};
-use crate::h1scan::{ScanState, Violation};
+use crate::h1scan::Violation;
 use crate::server::ConnActivity;
 use crate::snapshot::{Route, RouteMatch, Snapshot};
 use crate::tunnel::UpgradeSlot;
@@ -15,7 +15,6 @@ use http::uri::PathAndQuery;
 use http::{Method, Request, Response, StatusCode, Version};
 use http_body::Body as _;
 use http_body_util::BodyExt;
-use hyper::body::Incoming;
 use rampart_telemetry::log::{now_rfc3339, AccessRecord, EventRecord};
 use rampart_telemetry::metrics::{GuardAction, Name, RouteStatus, UpstreamError as UpErrLabel};
 use rampart_telemetry::{Action, LogSink, Metrics, SecurityEvent};
@@ -519,10 +518,10 @@ fn protocol_name(v: Version) -> &'static str {
 pub(crate) async fn handle(
     shared: Arc<Shared>,
     conn: Arc<ConnInfo>,
-    scan: Option<Arc<ScanState>>,
+    violation: Option<Violation>,
     upgrade: Option<Arc<UpgradeSlot>>,
     activity: Arc<ConnActivity>,
-    req: Request<Incoming>,
+    req: Request<InBody>,
 ) -> Result<Response<RespBody>, Infallible> {
     activity.request_started();
     let start = Instant::now();
@@ -562,7 +561,7 @@ pub(crate) async fn handle(
     // 1. Protocol hardening: the raw-head scan, then request-target and path checks.
     // Until the path is normalized, refusals log the raw one (set only on those paths, so an
     // accepted request allocates its path once).
-    if let Some(v) = scan.as_ref().and_then(|s| s.take()) {
+    if let Some(v) = violation {
         done.ctx.path = parts.uri.path().to_string();
         let a = violation_answer(&mut done.ctx, metrics, v);
         return Ok(finish_answer(done, a));
@@ -770,7 +769,7 @@ async fn forward(
     route: &Route,
     done: &mut Done,
     parts: &mut http::request::Parts,
-    mut body: Incoming,
+    mut body: InBody,
     host: String,
     websocket: bool,
 ) -> Result<(Proxied, BodyPhase), Answer> {

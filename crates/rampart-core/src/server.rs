@@ -1,6 +1,7 @@
 //! Listeners and connections: accept with a connection cap, TLS handshake, HTTP/1.1 or HTTP/2,
 //! the per-connection watchdog (header-read and idle timeouts) and graceful shutdown.
 
+use crate::body::InBody;
 use crate::guard::{ConnInfo, Verdict};
 use crate::h1scan::{ScanIo, ScanState, Scanner};
 use crate::h2watch::{H2Watch, PREFACE_LEN};
@@ -260,6 +261,12 @@ async fn setup(
                 ))
             }
         }
+        None if !h2c => {
+            let conn = Arc::new(conn);
+            Some(serve_lean(
+                stream, conn, shared, activity, max_head, w, shutdown, slot,
+            ))
+        }
         None => {
             let conn = Arc::new(conn);
             Some(serve_h1(
@@ -306,10 +313,10 @@ where
             Box::pin(handle(
                 shared.clone(),
                 conn.clone(),
-                Some(scan.clone()),
+                scan.take(),
                 upgrade.clone(),
                 activity.clone(),
-                req,
+                req.map(InBody::Hyper),
             ))
         })
     };
@@ -343,6 +350,92 @@ where
             drop(slot);
         })
     }
+}
+
+/// A plain-TCP HTTP/1.1 connection on Rampart's own server ([`crate::h1server`]), under the
+/// same watchdog as hyper's connections: header-read and idle timeouts, the read buffer given
+/// back after `idle_release`, and graceful shutdown (an idle connection closes at once, a busy
+/// one after its response).
+#[allow(clippy::too_many_arguments)]
+fn serve_lean(
+    stream: TcpStream,
+    conn: Arc<ConnInfo>,
+    shared: Arc<Shared>,
+    activity: Arc<ConnActivity>,
+    max_head: usize,
+    w: Watch,
+    mut shutdown: watch::Receiver<bool>,
+    slot: ConnSlot,
+) -> Serve {
+    Box::pin(async move {
+        let (rd, wr) = stream.into_split();
+        let reader = Arc::new(std::sync::Mutex::new(crate::h1server::Reader::new(
+            rd,
+            shared.metrics.released_connections.clone(),
+        )));
+        let woken = reader.lock().map(|r| r.woken.clone()).unwrap_or_default();
+        let closing = Arc::new(AtomicBool::new(*shutdown.borrow()));
+        let server = Arc::new(crate::h1server::Server {
+            shared: shared.clone(),
+            conn,
+            activity: activity.clone(),
+            max_head,
+            max_request_line: max_head.min(16 * 1024),
+            tunnel_idle: w.tunnel_idle,
+        });
+        let release = w.release.as_millis() as u64;
+        let mut draining = closing.load(Ordering::Relaxed);
+        let mut released_since = None;
+        {
+            // The connection runs in its own task, woken only by its sockets; this one only by
+            // its timer, a shutdown, or a released connection becoming busy again.
+            let mut task = tokio::spawn(crate::h1server::serve(
+                server,
+                reader.clone(),
+                wr,
+                closing.clone(),
+                shutdown.clone(),
+            ));
+            loop {
+                let (expired, mut next) = activity.check(w.header_read, w.idle);
+                if expired {
+                    // Slow or idle client: close without waiting.
+                    break;
+                }
+                match activity.idle_since() {
+                    Some(_) if draining => break,
+                    Some(since) if released_since != Some(since) => {
+                        if now_ms() >= since + release {
+                            let freed = reader.lock().map(|mut r| r.release()).unwrap_or(false);
+                            if freed {
+                                released_since = Some(since);
+                            }
+                        } else {
+                            next = next.min(since + release);
+                        }
+                    }
+                    Some(_) => {}
+                    // Busy: look again later (at least a second: a busy connection's watchdog
+                    // must not wake often), by then the request may have ended.
+                    None => next = next.min(now_ms() + release.max(1000)),
+                }
+                tokio::select! {
+                    _ = &mut task => break,
+                    _ = tokio::time::sleep(until(next)) => {}
+                    _ = woken.notified() => {}
+                    r = shutdown.changed(), if !draining => {
+                        if r.is_err() || *shutdown.borrow() {
+                            draining = true;
+                            closing.store(true, Ordering::Relaxed);
+                        }
+                    }
+                }
+            }
+            task.abort();
+        }
+        drop(reader);
+        drop(slot);
+    })
 }
 
 /// The watchdog's limits for one connection, from the snapshot it was accepted under.
@@ -499,7 +592,7 @@ async fn serve_h2<T>(
                 None,
                 None,
                 activity.clone(),
-                req,
+                req.map(InBody::Hyper),
             ))
         })
     };
