@@ -786,7 +786,19 @@ pub async fn serve(
             Err(never) => match never {},
         };
         let (parts, mut body) = resp.into_parts();
-        let keep = keep_alive && violation.is_none() && !closing.load(Ordering::Relaxed);
+        // A request body left unread that cannot be dropped (too long, or the client waits
+        // for a 100 Continue it did not get) ends the connection: the answer says so.
+        let droppable = {
+            let r = lock(&reader);
+            match r.body {
+                In::Done => true,
+                _ if r.cont < CONTINUE.len() => false,
+                In::Length(n) => n <= DRAIN_MAX,
+                _ => true,
+            }
+        };
+        let keep =
+            keep_alive && droppable && violation.is_none() && !closing.load(Ordering::Relaxed);
         let (head, out, mut keep) = encode_head(&parts, body.size_hint(), head_only, http10, keep);
         let sent = write_response(&mut wr, head, out, &mut body).await;
         drop(body);
