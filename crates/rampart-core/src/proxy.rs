@@ -440,7 +440,7 @@ struct Done {
 }
 
 impl Done {
-    fn finish(mut self, bytes_out: u64, complete: bool) {
+    fn finish(mut self: Box<Self>, bytes_out: u64, complete: bool) {
         self.activity.request_done();
         let snap = self.snap.clone();
         let guards = match self.route_idx {
@@ -542,7 +542,9 @@ pub(crate) async fn handle(
     let ctx = RequestContext::new(request_id, client, conn.clone(), parts.method.clone());
     let bytes_in = Arc::new(AtomicU64::new(0));
     let rid_value = HeaderValue::from_str(&ctx.request_id).ok();
-    let mut done = Done {
+    // Boxed: it moves through the answer paths into the response body's log callback, a
+    // pointer instead of a copy of the whole request context at each step.
+    let mut done = Box::new(Done {
         rid_value,
         shared: shared.clone(),
         snap: snap.clone(),
@@ -555,7 +557,7 @@ pub(crate) async fn handle(
         status: 0,
         protocol: protocol_name(parts.version),
         activity,
-    };
+    });
     let metrics = &shared.metrics;
 
     // 1. Protocol hardening: the raw-head scan, then request-target and path checks.
@@ -649,7 +651,9 @@ pub(crate) async fn handle(
         host,
         websocket.is_some(),
     );
-    let result = match tokio::time::timeout(snap.request_timeout, fut).await {
+    // Boxed: the guards' and the upstream call's state is built once in place instead of
+    // being moved (copied) through the timeout and this future.
+    let result = match tokio::time::timeout(snap.request_timeout, Box::pin(fut)).await {
         Ok(r) => r,
         Err(_) => {
             metrics
@@ -740,7 +744,7 @@ fn answer_parts(a: Answer) -> (http::response::Parts, Bytes) {
 }
 
 /// Send a response the gateway produced (block, preflight, error).
-fn finish_answer(mut done: Done, a: Answer) -> Response<RespBody> {
+fn finish_answer(mut done: Box<Done>, a: Answer) -> Response<RespBody> {
     let (mut parts, body) = answer_parts(a);
     let snap = done.snap.clone();
     let guards = match done.route_idx {
@@ -753,7 +757,11 @@ fn finish_answer(mut done: Done, a: Answer) -> Response<RespBody> {
     seal(done, parts, RespBody::full(body))
 }
 
-fn seal(mut done: Done, mut parts: http::response::Parts, body: RespBody) -> Response<RespBody> {
+fn seal(
+    mut done: Box<Done>,
+    mut parts: http::response::Parts,
+    body: RespBody,
+) -> Response<RespBody> {
     if let Some(v) = done.rid_value.clone() {
         parts.headers.insert(done.snap.request_id_header.clone(), v);
     }
@@ -1073,7 +1081,7 @@ fn upstream_failure(e: UpstreamError, ctx: &mut RequestContext, metrics: &Metric
 }
 
 async fn finish_upstream(
-    mut done: Done,
+    mut done: Box<Done>,
     proxied: Proxied,
     _phase: BodyPhase,
     upgrade: Option<Arc<UpgradeSlot>>,
@@ -1140,7 +1148,7 @@ async fn finish_upstream(
 /// The upstream accepted a WebSocket handshake: answer the client with its 101 and leave the
 /// upstream connection to the tunnel the connection driver starts once the 101 is written.
 fn switch_protocols(
-    mut done: Done,
+    mut done: Box<Done>,
     mut parts: http::response::Parts,
     mut in_flight: InFlight,
     upgrade: Option<Arc<UpgradeSlot>>,
