@@ -447,6 +447,20 @@ fn first_ctl(line: &[u8]) -> Option<u8> {
 /// Check one complete request head (request line + headers + empty line), in one pass over
 /// its lines and without allocating.
 pub(crate) fn check_head(head: &[u8], max_request_line: usize) -> Result<Framing, Violation> {
+    check_head_visit(head, max_request_line, |_, _, _| {}, |_, _| {})
+}
+
+/// [`check_head`], handing what it finds to the caller as it goes: the request line's method,
+/// target and whether it is HTTP/1.0, then each header's name and value (without surrounding
+/// whitespace). Everything handed over has passed the checks of its line; the head as a whole
+/// is valid only if `Ok` comes back. Rampart's own HTTP/1.1 server builds its request from
+/// these, so a head is read once.
+pub(crate) fn check_head_visit<'h>(
+    head: &'h [u8],
+    max_request_line: usize,
+    mut on_request_line: impl FnMut(&'h [u8], &'h [u8], bool),
+    mut on_header: impl FnMut(&'h [u8], &'h [u8]),
+) -> Result<Framing, Violation> {
     let mut content_length: Option<u64> = None;
     let mut te: Option<&[u8]> = None;
     let mut http10 = false;
@@ -484,6 +498,7 @@ pub(crate) fn check_head(head: &[u8], max_request_line: usize) -> Result<Framing
                 b"HTTP/1.0" => true,
                 _ => return Err(BAD_REQUEST_LINE),
             };
+            on_request_line(method, target, http10);
             continue;
         }
         if line.is_empty() {
@@ -519,6 +534,7 @@ pub(crate) fn check_head(head: &[u8], max_request_line: usize) -> Result<Framing
             }
             te = Some(trim_ows(&line[colon + 1..]));
         }
+        on_header(name, trim_ows(&line[colon + 1..]));
     }
     if first {
         return Err(BAD_REQUEST_LINE);

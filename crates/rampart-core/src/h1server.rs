@@ -8,10 +8,11 @@
 //! read ahead of it. hyper's server instead runs a dispatcher between the connection and the
 //! service with buffers of its own; this path costs about half of its instructions.
 //!
-//! What it accepts is what [`crate::h1scan`] allows: every head is checked by the same
-//! [`check_head`] before anything is parsed from it (bare CR or LF, obs-fold, control
-//! characters, ambiguous framing, long request lines, oversized heads), and a violation is
-//! answered by the proxy (logged, counted) and the connection closed. The chunked decoder is as
+//! What it accepts is what [`crate::h1scan`] allows: every head goes through the scanner's
+//! checks (bare CR or LF, obs-fold, control characters, ambiguous framing, long request lines,
+//! oversized heads), which hand over the request line and headers as they pass
+//! (`check_head_visit`: one pass reads and checks a head; at most [`MAX_HEADERS`] fields), and
+//! a violation is answered by the proxy (logged, counted) and the connection closed. The chunked decoder is as
 //! strict as the scanner's: hex sizes, every line ended by CRLF, bounded trailers.
 //!
 //! A connection keeps its read buffer only while it is in use: one that has sent nothing yet
@@ -23,8 +24,8 @@ use crate::body::{BodyError, InBody, RespBody};
 use crate::guard::ConnInfo;
 use crate::h1client::{chunk_size, poll_write_queue, queued};
 use crate::h1scan::{
-    check_head, Framing, Violation, BAD_CHUNK, BAD_REQUEST_LINE, HEAD_TOO_LARGE, LONG_REQUEST_LINE,
-    TOO_MANY_HEADERS,
+    check_head_visit, Framing, Violation, BAD_CHUNK, BAD_REQUEST_LINE, HEAD_TOO_LARGE,
+    LONG_REQUEST_LINE, TOO_MANY_HEADERS,
 };
 use crate::proxy::{handle, Shared};
 use crate::server::ConnActivity;
@@ -429,56 +430,62 @@ impl Server {
         Head::Violation(v, placeholder(head))
     }
 
-    /// Checks and parses a complete head; the request's body reads from `reader`.
+    /// Checks and parses a complete head in one pass; the request's body reads from `reader`.
     fn parse(&self, reader: &Arc<Mutex<Reader>>, head: Bytes) -> Head {
-        let framing = match check_head(&head, self.max_request_line) {
-            Ok(f) => f,
-            Err(v) => return self.refuse(v, &head),
+        let mut line: Option<(&[u8], &[u8], bool)> = None;
+        let mut headers = HeaderMap::with_capacity(12);
+        let (mut close, mut keep, mut expect) = (false, false, false);
+        let mut bad: Option<Violation> = None;
+        let checked = check_head_visit(
+            &head,
+            self.max_request_line,
+            |m, t, http10| line = Some((m, t, http10)),
+            |name, value| {
+                if bad.is_some() {
+                    return;
+                }
+                if headers.len() >= MAX_HEADERS {
+                    bad = Some(TOO_MANY_HEADERS);
+                    return;
+                }
+                let Ok(n) = HeaderName::from_bytes(name) else {
+                    bad = Some(crate::h1scan::BAD_HEADER_NAME);
+                    return;
+                };
+                let Ok(v) = HeaderValue::from_maybe_shared(head.slice_ref(value)) else {
+                    bad = Some(crate::h1scan::CTL_CHAR);
+                    return;
+                };
+                if n == header::CONNECTION {
+                    for t in value.split(|b| *b == b',') {
+                        let t = t.trim_ascii();
+                        close |= t.eq_ignore_ascii_case(b"close");
+                        keep |= t.eq_ignore_ascii_case(b"keep-alive");
+                    }
+                } else if n == header::EXPECT {
+                    expect = value.eq_ignore_ascii_case(b"100-continue");
+                }
+                headers.append(n, v);
+            },
+        );
+        let framing = match (checked, bad) {
+            (Err(v), _) | (Ok(_), Some(v)) => return self.refuse(v, &head),
+            (Ok(f), None) => f,
         };
-        let mut hs =
-            [const { std::mem::MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
-        let mut p = httparse::Request::new(&mut []);
-        match httparse::ParserConfig::default()
-            .parse_request_with_uninit_headers(&mut p, &head, &mut hs)
-        {
-            Ok(httparse::Status::Complete(_)) => {}
-            Err(httparse::Error::TooManyHeaders) => return self.refuse(TOO_MANY_HEADERS, &head),
-            _ => return self.refuse(BAD_REQUEST_LINE, &head),
-        }
-        let (Some(method), Some(target)) = (p.method, p.path) else {
+        let Some((method, target, http10)) = line else {
             return self.refuse(BAD_REQUEST_LINE, &head);
         };
-        let Ok(method) = Method::from_bytes(method.as_bytes()) else {
+        let Ok(method) = Method::from_bytes(method) else {
             return self.refuse(BAD_REQUEST_LINE, &head);
         };
-        let Ok(uri) = Uri::from_maybe_shared(head.slice_ref(target.as_bytes())) else {
+        let Ok(uri) = Uri::from_maybe_shared(head.slice_ref(target)) else {
             return self.refuse(BAD_REQUEST_LINE, &head);
         };
-        let version = if p.version == Some(0) {
+        let version = if http10 {
             Version::HTTP_10
         } else {
             Version::HTTP_11
         };
-        let mut headers = HeaderMap::with_capacity(p.headers.len());
-        let (mut close, mut keep, mut expect) = (false, false, false);
-        for h in p.headers.iter() {
-            let Ok(name) = HeaderName::from_bytes(h.name.as_bytes()) else {
-                return self.refuse(crate::h1scan::BAD_HEADER_NAME, &head);
-            };
-            let Ok(value) = HeaderValue::from_maybe_shared(head.slice_ref(h.value)) else {
-                return self.refuse(crate::h1scan::CTL_CHAR, &head);
-            };
-            if name == header::CONNECTION {
-                for t in h.value.split(|b| *b == b',') {
-                    let t = t.trim_ascii();
-                    close |= t.eq_ignore_ascii_case(b"close");
-                    keep |= t.eq_ignore_ascii_case(b"keep-alive");
-                }
-            } else if name == header::EXPECT {
-                expect = h.value.trim_ascii().eq_ignore_ascii_case(b"100-continue");
-            }
-            headers.append(name, value);
-        }
         let keep_alive = !close && (version == Version::HTTP_11 || keep);
         let state = match framing {
             Framing::None | Framing::Length(0) => In::Done,

@@ -247,3 +247,29 @@ async fn a_body_without_length_is_chunked_for_http11_and_closes_for_http10() {
     assert_eq!(header(&head, "connection"), Some("close"), "{head}");
     assert_eq!(body, b"until the close");
 }
+
+#[tokio::test]
+async fn too_many_header_fields_get_431_and_the_upstream_sees_nothing() {
+    let (up, _gw, addr) = start("").await;
+    let mut req = String::from("GET /a HTTP/1.1\r\nHost: a\r\n");
+    for i in 0..128 {
+        req.push_str(&format!("X-H{i}: v\r\n"));
+    }
+    req.push_str("\r\n");
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    s.write_all(req.as_bytes()).await.unwrap();
+    let (head, _) = read_response(&mut s).await;
+    assert!(head.starts_with("http/1.1 431"), "{head}");
+    assert!(closes(&mut s).await);
+    // Fewer pass (the test upstream, hyper, takes at most 100 fields, forwarding ones included).
+    let mut req = String::from("GET /a HTTP/1.1\r\nHost: a\r\n");
+    for i in 0..90 {
+        req.push_str(&format!("X-H{i}: v\r\n"));
+    }
+    req.push_str("\r\n");
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    s.write_all(req.as_bytes()).await.unwrap();
+    let (head, _) = read_response(&mut s).await;
+    assert!(head.starts_with("http/1.1 200"), "{head}");
+    assert_eq!(up.count(), 1);
+}
