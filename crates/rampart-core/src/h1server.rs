@@ -97,6 +97,9 @@ pub struct Reader {
     scan_from: usize,
     /// The first bytes of the current head arrived (its read is being timed).
     head_open: bool,
+    /// The connection loop is waiting for the next request head (nothing is being written):
+    /// a draining gateway may close it at once.
+    pub waiting: bool,
     /// Counted in the released-connections gauge (holds no read buffer).
     released: Option<Gauge>,
     gauge: Gauge,
@@ -117,6 +120,7 @@ impl Reader {
             body_alive: false,
             scan_from: 0,
             head_open: false,
+            waiting: false,
             released: Some(gauge.clone()),
             gauge,
             woken: Arc::new(tokio::sync::Notify::new()),
@@ -767,7 +771,9 @@ pub async fn serve(
         if closing.load(Ordering::Relaxed) && lock(&reader).buf.is_empty() {
             break;
         }
+        lock(&reader).waiting = true;
         let head = std::future::poll_fn(|cx| s.poll_head(&reader, cx)).await;
+        lock(&reader).waiting = false;
         let (req, keep_alive, head_only, violation) = match head {
             Head::Closed => break,
             Head::Violation(v, req) => (req, false, false, Some(v)),

@@ -403,7 +403,14 @@ fn serve_lean(
                     break;
                 }
                 match activity.idle_since() {
-                    Some(_) if draining => break,
+                    // Draining: close a connection that waits for its next request; one still
+                    // writing its last response is looked at again shortly.
+                    Some(_) if draining => {
+                        if reader.lock().map(|r| r.waiting).unwrap_or(true) {
+                            break;
+                        }
+                        next = next.min(now_ms() + 50);
+                    }
                     Some(since) if released_since != Some(since) => {
                         if now_ms() >= since + release {
                             let freed = reader.lock().map(|mut r| r.release()).unwrap_or(false);
