@@ -652,6 +652,15 @@ fn encode_head(
         Out::Chunked => b.put_slice(b"transfer-encoding: chunked\r\n"),
         Out::None | Out::Close => {}
     }
+    // A HEAD answered by the gateway itself says how long its GET answer would be.
+    if head_only && !parts.headers.contains_key(header::CONTENT_LENGTH) {
+        if let Some(n) = hint.exact().filter(|n| *n > 0) {
+            b.put_slice(b"content-length: ");
+            let mut digits = [0u8; 20];
+            b.put_slice(format_u64(n, &mut digits));
+            b.put_slice(CRLF);
+        }
+    }
     if !switching {
         if !keep_alive {
             b.put_slice(b"connection: close\r\n");
@@ -1001,6 +1010,10 @@ mod tests {
         let p = parts(200, &[("content-length", "42")]);
         let (h, _) = head_text(&p, SizeHint::with_exact(0), true, false, true);
         assert!(h.contains("content-length: 42\r\n"), "{h}");
+        // A gateway answer to HEAD: the length of the body it does not send.
+        let p = parts(404, &[]);
+        let (h, _) = head_text(&p, SizeHint::with_exact(17), true, false, true);
+        assert!(h.contains("content-length: 17\r\n"), "{h}");
         let p = parts(204, &[("content-length", "0")]);
         let (h, _) = head_text(&p, SizeHint::with_exact(0), false, false, true);
         assert!(!h.contains("content-length"), "{h}");
