@@ -34,8 +34,8 @@ pub const MAX_HEAD: usize = 64 * 1024;
 /// Most header fields accepted in a response head.
 pub const MAX_HEADERS: usize = 128;
 /// Longest chunk-size line or trailer section accepted.
-const MAX_CHUNK_LINE: usize = 4096;
-const MAX_TRAILERS: usize = 16 * 1024;
+pub(crate) const MAX_CHUNK_LINE: usize = 4096;
+pub(crate) const MAX_TRAILERS: usize = 16 * 1024;
 /// The read buffer a connection starts with; it grows (up to [`MAX_HEAD`]) only for a larger head.
 const READ_BUF: usize = 16 * 1024;
 
@@ -328,12 +328,11 @@ pub async fn send(
     };
     let mut body = LeanBody {
         conn: Some(conn),
-        state,
+        framer: Framer::new(state),
         reusable,
         pool,
-        trailer_bytes: 0,
     };
-    if body.state == State::Done {
+    if body.framer.state == State::Done {
         body.release();
     }
     Ok((parts, body))
@@ -623,7 +622,7 @@ pub(crate) fn chunk_size(line: &[u8]) -> Option<u64> {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum State {
+pub(crate) enum State {
     Length(u64),
     Close,
     ChunkSize,
@@ -631,6 +630,108 @@ enum State {
     ChunkEnd,
     Trailers,
     Done,
+}
+
+/// What a message body's framing says about the bytes buffered so far.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Next {
+    /// This many framing bytes (a chunk-size line, a CRLF, a trailer) are used up.
+    Skip(usize),
+    /// The next this many bytes are body data.
+    Data(usize),
+    /// The body ends after this many more framing bytes.
+    End(usize),
+    /// More bytes are needed.
+    More,
+    /// The framing is broken.
+    Fail(&'static str),
+}
+
+/// The HTTP/1.1 body decoder both directions share (Rampart's upstream client for responses,
+/// its server for requests): `Content-Length`, chunked (hex sizes of at most 16 digits,
+/// extensions allowed, every line ended by CRLF, at most [`MAX_CHUNK_LINE`] bytes per line and
+/// [`MAX_TRAILERS`] bytes of trailer fields, which are dropped), or to the close. It only
+/// looks at buffered bytes; the caller reads and consumes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Framer {
+    pub(crate) state: State,
+    trailer_bytes: usize,
+}
+
+impl Framer {
+    pub(crate) fn new(state: State) -> Self {
+        Framer {
+            state,
+            trailer_bytes: 0,
+        }
+    }
+
+    /// The next step over `avail`, the bytes buffered and not yet consumed.
+    pub(crate) fn next(&mut self, avail: &[u8]) -> Next {
+        let have = !avail.is_empty();
+        match self.state {
+            State::Done => Next::End(0),
+            State::Length(n) | State::ChunkData(n) if have => {
+                let k = usize::try_from(n).unwrap_or(usize::MAX).min(avail.len());
+                let left = n - k as u64;
+                self.state = match (self.state, left) {
+                    (State::Length(_), 0) => State::Done,
+                    (State::Length(_), l) => State::Length(l),
+                    (_, 0) => State::ChunkEnd,
+                    (_, l) => State::ChunkData(l),
+                };
+                Next::Data(k)
+            }
+            State::Close if have => Next::Data(avail.len()),
+            State::ChunkEnd if avail.len() >= 2 => {
+                if avail[..2] != *CRLF {
+                    return Next::Fail("chunk data not followed by CRLF");
+                }
+                self.state = State::ChunkSize;
+                Next::Skip(2)
+            }
+            State::ChunkSize | State::Trailers if have => {
+                let len = match memchr::memchr(b'\n', avail) {
+                    Some(i) if i == 0 || avail[i - 1] != b'\r' => {
+                        return Next::Fail("chunked body has a line not ended by CRLF")
+                    }
+                    Some(i) => i - 1,
+                    None if avail.len() > MAX_CHUNK_LINE => {
+                        return Next::Fail("chunk line too long")
+                    }
+                    None => return Next::More,
+                };
+                let line = &avail[..len];
+                if self.state == State::ChunkSize {
+                    self.state = match chunk_size(line) {
+                        None => return Next::Fail("malformed chunk size"),
+                        Some(0) => State::Trailers,
+                        Some(n) => State::ChunkData(n),
+                    };
+                } else if len == 0 {
+                    self.state = State::Done;
+                    return Next::End(2);
+                } else {
+                    self.trailer_bytes += len + 2;
+                    if self.trailer_bytes > MAX_TRAILERS {
+                        return Next::Fail("trailers too large");
+                    }
+                    if line.iter().any(|&b| (b < 0x20 && b != b'\t') || b == 0x7f) {
+                        return Next::Fail("control character in a trailer");
+                    }
+                }
+                Next::Skip(len + 2)
+            }
+            _ => Next::More,
+        }
+    }
+
+    /// The stream ended: the end of a body that runs to the close, else a cut-off body.
+    pub(crate) fn at_eof(&mut self) -> bool {
+        let ok = matches!(self.state, State::Close | State::Done);
+        self.state = State::Done;
+        ok
+    }
 }
 
 /// Why a response body failed.
@@ -648,16 +749,15 @@ impl std::error::Error for UpstreamBodyError {}
 /// end, the connection goes back to its pool.
 pub struct LeanBody {
     conn: Option<Conn>,
-    state: State,
+    framer: Framer,
     reusable: bool,
     pool: Arc<Pool>,
-    trailer_bytes: usize,
 }
 
 impl LeanBody {
     /// The body ended: the connection returns to the pool if it can carry another request.
     fn release(&mut self) {
-        self.state = State::Done;
+        self.framer.state = State::Done;
         if let Some(c) = self.conn.take() {
             if self.reusable && c.end == c.start {
                 self.pool.put(c);
@@ -669,31 +769,9 @@ impl LeanBody {
         &mut self,
         m: impl Into<String>,
     ) -> Poll<Option<Result<Frame<Bytes>, UpstreamBodyError>>> {
-        self.state = State::Done;
+        self.framer.state = State::Done;
         self.conn = None;
         Poll::Ready(Some(Err(UpstreamBodyError(m.into()))))
-    }
-
-    /// Takes up to `max` buffered bytes as a frame.
-    fn take(conn: &mut Conn, max: u64) -> Bytes {
-        let n = (conn.end - conn.start).min(usize::try_from(max).unwrap_or(usize::MAX));
-        let b = Bytes::copy_from_slice(&conn.buf[conn.start..conn.start + n]);
-        conn.consume(n);
-        b
-    }
-
-    /// The length of the next CRLF-terminated line in the buffer, without its CRLF (the
-    /// caller reads it in place and consumes it with its CRLF).
-    fn line(conn: &Conn) -> Result<Option<usize>, &'static str> {
-        let avail = conn.avail();
-        match memchr::memchr(b'\n', avail) {
-            Some(i) if i == 0 || avail[i - 1] != b'\r' => {
-                Err("upstream chunked body has a line not ended by CRLF")
-            }
-            Some(i) => Ok(Some(i - 1)),
-            None if avail.len() > MAX_CHUNK_LINE => Err("upstream chunk line too long"),
-            None => Ok(None),
-        }
     }
 }
 
@@ -707,104 +785,52 @@ impl Body for LeanBody {
     ) -> Poll<Option<Result<Frame<Bytes>, UpstreamBodyError>>> {
         let this = self.get_mut();
         loop {
-            if this.state == State::Done {
-                return Poll::Ready(None);
-            }
             let Some(conn) = this.conn.as_mut() else {
                 return Poll::Ready(None);
             };
-            let have = conn.end > conn.start;
-            match this.state {
-                State::Done => return Poll::Ready(None),
-                State::Length(n) | State::ChunkData(n) if have => {
-                    let b = Self::take(conn, n);
-                    let left = n - b.len() as u64;
-                    match this.state {
-                        State::Length(_) if left == 0 => this.release(),
-                        State::Length(_) => this.state = State::Length(left),
-                        _ if left == 0 => this.state = State::ChunkEnd,
-                        _ => this.state = State::ChunkData(left),
-                    }
-                    return Poll::Ready(Some(Ok(Frame::data(b))));
-                }
-                State::Close if have => {
-                    let b = Self::take(conn, u64::MAX);
-                    return Poll::Ready(Some(Ok(Frame::data(b))));
-                }
-                State::ChunkSize if have => match Self::line(conn) {
-                    Err(e) => return this.fail(e),
-                    Ok(Some(len)) => {
-                        let size = chunk_size(&conn.avail()[..len]);
-                        conn.consume(len + 2);
-                        this.state = match size {
-                            None => return this.fail("upstream sent a malformed chunk size"),
-                            Some(0) => State::Trailers,
-                            Some(n) => State::ChunkData(n),
-                        };
-                        // What follows may already be buffered.
-                        continue;
-                    }
-                    Ok(None) => {}
-                },
-                State::ChunkEnd if conn.end - conn.start >= 2 => {
-                    if conn.avail()[..2] != *CRLF {
-                        return this.fail("upstream chunk data not followed by CRLF");
-                    }
-                    conn.consume(2);
-                    this.state = State::ChunkSize;
-                    continue;
-                }
-                State::Trailers if have => match Self::line(conn) {
-                    Err(e) => return this.fail(e),
-                    Ok(Some(0)) => {
-                        conn.consume(2);
+            match this.framer.next(conn.avail()) {
+                Next::Skip(n) => conn.consume(n),
+                Next::Data(n) => {
+                    let b = Bytes::copy_from_slice(&conn.avail()[..n]);
+                    conn.consume(n);
+                    if this.framer.state == State::Done {
                         this.release();
-                        return Poll::Ready(None);
                     }
-                    Ok(Some(len)) => {
-                        // Trailer fields are read and dropped.
-                        conn.consume(len + 2);
-                        this.trailer_bytes += len + 2;
-                        if this.trailer_bytes > MAX_TRAILERS {
-                            return this.fail("upstream trailers too large");
+                    return Poll::Ready(Some(Ok(Frame::data(b))));
+                }
+                Next::End(n) => {
+                    conn.consume(n);
+                    this.release();
+                    return Poll::Ready(None);
+                }
+                Next::Fail(m) => return this.fail(format!("upstream response body: {m}")),
+                Next::More => match conn.poll_fill(cx) {
+                    Poll::Pending => return Poll::Pending,
+                    Poll::Ready(Ok(0)) => {
+                        if this.framer.at_eof() {
+                            this.conn = None;
+                            return Poll::Ready(None);
                         }
-                        continue;
+                        return this.fail(
+                            "upstream closed the connection before the end of its response body",
+                        );
                     }
-                    Ok(None) => {}
+                    Poll::Ready(Ok(_)) => {}
+                    Poll::Ready(Err(e)) => {
+                        return this.fail(format!("reading the upstream response body: {e}"))
+                    }
                 },
-                _ => {}
-            }
-            // States that need bytes and have none (or not enough): read.
-            let Some(conn) = this.conn.as_mut() else {
-                return Poll::Ready(None);
-            };
-            match conn.poll_fill(cx) {
-                Poll::Pending => return Poll::Pending,
-                Poll::Ready(Ok(0)) => {
-                    if this.state == State::Close {
-                        this.state = State::Done;
-                        this.conn = None;
-                        return Poll::Ready(None);
-                    }
-                    return this.fail(
-                        "upstream closed the connection before the end of its response body",
-                    );
-                }
-                Poll::Ready(Ok(_)) => continue,
-                Poll::Ready(Err(e)) => {
-                    return this.fail(format!("reading the upstream response body: {e}"))
-                }
             }
         }
     }
 
     fn is_end_stream(&self) -> bool {
-        self.state == State::Done
+        self.framer.state == State::Done
     }
 
     fn size_hint(&self) -> SizeHint {
         // What is left to read, as the trait asks.
-        match self.state {
+        match self.framer.state {
             State::Length(n) => SizeHint::with_exact(n),
             State::Done => SizeHint::with_exact(0),
             _ => SizeHint::default(),
@@ -815,7 +841,7 @@ impl Body for LeanBody {
 impl Drop for LeanBody {
     fn drop(&mut self) {
         // Dropped before its end: the connection closes with it (it is never pooled half-read).
-        if self.state == State::Done {
+        if self.framer.state == State::Done {
             self.release();
         }
     }
@@ -832,10 +858,9 @@ mod tests {
     fn body_on(client: tokio::net::TcpStream, state: State, pool: &Arc<Pool>) -> LeanBody {
         LeanBody {
             conn: Some(Conn::new(client)),
-            state,
+            framer: super::Framer::new(state),
             reusable: true,
             pool: pool.clone(),
-            trailer_bytes: 0,
         }
     }
 
@@ -953,7 +978,7 @@ mod tests {
                         assert_eq!(
                             buffered, 0,
                             "waited with {buffered} bytes buffered in {:?}",
-                            body.state
+                            body.framer.state
                         );
                         // Nothing buffered: the bytes are still on their way (bounded).
                         waits += 1;

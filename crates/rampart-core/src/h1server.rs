@@ -22,7 +22,7 @@
 
 use crate::body::{BodyError, InBody, RespBody};
 use crate::guard::ConnInfo;
-use crate::h1client::{chunk_size, poll_write_queue, queued};
+use crate::h1client::{poll_write_queue, queued, Framer, Next, State};
 use crate::h1scan::{
     check_head_visit, Framing, Violation, BAD_CHUNK, BAD_REQUEST_LINE, HEAD_TOO_LARGE,
     LONG_REQUEST_LINE, TOO_MANY_HEADERS,
@@ -52,9 +52,6 @@ const HEAD_READ: usize = 8 * 1024;
 const BODY_READ: usize = 64 * 1024;
 /// Response bytes queued for the socket before the body is polled further.
 const MAX_QUEUED: usize = 256 * 1024;
-/// Longest chunk-size line, and the most trailer bytes, accepted in a request body.
-const MAX_CHUNK_LINE: usize = 4096;
-const MAX_TRAILERS: usize = 16 * 1024;
 /// A request body the proxy did not read (a guard answered first) is read and dropped, up to
 /// this much, so the connection can carry the next request; a longer one closes it.
 const DRAIN_MAX: u64 = 64 * 1024;
@@ -68,26 +65,16 @@ static CONTINUE: &[u8] = b"HTTP/1.1 100 Continue\r\n\r\n";
 static CRLF: &[u8] = b"\r\n";
 static LAST_CHUNK: &[u8] = b"0\r\n\r\n";
 
-/// Where the request body being read stands.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum In {
-    Done,
-    Length(u64),
-    ChunkSize,
-    ChunkData(u64),
-    ChunkEnd,
-    Trailers,
-    Failed,
-}
-
 /// The reading side of a connection: the socket, the bytes read but not used yet, and the
 /// state of the request body. Shared (behind a mutex nobody contends) by the connection loop,
 /// the request body and the watchdog.
 pub struct Reader {
     rd: Option<OwnedReadHalf>,
     buf: BytesMut,
-    body: In,
-    trailer_bytes: usize,
+    /// The request body's framing (the decoder Rampart's upstream client uses too).
+    body: Framer,
+    /// The request body failed; it stays failed.
+    failed: bool,
     /// How much of [`CONTINUE`] is still to be written before the body is read
     /// (`CONTINUE.len()` when no interim answer is owed).
     cont: usize,
@@ -114,8 +101,8 @@ impl Reader {
         Reader {
             rd: Some(rd),
             buf: BytesMut::new(),
-            body: In::Done,
-            trailer_bytes: 0,
+            body: Framer::new(State::Done),
+            failed: false,
             cont: CONTINUE.len(),
             body_alive: false,
             scan_from: 0,
@@ -130,7 +117,7 @@ impl Reader {
     /// Frees the read buffer of an idle connection (nothing buffered, no body being read).
     /// True when the connection holds no buffer afterwards.
     pub fn release(&mut self) -> bool {
-        if !self.buf.is_empty() || self.body != In::Done || self.body_alive {
+        if !self.buf.is_empty() || self.body.state != State::Done || self.body_alive {
             return false;
         }
         self.buf = BytesMut::new();
@@ -193,95 +180,46 @@ impl Reader {
     }
 
     fn fail_body(&mut self, m: &str) -> Poll<Option<Result<Bytes, BodyError>>> {
-        self.body = In::Failed;
+        self.failed = true;
         Poll::Ready(Some(Err(BodyError::Other(m.to_string()))))
-    }
-
-    /// The length of the next CRLF-ended line in the buffer, without its CRLF.
-    fn line(&self) -> Result<Option<usize>, &'static str> {
-        match memchr::memchr(b'\n', &self.buf) {
-            Some(i) if i == 0 || self.buf[i - 1] != b'\r' => Err(BAD_CHUNK.message),
-            Some(i) => Ok(Some(i - 1)),
-            None if self.buf.len() > MAX_CHUNK_LINE => Err(BAD_CHUNK.message),
-            None => Ok(None),
-        }
     }
 
     /// The next piece of the request body.
     fn poll_body(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Bytes, BodyError>>> {
         loop {
-            let have = !self.buf.is_empty();
-            match self.body {
-                In::Done => return Poll::Ready(None),
-                In::Failed => {
-                    return Poll::Ready(Some(Err(BodyError::Other(
-                        "the request body could not be read".into(),
-                    ))))
+            if self.failed {
+                return Poll::Ready(Some(Err(BodyError::Other(
+                    "the request body could not be read".into(),
+                ))));
+            }
+            match self.body.next(&self.buf) {
+                Next::Skip(n) => self.buf.advance(n),
+                Next::Data(n) => return Poll::Ready(Some(Ok(self.buf.split_to(n).freeze()))),
+                Next::End(n) => {
+                    self.buf.advance(n);
+                    return Poll::Ready(None);
                 }
-                In::Length(n) | In::ChunkData(n) if have => {
-                    let k = usize::try_from(n).unwrap_or(usize::MAX).min(self.buf.len());
-                    let b = self.buf.split_to(k).freeze();
-                    let left = n - k as u64;
-                    self.body = match (self.body, left) {
-                        (In::Length(_), 0) => In::Done,
-                        (In::Length(_), l) => In::Length(l),
-                        (_, 0) => In::ChunkEnd,
-                        (_, l) => In::ChunkData(l),
+                Next::Fail(m) => return self.fail_body(&format!("{}: {m}", BAD_CHUNK.message)),
+                Next::More => {
+                    // The client may be waiting for leave to send the body.
+                    if let Err(e) = ready!(self.poll_continue(cx)) {
+                        return self.fail_body(&format!("writing 100 Continue: {e}"));
+                    }
+                    let want = match self.body.state {
+                        State::Length(n) | State::ChunkData(n) => usize::try_from(n)
+                            .unwrap_or(usize::MAX)
+                            .clamp(HEAD_READ, BODY_READ),
+                        _ => HEAD_READ,
                     };
-                    return Poll::Ready(Some(Ok(b)));
-                }
-                In::ChunkEnd if self.buf.len() >= 2 => {
-                    if &self.buf[..2] != CRLF {
-                        return self.fail_body(BAD_CHUNK.message);
-                    }
-                    self.buf.advance(2);
-                    self.body = In::ChunkSize;
-                    continue;
-                }
-                In::ChunkSize | In::Trailers if have => match self.line() {
-                    Err(m) => return self.fail_body(m),
-                    Ok(None) => {}
-                    Ok(Some(len)) => {
-                        if self.body == In::ChunkSize {
-                            let Some(n) = chunk_size(&self.buf[..len]) else {
-                                return self.fail_body(BAD_CHUNK.message);
-                            };
-                            self.body = if n == 0 {
-                                In::Trailers
-                            } else {
-                                In::ChunkData(n)
-                            };
-                        } else if len == 0 {
-                            self.body = In::Done;
-                        } else {
-                            self.trailer_bytes += len + 2;
-                            let bad = self.buf[..len]
-                                .iter()
-                                .any(|&b| (b < 0x20 && b != b'\t') || b == 0x7f);
-                            if bad || self.trailer_bytes > MAX_TRAILERS {
-                                return self.fail_body(BAD_CHUNK.message);
-                            }
+                    match ready!(self.poll_fill(cx, want)) {
+                        Ok(0) => {
+                            return self
+                                .fail_body("the client closed the connection inside the body")
                         }
-                        self.buf.advance(len + 2);
-                        continue;
+                        Ok(_) => {}
+                        Err(e) => return self.fail_body(&format!("reading the request body: {e}")),
                     }
-                },
-                _ => {}
-            }
-            // More bytes are needed; the client may be waiting for leave to send them.
-            if let Err(e) = ready!(self.poll_continue(cx)) {
-                return self.fail_body(&format!("writing 100 Continue: {e}"));
-            }
-            let want = match self.body {
-                In::Length(n) | In::ChunkData(n) => usize::try_from(n)
-                    .unwrap_or(usize::MAX)
-                    .clamp(HEAD_READ, BODY_READ),
-                _ => HEAD_READ,
-            };
-            match ready!(self.poll_fill(cx, want)) {
-                Ok(0) => return self.fail_body("the client closed the connection inside the body"),
-                Ok(_) => {}
-                Err(e) => return self.fail_body(&format!("reading the request body: {e}")),
+                }
             }
         }
     }
@@ -313,7 +251,7 @@ impl Body for ServerBody {
         };
         let mut r = lock(r);
         let out = ready!(r.poll_body(cx));
-        this.ended = r.body == In::Done;
+        this.ended = r.body.state == State::Done;
         if out.is_none() {
             this.ended = true;
         }
@@ -328,9 +266,9 @@ impl Body for ServerBody {
         let Some(r) = self.r.as_ref().filter(|_| !self.ended) else {
             return SizeHint::with_exact(0);
         };
-        match lock(r).body {
-            In::Length(n) => SizeHint::with_exact(n),
-            In::Done => SizeHint::with_exact(0),
+        match lock(r).body.state {
+            State::Length(n) => SizeHint::with_exact(n),
+            State::Done => SizeHint::with_exact(0),
             _ => SizeHint::default(),
         }
     }
@@ -492,21 +430,21 @@ impl Server {
         };
         let keep_alive = !close && (version == Version::HTTP_11 || keep);
         let state = match framing {
-            Framing::None | Framing::Length(0) => In::Done,
-            Framing::Length(n) => In::Length(n),
-            Framing::Chunked => In::ChunkSize,
+            Framing::None | Framing::Length(0) => State::Done,
+            Framing::Length(n) => State::Length(n),
+            Framing::Chunked => State::ChunkSize,
         };
-        let expect_continue = expect && version == Version::HTTP_11 && state != In::Done;
+        let expect_continue = expect && version == Version::HTTP_11 && state != State::Done;
         {
             let mut r = lock(reader);
-            r.body = state;
-            r.trailer_bytes = 0;
+            r.body = Framer::new(state);
+            r.failed = false;
             r.body_alive = true;
             r.cont = if expect_continue { 0 } else { CONTINUE.len() };
         }
         let body = ServerBody {
             r: Some(reader.clone()),
-            ended: state == In::Done,
+            ended: state == State::Done,
         };
         let head_only = method == Method::HEAD;
         let mut req = Request::new(InBody::Lean(body));
@@ -812,10 +750,10 @@ pub async fn serve(
         // for a 100 Continue it did not get) ends the connection: the answer says so.
         let droppable = {
             let r = lock(&reader);
-            match r.body {
-                In::Done => true,
+            match r.body.state {
+                State::Done => true,
                 _ if r.cont < CONTINUE.len() => false,
-                In::Length(n) => n <= DRAIN_MAX,
+                State::Length(n) => n <= DRAIN_MAX,
                 _ => true,
             }
         };
@@ -838,7 +776,7 @@ pub async fn serve(
         let (body_left, owed_continue, unread) = {
             let r = lock(&reader);
             (
-                r.body != In::Done,
+                r.body.state != State::Done,
                 r.cont < CONTINUE.len(),
                 !r.buf.is_empty(),
             )
