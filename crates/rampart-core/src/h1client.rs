@@ -146,7 +146,7 @@ impl Pool {
     fn put(self: &Arc<Self>, c: Conn) {
         if let Ok(mut v) = self.conns.lock() {
             if v.len() < self.max {
-                v.push((c, crate::upstream::now_ms()));
+                v.push((c, crate::clock::coarse_ms()));
             }
         }
         if !self.sweeping.swap(true, Ordering::Relaxed) {
@@ -159,7 +159,7 @@ impl Pool {
                     loop {
                         tokio::time::sleep(every).await;
                         let Some(p) = pool.upgrade() else { break };
-                        p.sweep(crate::upstream::now_ms());
+                        p.sweep(crate::clock::coarse_ms());
                     }
                 });
             }
@@ -518,15 +518,29 @@ fn parse_head(
         } else {
             Version::HTTP_11
         };
-        let mut headers = HeaderMap::with_capacity(r.headers.len());
+        // Room for the headers the response guards add (security headers, request id)
+        // without growing the map.
+        let mut headers = HeaderMap::with_capacity(r.headers.len() + 6);
+        // One copy of the head for all the values to share, not an allocation per value.
+        let base = conn.start;
+        let head = Bytes::copy_from_slice(&conn.buf[base..base + len]);
+        let head_ptr = conn.buf[base..].as_ptr() as usize;
         let mut close = version == Version::HTTP_10;
         let mut te_chunked: Option<bool> = None;
         let mut length: Option<u64> = None;
         for h in r.headers.iter() {
             let name = HeaderName::from_bytes(h.name.as_bytes())
                 .map_err(|_| format!("invalid upstream header name `{}`", h.name))?;
-            let value = HeaderValue::from_bytes(h.value)
-                .map_err(|_| format!("invalid value of upstream header `{}`", h.name))?;
+            // httparse's values are slices of the parsed buffer; anything else is copied.
+            let shared = (h.value.as_ptr() as usize)
+                .checked_sub(head_ptr)
+                .filter(|at| at + h.value.len() <= head.len())
+                .map(|at| head.slice(at..at + h.value.len()));
+            let value = match shared {
+                Some(b) => HeaderValue::from_maybe_shared(b),
+                None => HeaderValue::from_bytes(h.value),
+            }
+            .map_err(|_| format!("invalid value of upstream header `{}`", h.name))?;
             if name == header::CONTENT_LENGTH {
                 let n = parse_length(h.value)
                     .ok_or_else(|| "invalid upstream Content-Length".to_string())?;

@@ -499,14 +499,11 @@ fn date() -> HeaderValue {
         static CACHE: std::cell::RefCell<(u64, HeaderValue)> =
             const { std::cell::RefCell::new((0, HeaderValue::from_static(""))) };
     }
-    let now = std::time::SystemTime::now();
-    let secs = now
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0);
+    let secs = crate::clock::coarse_unix_secs();
     CACHE.with(|c| {
         let mut c = c.borrow_mut();
         if c.0 != secs || c.1.is_empty() {
+            let now = std::time::UNIX_EPOCH + std::time::Duration::from_secs(secs);
             let v = HeaderValue::from_str(&httpdate::fmt_http_date(now))
                 .unwrap_or_else(|_| HeaderValue::from_static(""));
             *c = (secs, v);
@@ -767,7 +764,8 @@ pub async fn serve(
         }
         if parts.status == StatusCode::SWITCHING_PROTOCOLS {
             if let Some(up) = upgrade.take() {
-                tunnel(s, &reader, wr, up, shutdown).await;
+                // Boxed: a tunnel's state would otherwise enlarge every connection's future.
+                Box::pin(tunnel(s, &reader, wr, up, shutdown)).await;
             }
             return;
         }

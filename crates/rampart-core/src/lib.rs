@@ -7,6 +7,7 @@
 
 pub mod admin;
 pub mod body;
+pub mod clock;
 pub mod guard;
 pub mod h1client;
 pub mod h1scan;

@@ -80,7 +80,13 @@ impl RequestIds {
         z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
         z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
         z ^= z >> 31;
-        format!("{z:016x}")
+        // Sixteen hex digits, without the formatting machinery.
+        const HEX: &[u8; 16] = b"0123456789abcdef";
+        let mut id = String::with_capacity(16);
+        for i in (0..16).rev() {
+            id.push(HEX[(z >> (i * 4)) as usize & 0xf] as char);
+        }
+        id
     }
 }
 
@@ -431,6 +437,8 @@ struct Done {
     route_idx: Option<usize>,
     ctx: RequestContext,
     start: Instant,
+    /// When the upstream's response head arrived (set by `forward`).
+    head_ready: Option<Instant>,
     upstream_ms: Option<f64>,
     upstream: Option<Arc<str>>,
     bytes_in: Arc<AtomicU64>,
@@ -539,18 +547,19 @@ pub(crate) async fn handle(
         .flatten()
         .unwrap_or_else(|| shared.ids.next());
     let client = client_ip(&snap, peer_ip, &parts.headers, peer_trusted);
-    let ctx = RequestContext::new(request_id, client, conn.clone(), parts.method.clone());
     let bytes_in = Arc::new(AtomicU64::new(0));
-    let rid_value = HeaderValue::from_str(&ctx.request_id).ok();
+    let rid_value = HeaderValue::from_str(&request_id).ok();
     // Boxed: it moves through the answer paths into the response body's log callback, a
-    // pointer instead of a copy of the whole request context at each step.
+    // pointer instead of a copy of the whole request context at each step. The context is
+    // built in the box's expression: a named local would keep its room in this future.
     let mut done = Box::new(Done {
         rid_value,
         shared: shared.clone(),
         snap: snap.clone(),
         route_idx: None,
-        ctx,
+        ctx: RequestContext::new(request_id, client, conn.clone(), parts.method.clone()),
         start,
+        head_ready: None,
         upstream_ms: None,
         upstream: None,
         bytes_in: bytes_in.clone(),
@@ -653,7 +662,8 @@ pub(crate) async fn handle(
     );
     // Boxed: the guards' and the upstream call's state is built once in place instead of
     // being moved (copied) through the timeout and this future.
-    let result = match tokio::time::timeout(snap.request_timeout, Box::pin(fut)).await {
+    let deadline = crate::clock::deadline(start, snap.request_timeout);
+    let result = match tokio::time::timeout_at(deadline, Box::pin(fut)).await {
         Ok(r) => r,
         Err(_) => {
             metrics
@@ -672,14 +682,18 @@ pub(crate) async fn handle(
             ))
         }
     };
-    let elapsed = start.elapsed().as_secs_f64();
+    // The upstream's response head is when the request's own work ended; a request that
+    // never reached the upstream reads the clock here.
+    let elapsed = (done.head_ready.unwrap_or_else(Instant::now) - start).as_secs_f64();
     route.duration.observe(elapsed);
-    match result {
-        Ok((proxied, body_phase)) => {
-            Ok(finish_upstream(done, proxied, body_phase, websocket).await)
-        }
-        Err(a) => Ok(finish_answer(done, a)),
-    }
+    let finish = match result {
+        Ok((proxied, body_phase)) => finish_upstream(done, proxied, body_phase, websocket),
+        Err(a) => Finish::Now(finish_answer(done, a)),
+    };
+    Ok(match finish {
+        Finish::Now(r) => r,
+        Finish::Inspect(f) => f.await,
+    })
 }
 
 /// The Host the request is for (lower case, no port); checks absolute-form targets.
@@ -688,9 +702,9 @@ fn request_host(parts: &http::request::Parts) -> Result<String, (&'static str, &
         .headers
         .get(header::HOST)
         .and_then(|h| h.to_str().ok());
-    let host = match (parts.version, parts.uri.authority(), header_host) {
-        (Version::HTTP_2, Some(a), _) => a.host().to_string(),
-        (Version::HTTP_2, None, Some(h)) => h.to_string(),
+    let host: &str = match (parts.version, parts.uri.authority(), header_host) {
+        (Version::HTTP_2, Some(a), _) => a.host(),
+        (Version::HTTP_2, None, Some(h)) => h,
         (_, Some(a), Some(h)) => {
             // Absolute-form: the target's authority must be the Host.
             if !a.as_str().eq_ignore_ascii_case(h) {
@@ -699,22 +713,23 @@ fn request_host(parts: &http::request::Parts) -> Result<String, (&'static str, &
                     "absolute-form target names a different host than the Host header",
                 ));
             }
-            a.host().to_string()
+            a.host()
         }
         (_, Some(_), None) => return Err(("missing_host", "request has no Host header")),
-        (_, None, Some(h)) => h.to_string(),
-        (Version::HTTP_10, None, None) => String::new(),
+        (_, None, Some(h)) => h,
+        (Version::HTTP_10, None, None) => "",
         (_, None, None) => return Err(("missing_host", "request has no Host header")),
     };
-    if parts.headers.get_all(header::HOST).iter().count() > 1 {
+    if parts.headers.get_all(header::HOST).iter().nth(1).is_some() {
         return Err(("duplicate_host", "more than one Host header"));
     }
     let host = match host.rfind(':') {
         Some(i) if !host.ends_with(']') && host[i + 1..].bytes().all(|b| b.is_ascii_digit()) => {
-            host[..i].to_string()
+            &host[..i]
         }
         _ => host,
     };
+    // One allocation: the lower-cased copy.
     Ok(host.to_ascii_lowercase())
 }
 
@@ -1000,9 +1015,11 @@ async fn forward(
     let t0 = Instant::now();
     let sent = route
         .upstream
-        .send(parts.method.clone(), pq, headers, req_body, websocket)
+        .send(parts.method.clone(), pq, headers, req_body, websocket, t0)
         .await;
-    let up_secs = t0.elapsed().as_secs_f64();
+    let t1 = Instant::now();
+    done.head_ready = Some(t1);
+    let up_secs = (t1 - t0).as_secs_f64();
     done.upstream_ms = Some(up_secs * 1000.0);
     let ctx = &mut done.ctx;
     route.upstream_duration.observe(up_secs);
@@ -1080,12 +1097,23 @@ fn upstream_failure(e: UpstreamError, ctx: &mut RequestContext, metrics: &Metric
     a
 }
 
-async fn finish_upstream(
+/// The response for the client: ready now, or after a response guard has seen the body.
+// The common variant stays unboxed: it is a return value, and boxing it would cost an
+// allocation per request.
+#[allow(clippy::large_enum_variant)]
+enum Finish {
+    Now(Response<RespBody>),
+    /// Boxed: buffering a body is the uncommon path, and its state would otherwise make every
+    /// request's future larger.
+    Inspect(std::pin::Pin<Box<dyn std::future::Future<Output = Response<RespBody>> + Send>>),
+}
+
+fn finish_upstream(
     mut done: Box<Done>,
     proxied: Proxied,
     _phase: BodyPhase,
     upgrade: Option<Arc<UpgradeSlot>>,
-) -> Response<RespBody> {
+) -> Finish {
     let Proxied {
         response,
         target: _,
@@ -1093,7 +1121,7 @@ async fn finish_upstream(
     } = proxied;
     let (mut parts, body) = response.into_parts();
     if parts.status == StatusCode::SWITCHING_PROTOCOLS {
-        return switch_protocols(done, parts, in_flight, upgrade);
+        return Finish::Now(switch_protocols(done, parts, in_flight, upgrade));
     }
     strip_hop_by_hop(&mut parts.headers);
     let snap = done.snap.clone();
@@ -1104,7 +1132,7 @@ async fn finish_upstream(
     };
     if let Some(a) = run_response_guards(guards, &mut parts, &mut done.ctx, &metrics) {
         drop(in_flight);
-        return finish_answer(done, a);
+        return Finish::Now(finish_answer(done, a));
     }
     let inspect = guards
         .iter()
@@ -1112,9 +1140,27 @@ async fn finish_upstream(
         .max();
     let Some(limit) = inspect else {
         let body = RespBody::upstream(body).hold(in_flight);
-        return seal(done, parts, body);
+        return Finish::Now(seal(done, parts, body));
     };
-    // A response guard asked for the body: buffer it within the limit.
+    Finish::Inspect(Box::pin(inspect_response_body(
+        done, parts, body, limit, in_flight,
+    )))
+}
+
+/// A response guard asked for the body: buffer it within the limit, run the body phase.
+async fn inspect_response_body(
+    mut done: Box<Done>,
+    mut parts: http::response::Parts,
+    body: crate::body::UpBody,
+    limit: usize,
+    in_flight: InFlight,
+) -> Response<RespBody> {
+    let snap = done.snap.clone();
+    let metrics = done.shared.metrics.clone();
+    let guards = match done.route_idx {
+        Some(i) => &snap.routes[i].guards,
+        None => &snap.unrouted_guards,
+    };
     let bytes = match http_body_util::Limited::new(body, limit).collect().await {
         Ok(c) => c.to_bytes(),
         Err(_) => {
@@ -1185,9 +1231,33 @@ fn switch_protocols(
 
 #[cfg(test)]
 mod tests {
-    use super::{forwarded_for, is_hop_by_hop, split_quoted, strip_hop_by_hop};
+    use super::{forwarded_for, is_hop_by_hop, split_quoted, strip_hop_by_hop, RequestIds};
     use http::{header, HeaderMap, HeaderName, HeaderValue};
     use std::net::IpAddr;
+
+    #[test]
+    fn request_ids_are_sixteen_lower_hex_digits_and_distinct() {
+        let ids = RequestIds {
+            seed: 0x0123_4567_89ab_cdef,
+            counter: std::sync::atomic::AtomicU64::new(0),
+        };
+        let all: std::collections::HashSet<String> = (0..1000).map(|_| ids.next()).collect();
+        assert_eq!(all.len(), 1000);
+        for id in &all {
+            assert_eq!(id.len(), 16, "{id}");
+            assert!(
+                id.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')),
+                "{id}"
+            );
+            // The digits are the 64-bit value, most significant first.
+            assert_eq!(
+                format!("{:016x}", u64::from_str_radix(id, 16).unwrap()),
+                *id
+            );
+        }
+        // Leading zeros are kept: counter values whose hash is small still give 16 digits.
+        assert!(all.iter().any(|id| id.starts_with('0')));
+    }
 
     /// The names RFC 9110 7.6.1 makes hop-by-hop, and the two proxy ones meant for this hop.
     static HOP_BY_HOP: [HeaderName; 8] = [

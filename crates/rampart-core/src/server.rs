@@ -2,12 +2,12 @@
 //! the per-connection watchdog (header-read and idle timeouts) and graceful shutdown.
 
 use crate::body::InBody;
+use crate::clock::coarse_ms;
 use crate::guard::{ConnInfo, Verdict};
 use crate::h1scan::{ScanIo, ScanState, Scanner};
 use crate::h2watch::{H2Watch, PREFACE_LEN};
 use crate::proxy::{handle, Shared};
 use crate::tunnel::UpgradeSlot;
-use crate::upstream::now_ms;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulConnection;
@@ -23,7 +23,7 @@ use tokio::sync::watch;
 
 /// Activity of one connection, read by its watchdog.
 pub struct ConnActivity {
-    /// When the connection opened or its last request finished (ms, [`now_ms`] clock). Bytes
+    /// When the connection opened or its last request finished (ms, [`coarse_ms`] clock). Bytes
     /// move outside a request only while a head is being read, which `head_started` times, so
     /// this is all the idle rule needs (and no clock is read per socket operation).
     last: AtomicU64,
@@ -47,7 +47,7 @@ impl Default for ConnActivity {
 
 impl ConnActivity {
     pub fn new() -> Self {
-        let now = now_ms();
+        let now = coarse_ms();
         ConnActivity {
             last: AtomicU64::new(now),
             head_started: AtomicU64::new(now),
@@ -57,7 +57,7 @@ impl ConnActivity {
         }
     }
     pub(crate) fn h2_head_begin(&self) {
-        self.h2_head.store(now_ms(), Ordering::Relaxed);
+        self.h2_head.store(coarse_ms(), Ordering::Relaxed);
     }
     pub(crate) fn h2_head_end(&self) {
         self.h2_head.store(0, Ordering::Relaxed);
@@ -70,7 +70,7 @@ impl ConnActivity {
         self.framing_open.store(open, Ordering::Relaxed);
     }
     pub(crate) fn head_begin(&self) {
-        self.head_started.store(now_ms(), Ordering::Relaxed);
+        self.head_started.store(coarse_ms(), Ordering::Relaxed);
     }
     pub(crate) fn head_end(&self) {
         self.head_started.store(0, Ordering::Relaxed);
@@ -81,7 +81,7 @@ impl ConnActivity {
     }
     pub(crate) fn request_done(&self) {
         self.active.fetch_sub(1, Ordering::Relaxed);
-        self.last.store(now_ms(), Ordering::Relaxed);
+        self.last.store(coarse_ms(), Ordering::Relaxed);
     }
 
     /// Since when the connection has been idle: no request in flight, no head being read and
@@ -96,7 +96,7 @@ impl ConnActivity {
 
     /// When to look again, and whether the connection has overstayed now.
     fn check(&self, header_read: Duration, idle: Duration) -> (bool, u64) {
-        let now = now_ms();
+        let now = coarse_ms();
         let (header_read, idle) = (header_read.as_millis() as u64, idle.as_millis() as u64);
         let hs = self.head_started.load(Ordering::Relaxed);
         let mut deadline = if self.active.load(Ordering::Relaxed) > 0 {
@@ -409,10 +409,10 @@ fn serve_lean(
                         if reader.lock().map(|r| r.waiting).unwrap_or(true) {
                             break;
                         }
-                        next = next.min(now_ms() + 50);
+                        next = next.min(coarse_ms() + 50);
                     }
                     Some(since) if released_since != Some(since) => {
-                        if now_ms() >= since + release {
+                        if coarse_ms() >= since + release {
                             let freed = reader.lock().map(|mut r| r.release()).unwrap_or(false);
                             if freed {
                                 released_since = Some(since);
@@ -424,7 +424,7 @@ fn serve_lean(
                     Some(_) => {}
                     // Busy: look again later (at least a second: a busy connection's watchdog
                     // must not wake often), by then the request may have ended.
-                    None => next = next.min(now_ms() + release.max(1000)),
+                    None => next = next.min(coarse_ms() + release.max(1000)),
                 }
                 tokio::select! {
                     _ = &mut task => break,
@@ -471,9 +471,9 @@ impl Drop for Counted<'_> {
     }
 }
 
-/// Wait until `deadline` (ms, [`now_ms`] clock), at least 10 ms.
+/// Wait until `deadline` (ms, [`coarse_ms`] clock), at least 10 ms.
 fn until(deadline: u64) -> Duration {
-    Duration::from_millis(deadline.saturating_sub(now_ms()).max(10))
+    Duration::from_millis(deadline.saturating_sub(coarse_ms()).max(10))
 }
 
 /// Run an HTTP/1.1 connection, holding hyper's connection state (its two 8 KiB buffers and a
@@ -532,7 +532,7 @@ async fn drive_h1<T, S>(
             }
             if !releasing && !draining {
                 match activity.idle_since() {
-                    Some(since) if now_ms() >= since + release => {
+                    Some(since) if coarse_ms() >= since + release => {
                         // Idle: hyper closes its state at once and leaves the stream open.
                         Pin::new(&mut conn).graceful_shutdown();
                         releasing = true;
@@ -540,7 +540,7 @@ async fn drive_h1<T, S>(
                     Some(since) => next = next.min(since + release),
                     // Busy: look again later (at least a second: a busy connection's watchdog
                     // must not wake often), by then the request may have ended.
-                    None => next = next.min(now_ms() + release.max(1000)),
+                    None => next = next.min(coarse_ms() + release.max(1000)),
                 }
             }
             tokio::select! {

@@ -10,6 +10,7 @@
 //! has been read to the end.
 
 use crate::body::{BodyError, ReqBody, UpBody};
+use crate::clock::coarse_ms;
 use crate::h1client;
 use http::uri::{Authority, PathAndQuery};
 use http::{HeaderMap, Method, Request, Response, Uri, Version};
@@ -24,6 +25,11 @@ pub fn now_ms() -> u64 {
     static START: OnceLock<Instant> = OnceLock::new();
     START.get_or_init(Instant::now).elapsed().as_millis() as u64 + 1
 }
+
+/// One upstream exchange in flight (see [`Upstream::send`]).
+pub type Sending<'a> = std::pin::Pin<
+    Box<dyn std::future::Future<Output = Result<Proxied, UpstreamError>> + Send + 'a>,
+>;
 
 /// Idle HTTP/1.1 connections of one target.
 struct Idle {
@@ -119,7 +125,7 @@ impl InFlight {
             if !sender.is_closed() {
                 if let Ok(mut v) = idle.conns.lock() {
                     if v.len() < idle.max {
-                        v.push((sender, now_ms()));
+                        v.push((sender, coarse_ms()));
                     }
                 }
             }
@@ -240,7 +246,7 @@ impl Upstream {
 
     /// True at most once a second: whether to log this failure.
     pub fn should_log_failure(&self) -> bool {
-        let now = now_ms();
+        let now = coarse_ms();
         let last = self.last_failure_log.load(Ordering::Relaxed);
         now.saturating_sub(last) >= 1000
             && self
@@ -252,7 +258,7 @@ impl Upstream {
     /// Pick the next healthy target, skipping `skip`.
     fn pick(&self, skip: Option<usize>) -> Result<usize, UpstreamError> {
         let n = self.targets.len();
-        let now = now_ms();
+        let now = coarse_ms();
         let start = if n == 1 {
             0
         } else {
@@ -283,7 +289,7 @@ impl Upstream {
         let f = t.fails.fetch_add(1, Ordering::Relaxed) + 1;
         if f >= self.fail_threshold {
             t.ejected_until.store(
-                now_ms() + self.eject_for.as_millis() as u64,
+                coarse_ms() + self.eject_for.as_millis() as u64,
                 Ordering::Relaxed,
             );
             t.fails.store(0, Ordering::Relaxed);
@@ -310,7 +316,7 @@ impl Upstream {
                 .filter(|s| !s.is_closed())
                 .map(|s| Conn::H2(s.clone()));
         }
-        let now = now_ms();
+        let now = coarse_ms();
         let mut v = t.idle.conns.lock().ok()?;
         while let Some((s, since)) = v.pop() {
             if !s.is_closed() && now.saturating_sub(since) < self.idle_timeout_ms {
@@ -408,28 +414,34 @@ impl Upstream {
     }
 
     /// Send a request to one of the targets. `path` is the normalized path and query;
-    /// `upgrade` is true for a WebSocket handshake (the connection may become a tunnel).
-    pub async fn send(
+    /// `upgrade` is true for a WebSocket handshake (the connection may become a tunnel);
+    /// `started` is the caller's clock reading taken just before, reused for the response
+    /// timeout.
+    ///
+    /// The exchange comes boxed: its state (about 2 KiB) is written once, on the heap,
+    /// instead of being copied into every future that awaits it on its way up.
+    pub fn send(
         &self,
         method: Method,
         path: PathAndQuery,
         headers: HeaderMap,
         body: ReqBody,
         upgrade: bool,
-    ) -> Result<Proxied, UpstreamError> {
+        started: Instant,
+    ) -> Sending<'_> {
         if self.in_flight.fetch_add(1, Ordering::Relaxed) >= self.max_in_flight {
             self.in_flight.fetch_sub(1, Ordering::Relaxed);
-            return Err(UpstreamError::Overloaded);
+            return Box::pin(std::future::ready(Err(UpstreamError::Overloaded)));
         }
         let in_flight = InFlight {
             count: self.in_flight.clone(),
             conn: None,
         };
         if self.lean && !upgrade {
-            return self.send_lean(method, path, headers, body, in_flight).await;
+            Box::pin(self.send_lean(method, path, headers, body, in_flight, started))
+        } else {
+            Box::pin(self.send_hyper(method, path, headers, body, in_flight))
         }
-        self.send_hyper(method, path, headers, body, in_flight)
-            .await
     }
 
     /// Through Rampart's own HTTP/1.1 client. A pooled connection that fails before any byte
@@ -442,7 +454,11 @@ impl Upstream {
         headers: HeaderMap,
         mut body: ReqBody,
         in_flight: InFlight,
+        started: Instant,
     ) -> Result<Proxied, UpstreamError> {
+        // The first exchange on a pooled connection times its response from `started` (the
+        // caller's clock reading, taken just before); later ones from their own start.
+        let mut started = Some(started);
         let idempotent = matches!(
             method,
             Method::GET
@@ -456,7 +472,7 @@ impl Upstream {
         let mut connect_failures = 0;
         loop {
             let t = &self.targets[idx];
-            let (conn, fresh) = match t.lean.take(now_ms()) {
+            let (conn, fresh) = match t.lean.take(coarse_ms()) {
                 Some(c) => (c, false),
                 None => match Box::pin(self.connect_tcp(idx)).await {
                     Ok(tcp) => (h1client::Conn::new(tcp), true),
@@ -468,7 +484,12 @@ impl Upstream {
             };
             let again = if fresh { None } else { body.replayable() };
             let exchange = h1client::send(conn, &method, &path, &headers, body, t.lean.clone());
-            match tokio::time::timeout(self.response_timeout, exchange).await {
+            let from = match started.take() {
+                Some(s) if !fresh => s,
+                _ => Instant::now(),
+            };
+            let deadline = crate::clock::deadline(from, self.response_timeout);
+            match tokio::time::timeout_at(deadline, exchange).await {
                 Err(_) => return Err(UpstreamError::Timeout),
                 Ok(Ok((parts, b))) => {
                     self.succeeded(idx);
