@@ -528,6 +528,7 @@ fn parse_head(
         let mut close = version == Version::HTTP_10;
         let mut te_chunked: Option<bool> = None;
         let mut length: Option<u64> = None;
+        let mut named: Vec<HeaderName> = Vec::new();
         for h in r.headers.iter() {
             let name = HeaderName::from_bytes(h.name.as_bytes())
                 .map_err(|_| format!("invalid upstream header name `{}`", h.name))?;
@@ -557,12 +558,25 @@ fn parse_head(
                     let t = t.trim_ascii();
                     if t.eq_ignore_ascii_case(b"close") {
                         close = true;
-                    } else if t.eq_ignore_ascii_case(b"keep-alive") && version == Version::HTTP_10 {
-                        close = false;
+                    } else if t.eq_ignore_ascii_case(b"keep-alive") {
+                        if version == Version::HTTP_10 {
+                            close = false;
+                        }
+                    } else if let Ok(n) = HeaderName::from_bytes(t) {
+                        named.push(n);
                     }
                 }
             }
-            headers.append(name, value);
+            // Hop-by-hop fields describe this connection only (RFC 9110 7.6.1): they are
+            // read above and never reach the response the client gets, so the proxy's own
+            // removal finds nothing to do.
+            if !crate::proxy::is_hop_by_hop(&name) {
+                headers.append(name, value);
+            }
+        }
+        // Names the upstream's Connection header made hop-by-hop (rare).
+        for n in named {
+            headers.remove(n);
         }
         conn.consume(len);
         let framing = if head_only

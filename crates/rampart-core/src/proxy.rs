@@ -106,7 +106,7 @@ fn valid_request_id(v: &HeaderValue) -> Option<String> {
 /// Whether `n` is hop-by-hop (RFC 9110 7.6.1, plus `proxy-connection` and
 /// `proxy-authorization`, meant for this hop). A string match: comparing `HeaderName`s one by
 /// one costs more than the rest of the header edits.
-fn is_hop_by_hop(n: &HeaderName) -> bool {
+pub(crate) fn is_hop_by_hop(n: &HeaderName) -> bool {
     matches!(
         n.as_str(),
         "connection"

@@ -48,6 +48,12 @@ fn script(method: &str, path: &str) -> (Vec<Vec<u8>>, bool) {
             false,
         ),
         "/close" => (vec![p("HTTP/1.1 200 OK\r\n\r\nuntil "), p("the close")], true),
+        "/hop" => (
+            vec![p(
+                "HTTP/1.1 200 OK\r\nX-Conn-Only: secret\r\nConnection: keep-alive, X-Conn-Only\r\nKeep-Alive: timeout=5\r\nUpgrade: h2c\r\nTrailer: X-T\r\nProxy-Connection: keep-alive\r\nX-Kept: yes\r\nContent-Length: 2\r\n\r\nok",
+            )],
+            false,
+        ),
         "/nocontent" => (vec![p("HTTP/1.1 204 No Content\r\nX-A: 1\r\n\r\n")], false),
         "/closes-after" => (
             vec![p("HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")],
@@ -248,6 +254,22 @@ async fn response_framings_arrive_intact() {
         (200, &b"until the close"[..]),
         "body delimited by the close"
     );
+
+    let (s, h, b) = send(&c, addr, "GET", "/hop", &[], b"").await;
+    assert_eq!((s, &b[..]), (200, &b"ok"[..]));
+    for n in [
+        "x-conn-only",
+        "keep-alive",
+        "upgrade",
+        "trailer",
+        "proxy-connection",
+    ] {
+        assert!(
+            h.get(n).is_none(),
+            "hop-by-hop `{n}` reached the client: {h:?}"
+        );
+    }
+    assert_eq!(h["x-kept"], "yes");
 
     let (s, h, b) = send(&c, addr, "GET", "/nocontent", &[], b"").await;
     assert_eq!((s, b.len()), (204, 0));
