@@ -651,37 +651,19 @@ pub(crate) async fn handle(
             && crate::tunnel::websocket_request(&parts.method, parts.version, &parts.headers)
     });
 
-    // 3. Guards and the upstream call, within the request timeout.
-    let fut = forward(
+    // 3. Guards and the upstream call, within the request timeout: `forward` keeps to the
+    // deadline (one timer at a time, the earlier of it and the upstream response timeout).
+    let deadline = crate::clock::deadline(start, snap.request_timeout);
+    let result = forward(
         route,
         &mut done,
         &mut parts,
         body,
         host,
         websocket.is_some(),
-    );
-    // Boxed: the guards' and the upstream call's state is built once in place instead of
-    // being moved (copied) through the timeout and this future.
-    let deadline = crate::clock::deadline(start, snap.request_timeout);
-    let result = match tokio::time::timeout_at(deadline, Box::pin(fut)).await {
-        Ok(r) => r,
-        Err(_) => {
-            metrics
-                .upstream_errors
-                .get_or_create(&UpErrLabel {
-                    upstream: Name(route.upstream.name.clone()),
-                    kind: "request_timeout",
-                })
-                .inc();
-            Err(core_refusal(
-                &mut done.ctx,
-                metrics,
-                StatusCode::GATEWAY_TIMEOUT,
-                "request_timeout",
-                "request did not complete within the request timeout".into(),
-            ))
-        }
-    };
+        deadline,
+    )
+    .await;
     // The upstream's response head is when the request's own work ended; a request that
     // never reached the upstream reads the clock here.
     let elapsed = (done.head_ready.unwrap_or_else(Instant::now) - start).as_secs_f64();
@@ -795,136 +777,147 @@ async fn forward(
     mut body: InBody,
     host: String,
     websocket: bool,
+    deadline: tokio::time::Instant,
 ) -> Result<(Proxied, BodyPhase), Answer> {
     let metrics = done.shared.metrics.clone();
     let snap = done.snap.clone();
     let rid_value = done.rid_value.clone();
     let ctx = &mut done.ctx;
 
-    // Request-header phase.
-    for g in &route.guards {
-        let v = settle!(g.on_request_headers(parts, ctx));
-        if let Outcome::Stop(a) = apply(g.as_ref(), v, ctx, &metrics) {
-            return Err(a);
-        }
-    }
-
-    // Request-body phase: buffer only if a guard asks to see the body.
-    let inspect = route
-        .guards
-        .iter()
-        .filter_map(|g| g.request_body_limit(parts, ctx))
-        .max();
-    let no_body = body.is_end_stream();
-    let req_body = if no_body {
-        // Guards that asked for the body still get their body phase, with an empty body.
-        if inspect.is_some() {
-            let mut empty = Bytes::new();
-            for g in &route.guards {
-                if g.request_body_limit(parts, ctx).is_none() {
-                    continue;
-                }
-                let v = settle!(g.on_request_body(parts, &mut empty, ctx));
-                if let Outcome::Stop(a) = apply(g.as_ref(), v, ctx, &metrics) {
-                    return Err(a);
-                }
-            }
-        }
-        ReqBody::Empty
-    } else if let Some(inspect) = inspect {
-        let limit = ctx
-            .max_request_body
-            .map(|m| m.min(inspect as u64))
-            .unwrap_or(inspect as u64);
-        // The length the client declared (Content-Length), when it did.
-        let declared = body.size_hint().exact();
-        let collected = http_body_util::Limited::new(body, limit as usize)
-            .collect()
-            .await;
-        let bytes = match collected {
-            Ok(c) => c.to_bytes(),
-            Err(e) => {
-                if e.downcast_ref::<http_body_util::LengthLimitError>()
-                    .is_some()
-                {
-                    return Err(core_refusal(
-                        ctx,
-                        &metrics,
-                        StatusCode::PAYLOAD_TOO_LARGE,
-                        "body_too_large",
-                        format!("request body exceeds {limit} bytes"),
-                    ));
-                }
-                return Err(core_refusal(
-                    ctx,
-                    &metrics,
-                    StatusCode::BAD_REQUEST,
-                    "bad_body",
-                    format!("request body could not be read: {e}"),
-                ));
-            }
-        };
-        done.bytes_in.store(bytes.len() as u64, Ordering::Relaxed);
-        let mut bytes = bytes;
+    // The request's phases before the upstream, within the request's deadline (a timer is
+    // armed only if one of them has to wait: a guard's lookup, a body still arriving).
+    let phases = async {
+        // Request-header phase.
         for g in &route.guards {
-            let v = settle!(g.on_request_body(parts, &mut bytes, ctx));
+            let v = settle!(g.on_request_headers(parts, ctx));
             if let Outcome::Stop(a) = apply(g.as_ref(), v, ctx, &metrics) {
                 return Err(a);
             }
         }
-        // The upstream gets the buffered body with its length: a chunked body, or one a guard
-        // rewrote, gets a new Content-Length; one that arrived with its length keeps it.
-        if declared != Some(bytes.len() as u64) {
-            parts.headers.remove(header::TRANSFER_ENCODING);
-            parts
-                .headers
-                .insert(header::CONTENT_LENGTH, HeaderValue::from(bytes.len()));
-        }
-        ReqBody::Full(Some(bytes))
-    } else {
-        // Streaming. A chunked body's first frame is read before the upstream is contacted,
-        // so a malformed chunk never reaches it.
-        let mut first = None;
-        if body.size_hint().exact().is_none() {
-            match body.frame().await {
-                None => {}
-                Some(Ok(f)) => {
-                    if let Some(d) = f.data_ref() {
-                        done.bytes_in.fetch_add(d.len() as u64, Ordering::Relaxed);
-                        if let Some(l) = ctx.max_request_body {
-                            if d.len() as u64 > l {
-                                return Err(core_refusal(
-                                    ctx,
-                                    &metrics,
-                                    StatusCode::PAYLOAD_TOO_LARGE,
-                                    "body_too_large",
-                                    format!("request body exceeds {l} bytes"),
-                                ));
-                            }
-                        }
+
+        // Request-body phase: buffer only if a guard asks to see the body.
+        let inspect = route
+            .guards
+            .iter()
+            .filter_map(|g| g.request_body_limit(parts, ctx))
+            .max();
+        let no_body = body.is_end_stream();
+        let req_body = if no_body {
+            // Guards that asked for the body still get their body phase, with an empty body.
+            if inspect.is_some() {
+                let mut empty = Bytes::new();
+                for g in &route.guards {
+                    if g.request_body_limit(parts, ctx).is_none() {
+                        continue;
                     }
-                    first = Some(f);
+                    let v = settle!(g.on_request_body(parts, &mut empty, ctx));
+                    if let Outcome::Stop(a) = apply(g.as_ref(), v, ctx, &metrics) {
+                        return Err(a);
+                    }
                 }
-                Some(Err(e)) => {
-                    let mut a = core_refusal(
+            }
+            ReqBody::Empty
+        } else if let Some(inspect) = inspect {
+            let limit = ctx
+                .max_request_body
+                .map(|m| m.min(inspect as u64))
+                .unwrap_or(inspect as u64);
+            // The length the client declared (Content-Length), when it did.
+            let declared = body.size_hint().exact();
+            let collected = http_body_util::Limited::new(body, limit as usize)
+                .collect()
+                .await;
+            let bytes = match collected {
+                Ok(c) => c.to_bytes(),
+                Err(e) => {
+                    if e.downcast_ref::<http_body_util::LengthLimitError>()
+                        .is_some()
+                    {
+                        return Err(core_refusal(
+                            ctx,
+                            &metrics,
+                            StatusCode::PAYLOAD_TOO_LARGE,
+                            "body_too_large",
+                            format!("request body exceeds {limit} bytes"),
+                        ));
+                    }
+                    return Err(core_refusal(
                         ctx,
                         &metrics,
                         StatusCode::BAD_REQUEST,
-                        "bad_chunk",
-                        format!("malformed request body: {e}"),
-                    );
-                    a.headers
-                        .push((header::CONNECTION, HeaderValue::from_static("close")));
+                        "bad_body",
+                        format!("request body could not be read: {e}"),
+                    ));
+                }
+            };
+            done.bytes_in.store(bytes.len() as u64, Ordering::Relaxed);
+            let mut bytes = bytes;
+            for g in &route.guards {
+                let v = settle!(g.on_request_body(parts, &mut bytes, ctx));
+                if let Outcome::Stop(a) = apply(g.as_ref(), v, ctx, &metrics) {
                     return Err(a);
                 }
             }
-        }
-        ReqBody::Stream {
-            first,
-            inner: body,
-            seen: done.bytes_in.clone(),
-            limit: ctx.max_request_body,
-        }
+            // The upstream gets the buffered body with its length: a chunked body, or one a guard
+            // rewrote, gets a new Content-Length; one that arrived with its length keeps it.
+            if declared != Some(bytes.len() as u64) {
+                parts.headers.remove(header::TRANSFER_ENCODING);
+                parts
+                    .headers
+                    .insert(header::CONTENT_LENGTH, HeaderValue::from(bytes.len()));
+            }
+            ReqBody::Full(Some(bytes))
+        } else {
+            // Streaming. A chunked body's first frame is read before the upstream is contacted,
+            // so a malformed chunk never reaches it.
+            let mut first = None;
+            if body.size_hint().exact().is_none() {
+                match body.frame().await {
+                    None => {}
+                    Some(Ok(f)) => {
+                        if let Some(d) = f.data_ref() {
+                            done.bytes_in.fetch_add(d.len() as u64, Ordering::Relaxed);
+                            if let Some(l) = ctx.max_request_body {
+                                if d.len() as u64 > l {
+                                    return Err(core_refusal(
+                                        ctx,
+                                        &metrics,
+                                        StatusCode::PAYLOAD_TOO_LARGE,
+                                        "body_too_large",
+                                        format!("request body exceeds {l} bytes"),
+                                    ));
+                                }
+                            }
+                        }
+                        first = Some(f);
+                    }
+                    Some(Err(e)) => {
+                        let mut a = core_refusal(
+                            ctx,
+                            &metrics,
+                            StatusCode::BAD_REQUEST,
+                            "bad_chunk",
+                            format!("malformed request body: {e}"),
+                        );
+                        a.headers
+                            .push((header::CONNECTION, HeaderValue::from_static("close")));
+                        return Err(a);
+                    }
+                }
+            }
+            ReqBody::Stream {
+                first,
+                inner: body,
+                seen: done.bytes_in.clone(),
+                limit: ctx.max_request_body,
+            }
+        };
+
+        Ok::<ReqBody, Answer>(req_body)
+    };
+    let req_body = match tokio::time::timeout_at(deadline, phases).await {
+        Ok(r) => r?,
+        Err(_) => return Err(request_timeout(route, ctx, &metrics)),
     };
 
     // Headers for the upstream.
@@ -1015,7 +1008,15 @@ async fn forward(
     let t0 = Instant::now();
     let sent = route
         .upstream
-        .send(parts.method.clone(), pq, headers, req_body, websocket, t0)
+        .send(
+            parts.method.clone(),
+            pq,
+            headers,
+            req_body,
+            websocket,
+            t0,
+            deadline,
+        )
         .await;
     let t1 = Instant::now();
     done.head_ready = Some(t1);
@@ -1028,6 +1029,7 @@ async fn forward(
             done.upstream = Some(p.target.clone());
             Ok((p, BodyPhase))
         }
+        Err(UpstreamError::RequestTimeout) => Err(request_timeout(route, ctx, &metrics)),
         Err(e) => {
             metrics
                 .upstream_errors
@@ -1048,6 +1050,24 @@ async fn forward(
             Err(upstream_failure(e, ctx, &metrics))
         }
     }
+}
+
+/// The request's deadline (`timeouts.request`) passed before the upstream's response head.
+fn request_timeout(route: &Route, ctx: &mut RequestContext, metrics: &Metrics) -> Answer {
+    metrics
+        .upstream_errors
+        .get_or_create(&UpErrLabel {
+            upstream: Name(route.upstream.name.clone()),
+            kind: "request_timeout",
+        })
+        .inc();
+    core_refusal(
+        ctx,
+        metrics,
+        StatusCode::GATEWAY_TIMEOUT,
+        "request_timeout",
+        "request did not complete within the request timeout".into(),
+    )
 }
 
 /// The answer for a failed upstream call. Failures on the client's side (its body) are
@@ -1079,7 +1099,9 @@ fn upstream_failure(e: UpstreamError, ctx: &mut RequestContext, metrics: &Metric
             return a;
         }
         UpstreamError::Connect(_) | UpstreamError::Protocol(_) => (StatusCode::BAD_GATEWAY, None),
-        UpstreamError::Timeout => (StatusCode::GATEWAY_TIMEOUT, None),
+        UpstreamError::Timeout | UpstreamError::RequestTimeout => {
+            (StatusCode::GATEWAY_TIMEOUT, None)
+        }
         UpstreamError::AllDown(secs) => (StatusCode::SERVICE_UNAVAILABLE, Some(secs)),
         UpstreamError::Overloaded => (StatusCode::SERVICE_UNAVAILABLE, Some(1)),
     };

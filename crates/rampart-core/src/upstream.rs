@@ -80,6 +80,8 @@ pub enum UpstreamError {
     Connect(String),
     /// Connect or response timeout: 504.
     Timeout,
+    /// The request's own deadline (`timeouts.request`) passed first: 504.
+    RequestTimeout,
     /// Every target is ejected: 503 with Retry-After (seconds).
     AllDown(u64),
     /// Too many requests in flight to this upstream: 503.
@@ -97,6 +99,7 @@ impl UpstreamError {
         match self {
             UpstreamError::Connect(_) => "connect",
             UpstreamError::Timeout => "timeout",
+            UpstreamError::RequestTimeout => "request_timeout",
             UpstreamError::AllDown(_) => "unavailable",
             UpstreamError::Overloaded => "overloaded",
             UpstreamError::BodyTooLarge(_) => "body_too_large",
@@ -416,7 +419,9 @@ impl Upstream {
     /// Send a request to one of the targets. `path` is the normalized path and query;
     /// `upgrade` is true for a WebSocket handshake (the connection may become a tunnel);
     /// `started` is the caller's clock reading taken just before, reused for the response
-    /// timeout.
+    /// timeout; nothing here outlasts `deadline`, the request's own (then the error is
+    /// [`UpstreamError::RequestTimeout`]). One timer at a time is armed: the earlier of the two
+    /// deadlines.
     ///
     /// The exchange comes boxed: its state (about 2 KiB) is written once, on the heap,
     /// instead of being copied into every future that awaits it on its way up.
@@ -428,6 +433,7 @@ impl Upstream {
         body: ReqBody,
         upgrade: bool,
         started: Instant,
+        deadline: tokio::time::Instant,
     ) -> Sending<'_> {
         if self.in_flight.fetch_add(1, Ordering::Relaxed) >= self.max_in_flight {
             self.in_flight.fetch_sub(1, Ordering::Relaxed);
@@ -438,9 +444,15 @@ impl Upstream {
             conn: None,
         };
         if self.lean && !upgrade {
-            Box::pin(self.send_lean(method, path, headers, body, in_flight, started))
+            Box::pin(self.send_lean(method, path, headers, body, in_flight, started, deadline))
         } else {
-            Box::pin(self.send_hyper(method, path, headers, body, in_flight))
+            let hyper = self.send_hyper(method, path, headers, body, in_flight);
+            Box::pin(async move {
+                match tokio::time::timeout_at(deadline, hyper).await {
+                    Ok(r) => r,
+                    Err(_) => Err(UpstreamError::RequestTimeout),
+                }
+            })
         }
     }
 
@@ -455,6 +467,7 @@ impl Upstream {
         mut body: ReqBody,
         in_flight: InFlight,
         started: Instant,
+        deadline: tokio::time::Instant,
     ) -> Result<Proxied, UpstreamError> {
         // The first exchange on a pooled connection times its response from `started` (the
         // caller's clock reading, taken just before); later ones from their own start.
@@ -474,7 +487,10 @@ impl Upstream {
             let t = &self.targets[idx];
             let (conn, fresh) = match t.lean.take(coarse_ms()) {
                 Some(c) => (c, false),
-                None => match Box::pin(self.connect_tcp(idx)).await {
+                None => match tokio::time::timeout_at(deadline, Box::pin(self.connect_tcp(idx)))
+                    .await
+                    .map_err(|_| UpstreamError::RequestTimeout)?
+                {
                     Ok(tcp) => (h1client::Conn::new(tcp), true),
                     Err(e) => {
                         idx = self.after_connect_failure(idx, e, &mut connect_failures)?;
@@ -488,8 +504,15 @@ impl Upstream {
                 Some(s) if !fresh => s,
                 _ => Instant::now(),
             };
-            let deadline = crate::clock::deadline(from, self.response_timeout);
-            match tokio::time::timeout_at(deadline, exchange).await {
+            let response_deadline = crate::clock::deadline(from, self.response_timeout);
+            let request_first = deadline < response_deadline;
+            let at = if request_first {
+                deadline
+            } else {
+                response_deadline
+            };
+            match tokio::time::timeout_at(at, exchange).await {
+                Err(_) if request_first => return Err(UpstreamError::RequestTimeout),
                 Err(_) => return Err(UpstreamError::Timeout),
                 Ok(Ok((parts, b))) => {
                     self.succeeded(idx);

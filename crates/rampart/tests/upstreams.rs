@@ -42,6 +42,27 @@ async fn response_timeout_is_504() {
 }
 
 #[tokio::test]
+async fn request_timeout_earlier_than_the_response_timeout_is_504() {
+    // The request's own deadline (300 ms) comes before the upstream's response timeout (1 s):
+    // it is the one that ends the wait, and it is counted as such.
+    let up = TestUpstream::start().await;
+    let top = "server:\n  timeouts:\n    request: 300ms\n";
+    let gw = gateway(&config(up.addr, "", top)).await;
+    let (s, _, _) = get(gw.listen_addrs()[0], "/slow").await;
+    assert_eq!(s, 504);
+    let (_, _, m) = get(gw.admin_addr().unwrap(), "/metrics").await;
+    let m = String::from_utf8_lossy(&m);
+    assert!(
+        m.contains("rampart_upstream_errors_total{upstream=\"api\",kind=\"request_timeout\"} 1"),
+        "{m}"
+    );
+    assert!(
+        !m.contains("kind=\"timeout\""),
+        "the response timeout did not fire: {m}"
+    );
+}
+
+#[tokio::test]
 async fn round_robin_skips_a_dead_target_and_retries_idempotent_requests() {
     let up = TestUpstream::start().await;
     let dead = dead_port().await;
