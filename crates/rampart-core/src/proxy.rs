@@ -1014,8 +1014,10 @@ async fn forward(
             headers,
             req_body,
             websocket,
-            t0,
-            deadline,
+            crate::upstream::Timing {
+                started: t0,
+                deadline,
+            },
         )
         .await;
     let t1 = Instant::now();

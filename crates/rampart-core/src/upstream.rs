@@ -26,6 +26,15 @@ pub fn now_ms() -> u64 {
     START.get_or_init(Instant::now).elapsed().as_millis() as u64 + 1
 }
 
+/// The clock readings an upstream call starts from.
+#[derive(Clone, Copy, Debug)]
+pub struct Timing {
+    /// Taken just before the call: the response timeout counts from here.
+    pub started: Instant,
+    /// The request's own deadline (`timeouts.request`).
+    pub deadline: tokio::time::Instant,
+}
+
 /// One upstream exchange in flight (see [`Upstream::send`]).
 pub type Sending<'a> = std::pin::Pin<
     Box<dyn std::future::Future<Output = Result<Proxied, UpstreamError>> + Send + 'a>,
@@ -432,9 +441,9 @@ impl Upstream {
         headers: HeaderMap,
         body: ReqBody,
         upgrade: bool,
-        started: Instant,
-        deadline: tokio::time::Instant,
+        timing: Timing,
     ) -> Sending<'_> {
+        let deadline = timing.deadline;
         if self.in_flight.fetch_add(1, Ordering::Relaxed) >= self.max_in_flight {
             self.in_flight.fetch_sub(1, Ordering::Relaxed);
             return Box::pin(std::future::ready(Err(UpstreamError::Overloaded)));
@@ -444,7 +453,7 @@ impl Upstream {
             conn: None,
         };
         if self.lean && !upgrade {
-            Box::pin(self.send_lean(method, path, headers, body, in_flight, started, deadline))
+            Box::pin(self.send_lean(method, path, headers, body, in_flight, timing))
         } else {
             let hyper = self.send_hyper(method, path, headers, body, in_flight);
             Box::pin(async move {
@@ -466,9 +475,9 @@ impl Upstream {
         headers: HeaderMap,
         mut body: ReqBody,
         in_flight: InFlight,
-        started: Instant,
-        deadline: tokio::time::Instant,
+        timing: Timing,
     ) -> Result<Proxied, UpstreamError> {
+        let Timing { started, deadline } = timing;
         // The first exchange on a pooled connection times its response from `started` (the
         // caller's clock reading, taken just before); later ones from their own start.
         let mut started = Some(started);
