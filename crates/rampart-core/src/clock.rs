@@ -37,14 +37,10 @@ pub fn coarse_unix_secs() -> u64 {
 }
 
 /// `from + d` as a tokio deadline: a timeout that reuses a clock reading the caller already
-/// has (`tokio::time::timeout` reads the clock again). A `d` too large to add is a year.
+/// has (`tokio::time::timeout` reads the clock again). Durations are capped at a year.
 pub fn deadline(from: std::time::Instant, d: std::time::Duration) -> tokio::time::Instant {
     const YEAR: std::time::Duration = std::time::Duration::from_secs(365 * 86_400);
-    tokio::time::Instant::from_std(
-        from.checked_add(d.min(YEAR))
-            .or_else(|| from.checked_add(std::time::Duration::from_secs(1)))
-            .unwrap_or(from),
-    )
+    tokio::time::Instant::from_std(from.checked_add(d.min(YEAR)).unwrap_or(from))
 }
 
 #[cfg(test)]

@@ -451,10 +451,7 @@ impl Done {
     fn finish(mut self: Box<Self>, bytes_out: u64, complete: bool) {
         self.activity.request_done();
         let snap = self.snap.clone();
-        let guards = match self.route_idx {
-            Some(i) => &snap.routes[i].guards,
-            None => &snap.unrouted_guards,
-        };
+        let guards = guard_chain(&snap, self.route_idx);
         for g in guards {
             g.on_log(&mut self.ctx, self.status);
         }
@@ -740,14 +737,19 @@ fn answer_parts(a: Answer) -> (http::response::Parts, Bytes) {
     (p, a.body)
 }
 
+/// The guards a request runs through: its route's chain, or the chain for unrouted requests.
+fn guard_chain(snap: &Snapshot, route_idx: Option<usize>) -> &[Arc<dyn Guard>] {
+    match route_idx {
+        Some(i) => &snap.routes[i].guards,
+        None => &snap.unrouted_guards,
+    }
+}
+
 /// Send a response the gateway produced (block, preflight, error).
 fn finish_answer(mut done: Box<Done>, a: Answer) -> Response<RespBody> {
     let (mut parts, body) = answer_parts(a);
     let snap = done.snap.clone();
-    let guards = match done.route_idx {
-        Some(i) => &snap.routes[i].guards,
-        None => &snap.unrouted_guards,
-    };
+    let guards = guard_chain(&snap, done.route_idx);
     let metrics = done.shared.metrics.clone();
     // Response guards still run (security headers, CORS); a block here cannot replace a block.
     let _ = run_response_guards(guards, &mut parts, &mut done.ctx, &metrics);
@@ -770,11 +772,150 @@ fn seal(
 /// What `forward` hands back for the response phases.
 struct BodyPhase;
 
+/// The request-header and request-body phases: the guards' verdicts, and the body the
+/// upstream gets (buffered when a guard asked to see it, else streamed).
+async fn request_phases(
+    route: &Route,
+    ctx: &mut RequestContext,
+    parts: &mut http::request::Parts,
+    mut body: InBody,
+    metrics: &Metrics,
+    bytes_in: &Arc<AtomicU64>,
+) -> Result<ReqBody, Answer> {
+    // Request-header phase.
+    for g in &route.guards {
+        let v = settle!(g.on_request_headers(parts, ctx));
+        if let Outcome::Stop(a) = apply(g.as_ref(), v, ctx, metrics) {
+            return Err(a);
+        }
+    }
+
+    // Request-body phase: buffer only if a guard asks to see the body.
+    let inspect = route
+        .guards
+        .iter()
+        .filter_map(|g| g.request_body_limit(parts, ctx))
+        .max();
+    let no_body = body.is_end_stream();
+    let req_body = if no_body {
+        // Guards that asked for the body still get their body phase, with an empty body.
+        if inspect.is_some() {
+            let mut empty = Bytes::new();
+            for g in &route.guards {
+                if g.request_body_limit(parts, ctx).is_none() {
+                    continue;
+                }
+                let v = settle!(g.on_request_body(parts, &mut empty, ctx));
+                if let Outcome::Stop(a) = apply(g.as_ref(), v, ctx, metrics) {
+                    return Err(a);
+                }
+            }
+        }
+        ReqBody::Empty
+    } else if let Some(inspect) = inspect {
+        let limit = ctx
+            .max_request_body
+            .map(|m| m.min(inspect as u64))
+            .unwrap_or(inspect as u64);
+        // The length the client declared (Content-Length), when it did.
+        let declared = body.size_hint().exact();
+        let collected = http_body_util::Limited::new(body, limit as usize)
+            .collect()
+            .await;
+        let bytes = match collected {
+            Ok(c) => c.to_bytes(),
+            Err(e) => {
+                if e.downcast_ref::<http_body_util::LengthLimitError>()
+                    .is_some()
+                {
+                    return Err(core_refusal(
+                        ctx,
+                        metrics,
+                        StatusCode::PAYLOAD_TOO_LARGE,
+                        "body_too_large",
+                        format!("request body exceeds {limit} bytes"),
+                    ));
+                }
+                return Err(core_refusal(
+                    ctx,
+                    metrics,
+                    StatusCode::BAD_REQUEST,
+                    "bad_body",
+                    format!("request body could not be read: {e}"),
+                ));
+            }
+        };
+        bytes_in.store(bytes.len() as u64, Ordering::Relaxed);
+        let mut bytes = bytes;
+        for g in &route.guards {
+            let v = settle!(g.on_request_body(parts, &mut bytes, ctx));
+            if let Outcome::Stop(a) = apply(g.as_ref(), v, ctx, metrics) {
+                return Err(a);
+            }
+        }
+        // The upstream gets the buffered body with its length: a chunked body, or one a guard
+        // rewrote, gets a new Content-Length; one that arrived with its length keeps it.
+        if declared != Some(bytes.len() as u64) {
+            parts.headers.remove(header::TRANSFER_ENCODING);
+            parts
+                .headers
+                .insert(header::CONTENT_LENGTH, HeaderValue::from(bytes.len()));
+        }
+        ReqBody::Full(Some(bytes))
+    } else {
+        // Streaming. A chunked body's first frame is read before the upstream is contacted,
+        // so a malformed chunk never reaches it.
+        let mut first = None;
+        if body.size_hint().exact().is_none() {
+            match body.frame().await {
+                None => {}
+                Some(Ok(f)) => {
+                    if let Some(d) = f.data_ref() {
+                        bytes_in.fetch_add(d.len() as u64, Ordering::Relaxed);
+                        if let Some(l) = ctx.max_request_body {
+                            if d.len() as u64 > l {
+                                return Err(core_refusal(
+                                    ctx,
+                                    metrics,
+                                    StatusCode::PAYLOAD_TOO_LARGE,
+                                    "body_too_large",
+                                    format!("request body exceeds {l} bytes"),
+                                ));
+                            }
+                        }
+                    }
+                    first = Some(f);
+                }
+                Some(Err(e)) => {
+                    let mut a = core_refusal(
+                        ctx,
+                        metrics,
+                        StatusCode::BAD_REQUEST,
+                        "bad_chunk",
+                        format!("malformed request body: {e}"),
+                    );
+                    a.headers
+                        .push((header::CONNECTION, HeaderValue::from_static("close")));
+                    return Err(a);
+                }
+            }
+        }
+        ReqBody::Stream {
+            first,
+            inner: body,
+            seen: bytes_in.clone(),
+            limit: ctx.max_request_body,
+        }
+    };
+
+    Ok(req_body)
+}
+
 async fn forward(
     route: &Route,
     done: &mut Done,
     parts: &mut http::request::Parts,
-    mut body: InBody,
+    body: InBody,
     host: String,
     websocket: bool,
     deadline: tokio::time::Instant,
@@ -786,135 +927,7 @@ async fn forward(
 
     // The request's phases before the upstream, within the request's deadline (a timer is
     // armed only if one of them has to wait: a guard's lookup, a body still arriving).
-    let phases = async {
-        // Request-header phase.
-        for g in &route.guards {
-            let v = settle!(g.on_request_headers(parts, ctx));
-            if let Outcome::Stop(a) = apply(g.as_ref(), v, ctx, &metrics) {
-                return Err(a);
-            }
-        }
-
-        // Request-body phase: buffer only if a guard asks to see the body.
-        let inspect = route
-            .guards
-            .iter()
-            .filter_map(|g| g.request_body_limit(parts, ctx))
-            .max();
-        let no_body = body.is_end_stream();
-        let req_body = if no_body {
-            // Guards that asked for the body still get their body phase, with an empty body.
-            if inspect.is_some() {
-                let mut empty = Bytes::new();
-                for g in &route.guards {
-                    if g.request_body_limit(parts, ctx).is_none() {
-                        continue;
-                    }
-                    let v = settle!(g.on_request_body(parts, &mut empty, ctx));
-                    if let Outcome::Stop(a) = apply(g.as_ref(), v, ctx, &metrics) {
-                        return Err(a);
-                    }
-                }
-            }
-            ReqBody::Empty
-        } else if let Some(inspect) = inspect {
-            let limit = ctx
-                .max_request_body
-                .map(|m| m.min(inspect as u64))
-                .unwrap_or(inspect as u64);
-            // The length the client declared (Content-Length), when it did.
-            let declared = body.size_hint().exact();
-            let collected = http_body_util::Limited::new(body, limit as usize)
-                .collect()
-                .await;
-            let bytes = match collected {
-                Ok(c) => c.to_bytes(),
-                Err(e) => {
-                    if e.downcast_ref::<http_body_util::LengthLimitError>()
-                        .is_some()
-                    {
-                        return Err(core_refusal(
-                            ctx,
-                            &metrics,
-                            StatusCode::PAYLOAD_TOO_LARGE,
-                            "body_too_large",
-                            format!("request body exceeds {limit} bytes"),
-                        ));
-                    }
-                    return Err(core_refusal(
-                        ctx,
-                        &metrics,
-                        StatusCode::BAD_REQUEST,
-                        "bad_body",
-                        format!("request body could not be read: {e}"),
-                    ));
-                }
-            };
-            done.bytes_in.store(bytes.len() as u64, Ordering::Relaxed);
-            let mut bytes = bytes;
-            for g in &route.guards {
-                let v = settle!(g.on_request_body(parts, &mut bytes, ctx));
-                if let Outcome::Stop(a) = apply(g.as_ref(), v, ctx, &metrics) {
-                    return Err(a);
-                }
-            }
-            // The upstream gets the buffered body with its length: a chunked body, or one a guard
-            // rewrote, gets a new Content-Length; one that arrived with its length keeps it.
-            if declared != Some(bytes.len() as u64) {
-                parts.headers.remove(header::TRANSFER_ENCODING);
-                parts
-                    .headers
-                    .insert(header::CONTENT_LENGTH, HeaderValue::from(bytes.len()));
-            }
-            ReqBody::Full(Some(bytes))
-        } else {
-            // Streaming. A chunked body's first frame is read before the upstream is contacted,
-            // so a malformed chunk never reaches it.
-            let mut first = None;
-            if body.size_hint().exact().is_none() {
-                match body.frame().await {
-                    None => {}
-                    Some(Ok(f)) => {
-                        if let Some(d) = f.data_ref() {
-                            done.bytes_in.fetch_add(d.len() as u64, Ordering::Relaxed);
-                            if let Some(l) = ctx.max_request_body {
-                                if d.len() as u64 > l {
-                                    return Err(core_refusal(
-                                        ctx,
-                                        &metrics,
-                                        StatusCode::PAYLOAD_TOO_LARGE,
-                                        "body_too_large",
-                                        format!("request body exceeds {l} bytes"),
-                                    ));
-                                }
-                            }
-                        }
-                        first = Some(f);
-                    }
-                    Some(Err(e)) => {
-                        let mut a = core_refusal(
-                            ctx,
-                            &metrics,
-                            StatusCode::BAD_REQUEST,
-                            "bad_chunk",
-                            format!("malformed request body: {e}"),
-                        );
-                        a.headers
-                            .push((header::CONNECTION, HeaderValue::from_static("close")));
-                        return Err(a);
-                    }
-                }
-            }
-            ReqBody::Stream {
-                first,
-                inner: body,
-                seen: done.bytes_in.clone(),
-                limit: ctx.max_request_body,
-            }
-        };
-
-        Ok::<ReqBody, Answer>(req_body)
-    };
+    let phases = request_phases(route, ctx, parts, body, &metrics, &done.bytes_in);
     let req_body = match tokio::time::timeout_at(deadline, phases).await {
         Ok(r) => r?,
         Err(_) => return Err(request_timeout(route, ctx, &metrics)),
@@ -1150,10 +1163,7 @@ fn finish_upstream(
     strip_hop_by_hop(&mut parts.headers);
     let snap = done.snap.clone();
     let metrics = done.shared.metrics.clone();
-    let guards = match done.route_idx {
-        Some(i) => &snap.routes[i].guards,
-        None => &snap.unrouted_guards,
-    };
+    let guards = guard_chain(&snap, done.route_idx);
     if let Some(a) = run_response_guards(guards, &mut parts, &mut done.ctx, &metrics) {
         drop(in_flight);
         return Finish::Now(finish_answer(done, a));
@@ -1181,10 +1191,7 @@ async fn inspect_response_body(
 ) -> Response<RespBody> {
     let snap = done.snap.clone();
     let metrics = done.shared.metrics.clone();
-    let guards = match done.route_idx {
-        Some(i) => &snap.routes[i].guards,
-        None => &snap.unrouted_guards,
-    };
+    let guards = guard_chain(&snap, done.route_idx);
     let bytes = match http_body_util::Limited::new(body, limit).collect().await {
         Ok(c) => c.to_bytes(),
         Err(_) => {
@@ -1239,10 +1246,7 @@ fn switch_protocols(
     strip_hop_by_hop(&mut parts.headers);
     crate::tunnel::restore_upgrade(&mut parts.headers);
     let snap = done.snap.clone();
-    let guards = match done.route_idx {
-        Some(i) => &snap.routes[i].guards,
-        None => &snap.unrouted_guards,
-    };
+    let guards = guard_chain(&snap, done.route_idx);
     if let Some(a) = run_response_guards(guards, &mut parts, &mut done.ctx, &metrics) {
         return finish_answer(done, a);
     }

@@ -21,8 +21,7 @@ async fn refused_then_ejected_then_recovers() {
     let (s, h, _) = get(addr, "/x").await;
     assert_eq!(s, 503, "the only target is ejected");
     assert!(h.contains_key("retry-after"));
-    let (_, _, m) = get(gw.admin_addr().unwrap(), "/metrics").await;
-    let m = String::from_utf8_lossy(&m);
+    let m = metrics_text(&gw).await;
     assert!(
         m.contains("rampart_upstream_errors_total{upstream=\"api\",kind=\"connect\"}"),
         "{m}"
@@ -50,8 +49,7 @@ async fn request_timeout_earlier_than_the_response_timeout_is_504() {
     let gw = gateway(&config(up.addr, "", top)).await;
     let (s, _, _) = get(gw.listen_addrs()[0], "/slow").await;
     assert_eq!(s, 504);
-    let (_, _, m) = get(gw.admin_addr().unwrap(), "/metrics").await;
-    let m = String::from_utf8_lossy(&m);
+    let m = metrics_text(&gw).await;
     assert!(
         m.contains("rampart_upstream_errors_total{upstream=\"api\",kind=\"request_timeout\"} 1"),
         "{m}"

@@ -168,6 +168,15 @@ pub fn config(upstream: SocketAddr, extra_route: &str, extra_top: &str) -> Strin
     )
 }
 
+/// The admin listener's `/metrics` text.
+pub async fn metrics_text(gw: &Gateway) -> String {
+    let admin = gw
+        .admin_addr()
+        .expect("the test config has an admin listener");
+    let (_, _, m) = get(admin, "/metrics").await;
+    String::from_utf8_lossy(&m).into_owned()
+}
+
 pub async fn gateway(yaml: &str) -> Arc<Gateway> {
     let dir = std::env::temp_dir();
     let lc = rampart::load_text(yaml, "test.yaml", &dir)
