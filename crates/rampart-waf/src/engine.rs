@@ -4,14 +4,14 @@
 
 use crate::body;
 use crate::macros::Macro;
+use crate::operator::Operator;
 use crate::rules::{
     in_ranges, Ctl, Disruptive, EngineMode, Entry, IdRanges, Picked, Rule, RuleSet, SetOp,
 };
 use crate::transform::Transform;
+use crate::values::Values;
 use crate::vars::{Coll, Data, Item, Target};
 use std::borrow::Cow;
-use std::collections::HashMap;
-use std::hash::BuildHasherDefault;
 use std::sync::Arc;
 
 /// A rule that matched (chain included) and logs.
@@ -80,15 +80,13 @@ pub struct Transaction {
     pub interruption: Option<Interruption>,
     allow: bool,
     done: [bool; 5],
-    /// Transformed values by (address, length, pipeline) of a stable variable's value.
-    tcache: TransformCache,
+    /// The values rules read, numbered, with their transformed forms and prefilter findings.
+    values: Values,
     /// The resolved-variables buffer, kept between rules to save an allocation per rule.
     items: Vec<Item<'static>>,
     /// Per transformation pipeline: the prefilter slots whose literals occur somewhere in the
     /// request (after that pipeline). Worked out on first use; reset with the cache.
     universe: Vec<(u32, Vec<u64>)>,
-    /// Per-value prefilter bits (see [`Tv::cand`]).
-    cand: Vec<u64>,
     /// The current link's matches (only the first `n` of a link are live), kept for their
     /// buffers.
     found: Vec<Found>,
@@ -105,70 +103,10 @@ struct Found {
 /// TX keys of the capture groups.
 const CAPTURE_KEYS: [&str; 10] = ["0", "1", "2", "3", "4", "5", "6", "7", "8", "9"];
 
-type TransformCache = HashMap<ValueKey, Tv, BuildHasherDefault<crate::vars::Fnv>>;
-
-/// A value that stays put in memory (address, length) after one pipeline: hashed as one word
-/// (the hasher's final mix spreads it), compared in full.
-#[derive(Clone, Copy, PartialEq, Eq)]
-struct ValueKey(usize, usize, u32);
-
-impl std::hash::Hash for ValueKey {
-    fn hash<H: std::hash::Hasher>(&self, h: &mut H) {
-        h.write_u64((self.0 as u64) ^ ((self.1 as u64) << 40) ^ ((self.2 as u64) << 52));
-    }
-}
-
-/// A value after one pipeline, and which prefilter slots' literals it contains.
-#[derive(Clone, Debug)]
-struct Tv {
-    /// The transformed value, when the pipeline changed it.
-    out: Option<Vec<u8>>,
-    /// Where this value's prefilter bits start in [`Transaction::cand`]; [`NOT_SCANNED`]
-    /// until the prefilter has scanned it.
-    cand: u32,
-}
-
-const NOT_SCANNED: u32 = u32::MAX;
-
-/// The cache key of a value that stays put in memory (`None`: transform it every time).
-fn cache_key(r: &Rule, it: &Item<'_>) -> Option<ValueKey> {
-    (!it.value.is_empty()
-        && matches!(it.value, Cow::Borrowed(_))
-        && crate::vars::is_stable(it.coll))
-    .then(|| ValueKey(it.value.as_ptr() as usize, it.value.len(), r.pipeline))
-}
-
-/// `it`'s value after `r`'s transformations, and where its prefilter bits are (if scanned).
-/// A value that stays put in memory is transformed once per pipeline and transaction; the
-/// result is kept in `cache`.
-fn transformed<'c>(
-    cache: &'c mut TransformCache,
-    r: &Rule,
-    it: &'c Item<'_>,
-) -> (Cow<'c, [u8]>, u32) {
-    if r.transforms.is_empty() && r.pf.is_none() {
-        return (Cow::Borrowed(&it.value), NOT_SCANNED);
-    }
-    let Some(key) = cache_key(r, it) else {
-        return (transform_all(&r.transforms, &it.value), NOT_SCANNED);
-    };
-    let slot = cached(cache, key, r, it);
-    (
-        Cow::Borrowed(slot.out.as_deref().unwrap_or(&it.value)),
-        slot.cand,
-    )
-}
-
-/// The cache entry for `key`, transforming `it` on first use.
-#[inline]
-fn cached<'c>(cache: &'c mut TransformCache, key: ValueKey, r: &Rule, it: &Item<'_>) -> &'c mut Tv {
-    cache.entry(key).or_insert_with(|| Tv {
-        out: match transform_all(&r.transforms, &it.value) {
-            Cow::Borrowed(_) => None,
-            Cow::Owned(o) => Some(o),
-        },
-        cand: NOT_SCANNED,
-    })
+/// Whether an item's value stays put in `Data` until the collections change (so it can be
+/// numbered by where it lives).
+fn stays_put(it: &Item<'_>) -> bool {
+    matches!(it.value, Cow::Borrowed(_)) && crate::vars::is_stable(it.coll)
 }
 
 /// An emptied buffer of items with any lifetime, keeping its allocation.
@@ -190,6 +128,11 @@ impl Transaction {
         // request: sized once instead of grown step by step.
         let mut data = Data::default();
         data.tx.reserve(128);
+        let values = Values::new(
+            rs.pipelines,
+            rs.prefilter.as_ref().map_or(0, |p| p.slots),
+            rs.groups,
+        );
         Transaction {
             engine: rs.engine,
             request_body_access: rs.request_body_access,
@@ -203,11 +146,10 @@ impl Transaction {
             interruption: None,
             allow: false,
             done: [false; 5],
-            tcache: TransformCache::with_capacity_and_hasher(256, Default::default()),
+            values,
             items: Vec::new(),
             universe: Vec::new(),
             found: Vec::new(),
-            cand: Vec::new(),
         }
     }
 
@@ -313,9 +255,8 @@ impl Transaction {
     /// Forget cached transformations. Call after changing request or response variables in
     /// `data` from outside the engine (the cache keys on where values live).
     pub fn invalidate_cache(&mut self) {
-        self.tcache.clear();
+        self.values.clear();
         self.universe.clear();
-        self.cand.clear();
     }
 
     /// Could rule `r` (which has prefilter slot `slot`) match anything in this request?
@@ -327,6 +268,10 @@ impl Transaction {
         if let Some((_, bits)) = self.universe.iter().find(|(p, _)| *p == r.pipeline) {
             return bit(bits);
         }
+        let Some(ac) = pf.automaton(r.pipeline) else {
+            // No literals for this pipeline: nothing to rule out.
+            return true;
+        };
         let mut bits = vec![0u64; (pf.slots as usize).div_ceil(64)];
         let mut seen = Vec::new();
         let mut items = recycle(std::mem::take(&mut self.items));
@@ -339,34 +284,23 @@ impl Transaction {
         for t in targets {
             self.data.resolve(t, &|_, _| false, &mut items);
         }
-        let words = (pf.slots as usize).div_ceil(64);
-        let mut vb = vec![0u64; words];
-        let Some(ac) = pf.automaton(r.pipeline) else {
-            // No literals for this pipeline: nothing to rule out.
-            self.items = recycle(items);
-            return true;
-        };
         for it in &items {
-            let Some(key) = cache_key(r, it) else {
+            if !stays_put(it) {
                 ac.scan(
                     &transform_all(&r.transforms, &it.value),
                     &mut bits,
                     &mut seen,
                 );
                 continue;
-            };
-            let slot = cached(&mut self.tcache, key, r, it);
-            if slot.cand == NOT_SCANNED {
-                // This value's own bits, kept so each rule runs its regex only on the values
-                // that contain one of its literals.
-                vb.iter_mut().for_each(|w| *w = 0);
-                ac.scan(slot.out.as_deref().unwrap_or(&it.value), &mut vb, &mut seen);
-                slot.cand = self.cand.len() as u32;
-                self.cand.extend_from_slice(&vb);
             }
-            let at = slot.cand as usize;
-            for (b, w) in bits.iter_mut().zip(&self.cand[at..at + words]) {
-                *b |= w;
+            // Each value's own bits are kept, so each rule runs its regex only on the values
+            // that contain one of its literals.
+            let vid = self.values.number(&it.value, true);
+            let f = self.values.form(vid, r);
+            if let Some(c) = self.values.scan(f, r, Some(pf)) {
+                for (b, w) in bits.iter_mut().zip(c) {
+                    *b |= w;
+                }
             }
         }
         self.items = recycle(items);
@@ -443,7 +377,7 @@ impl Transaction {
         // Phase 2 caches each argument name and value once per pipeline (CRS uses ~16 on
         // arguments): room for them now instead of rehashing as the cache grows.
         let values = 2 * (self.data.args_get.len() + self.data.args_post.len()) + 16;
-        self.tcache.reserve((values * 16).min(1 << 14));
+        self.values.reserve(values.min(1 << 12));
         // REQUEST_BODY is there unless a structured processor (XML, multipart) took the body.
         if !matches!(processor, Some("XML") | Some("MULTIPART")) || self.force_body_variable {
             self.data.body = Some(b.to_vec());
@@ -608,6 +542,55 @@ impl Transaction {
         // Matches go into buffers kept between rules: most rules that match (paranoia-level
         // gates, counters) would otherwise allocate a name and a value copy per match.
         let mut found = std::mem::take(&mut self.found);
+        let removed = &self.removed.targets;
+        let ctl_free = removed.is_empty() || !removed.iter().any(|(sel, _)| sel.picks(head));
+        let nfound = match r.group {
+            // The link reads a target list it shares with other rules, and no `ctl` removal
+            // changes it for this rule: read the group's resolved values.
+            Some(g) if ctl_free && !r.multi_match => self.eval_group(g, r, op, &mut found),
+            _ => self.eval_items(r, head, op, &mut found),
+        };
+        if nfound == 0 {
+            self.found = found;
+            return false;
+        }
+        for (k, f) in found.iter_mut().take(nfound).enumerate() {
+            let d = &mut self.data;
+            d.matched_var_name.clear();
+            d.matched_var_name.extend_from_slice(&f.name);
+            d.matched_var.clear();
+            d.matched_var.extend_from_slice(&f.value);
+            // MATCHED_VARS holds this link's matches so far; entries are reused in place.
+            d.matched_vars.truncate(k + 1);
+            match d.matched_vars.get_mut(k) {
+                Some((n, v)) => {
+                    n.clear();
+                    n.extend_from_slice(&f.name);
+                    v.clear();
+                    v.extend_from_slice(&f.value);
+                }
+                None => d.matched_vars.push((f.name.clone(), f.value.clone())),
+            }
+            if r.capture {
+                for (i, c) in f.caps.iter().enumerate() {
+                    d.tx_set_bytes(CAPTURE_KEYS[i.min(9)], c);
+                }
+            }
+            self.actions(r, head);
+        }
+        self.found = found;
+        true
+    }
+
+    /// Run link `r`'s operator on each of its targets' values, resolved here; returns how
+    /// many matched (their details are in `found`).
+    fn eval_items(
+        &mut self,
+        r: &Rule,
+        head: &Rule,
+        op: &Operator,
+        found: &mut Vec<Found>,
+    ) -> usize {
         let mut nfound = 0;
         {
             let removed = &self.removed.targets;
@@ -639,7 +622,8 @@ impl Transaction {
                 self.data.resolve(t, ex, &mut items);
             }
             let want_caps = r.capture;
-            let cache = &mut self.tcache;
+            let values = &mut self.values;
+            let pf = self.rs.prefilter.as_ref();
             let mut caps = Vec::new();
             for it in &items {
                 caps.clear();
@@ -677,18 +661,21 @@ impl Transaction {
                         }
                     }
                 } else {
-                    let (v, cand) = transformed(cache, r, it);
-                    if let (Some(slot), true) = (r.pf, cand != NOT_SCANNED) {
-                        // The prefilter saw this value: no literal of this rule, no match.
-                        let at = cand as usize + slot as usize / 64;
-                        if self
-                            .cand
-                            .get(at)
-                            .is_some_and(|w| w & (1 << (slot % 64)) == 0)
-                        {
-                            continue;
+                    let v: Cow<[u8]> = if r.transforms.is_empty() && r.pf.is_none() {
+                        Cow::Borrowed(&it.value)
+                    } else if stays_put(it) {
+                        let vid = values.number(&it.value, true);
+                        let f = values.form(vid, r);
+                        if let Some(slot) = r.pf {
+                            if values.literal(f, r, pf, slot) == Some(false) {
+                                // No literal of this rule in this value: no match.
+                                continue;
+                            }
                         }
-                    }
+                        Cow::Borrowed(values.text(f))
+                    } else {
+                        transform_all(&r.transforms, &it.value)
+                    };
                     if r.need.is_some_and(|n| !n.any_in(&v)) {
                         // None of the bytes every match contains: no match.
                         continue;
@@ -700,36 +687,64 @@ impl Transaction {
             }
             self.items = recycle(items);
         }
-        if nfound == 0 {
-            self.found = found;
-            return false;
-        }
-        for (k, f) in found.iter_mut().take(nfound).enumerate() {
-            let d = &mut self.data;
-            d.matched_var_name.clear();
-            d.matched_var_name.extend_from_slice(&f.name);
-            d.matched_var.clear();
-            d.matched_var.extend_from_slice(&f.value);
-            // MATCHED_VARS holds this link's matches so far; entries are reused in place.
-            d.matched_vars.truncate(k + 1);
-            match d.matched_vars.get_mut(k) {
-                Some((n, v)) => {
-                    n.clear();
-                    n.extend_from_slice(&f.name);
-                    v.clear();
-                    v.extend_from_slice(&f.value);
-                }
-                None => d.matched_vars.push((f.name.clone(), f.value.clone())),
+        nfound
+    }
+
+    /// Run link `r`'s operator on the values of its target-list group `g`: resolved once per
+    /// transaction, and passed over whole when the prefilter shows none of them can match.
+    fn eval_group(&mut self, g: u32, r: &Rule, op: &Operator, found: &mut Vec<Found>) -> usize {
+        let pf = self.rs.prefilter.as_ref();
+        let values = &mut self.values;
+        values.build_group(g, &self.data, r);
+        if let Some(slot) = r.pf {
+            if values.group_has_literal(g, r, pf, slot) == Some(false) {
+                return 0;
             }
-            if r.capture {
-                for (i, c) in f.caps.iter().enumerate() {
-                    d.tx_set_bytes(CAPTURE_KEYS[i.min(9)], c);
+        }
+        let mut nfound = 0;
+        let mut caps = Vec::new();
+        let mut hits = Vec::new();
+        for i in 0..values.group_len(g) {
+            let f = values.form(values.member(g, i), r);
+            if let Some(slot) = r.pf {
+                if values.literal(f, r, pf, slot) == Some(false) {
+                    continue;
                 }
             }
-            self.actions(r, head);
+            let v = values.text(f);
+            if r.need.is_some_and(|n| !n.any_in(v)) {
+                continue;
+            }
+            caps.clear();
+            if op.matches(&self.data, v, r.capture.then_some(&mut caps)) {
+                if found.len() == nfound {
+                    found.push(Found::default());
+                }
+                let fd = &mut found[nfound];
+                nfound += 1;
+                fd.value.clear();
+                fd.value.extend_from_slice(v);
+                std::mem::swap(&mut fd.caps, &mut caps);
+                hits.push(i);
+            }
         }
-        self.found = found;
-        true
+        if nfound > 0 {
+            // The matched variables' names: the group's items, resolved again in the same
+            // order (only when something matched).
+            let mut items = recycle(std::mem::take(&mut self.items));
+            let ex = |c: Coll, k: &[u8]| r.targets.iter().any(|t| t.excludes(c, k));
+            for t in r.targets.iter().filter(|t| !t.exclude) {
+                self.data.resolve(t, &ex, &mut items);
+            }
+            for (fd, &i) in found.iter_mut().zip(&hits) {
+                fd.name.clear();
+                if let Some(it) = items.get(i) {
+                    it.write_name(&mut fd.name);
+                }
+            }
+            self.items = recycle(items);
+        }
+        nfound
     }
 
     /// Non-disruptive actions of one link: setvar and ctl.
@@ -877,7 +892,9 @@ pub fn transform_all<'a>(ts: &[Transform], v: &'a [u8]) -> Cow<'a, [u8]> {
         cur = match cur {
             Cow::Borrowed(b) => t.apply(b),
             Cow::Owned(o) => match t.apply(&o) {
-                Cow::Borrowed(_) => Cow::Owned(o),
+                // Unchanged (a trim's borrowed part is shorter).
+                Cow::Borrowed(b) if b.len() == o.len() => Cow::Owned(o),
+                Cow::Borrowed(b) => Cow::Owned(b.to_vec()),
                 Cow::Owned(n) => Cow::Owned(n),
             },
         };

@@ -5,7 +5,9 @@
 //! - [`vars`], [`transform`], [`operator`], [`macros`] are the language's parts.
 //! - [`body`] holds the request body processors (URL-encoded, multipart, JSON, XML).
 //! - [`engine`] runs one [`Transaction`] through phases 1-5; [`prefilter`] lets it skip rules
-//!   whose required literals occur nowhere in the request, and values that lack them.
+//!   whose required literals occur nowhere in the request, and values that lack them;
+//!   `values` numbers the values rules read and keeps each one's transformed forms, and the
+//!   target lists rules share (groups) resolved once.
 //! - [`sqli`] and [`xss`] are `@detectSQLi` and `@detectXSS`.
 //! - [`guard`] plugs the engine into the proxy; [`build`] turns config into guards.
 //! - [`ftw`] reads CRS's go-ftw regression tests; [`explain`] shows why a request fires.
@@ -23,6 +25,7 @@ pub mod rules;
 pub mod seclang;
 pub mod sqli;
 pub mod transform;
+pub(crate) mod values;
 pub mod vars;
 pub mod xss;
 

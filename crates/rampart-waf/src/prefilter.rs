@@ -225,7 +225,7 @@ impl ByteSet {
         ((b >> 6) as usize, 1 << (b & 63))
     }
 
-    const fn of(bytes: &[u8]) -> ByteSet {
+    pub(crate) const fn of(bytes: &[u8]) -> ByteSet {
         let mut s = [0u64; 4];
         let mut i = 0;
         while i < bytes.len() {
@@ -252,7 +252,34 @@ impl ByteSet {
         v.iter().any(|&b| self.contains(b))
     }
 
-    fn union(mut self, o: ByteSet) -> ByteSet {
+    /// The bytes `lo..=hi`.
+    pub(crate) const fn range(lo: u8, hi: u8) -> ByteSet {
+        let mut s = [0u64; 4];
+        let mut b = lo as usize;
+        while b <= hi as usize {
+            s[b >> 6] |= 1 << (b & 63);
+            b += 1;
+        }
+        ByteSet(s)
+    }
+
+    /// The bytes `v` holds.
+    pub fn in_value(v: &[u8]) -> ByteSet {
+        let mut s = [0u64; 4];
+        for &b in v {
+            let (w, bit) = ByteSet::at(b);
+            s[w] |= bit;
+        }
+        ByteSet(s)
+    }
+
+    /// Do the two sets share a byte?
+    #[inline]
+    pub fn meets(&self, o: &ByteSet) -> bool {
+        self.0.iter().zip(o.0).any(|(a, b)| a & b != 0)
+    }
+
+    pub fn union(mut self, o: ByteSet) -> ByteSet {
         for (a, b) in self.0.iter_mut().zip(o.0) {
             *a |= b;
         }
@@ -382,6 +409,10 @@ pub struct Prefilter {
     pub slots: u32,
     /// Per pipeline number: the collections its prefiltered rules read.
     pub targets: Vec<(u32, Vec<crate::vars::Target>)>,
+    /// Every pipeline's literals in one automaton, for a value that comes out of a pipeline
+    /// unchanged (or changed in ASCII case only, which the automata ignore): one scan of the
+    /// value serves every such pipeline.
+    pub all: Automaton,
 }
 
 /// One pipeline's literals.
@@ -418,24 +449,16 @@ impl Prefilter {
         if by_pipe.is_empty() {
             return None;
         }
+        let mut every: std::collections::BTreeMap<&[u8], Vec<u32>> = Default::default();
+        for by_lit in by_pipe.values() {
+            for (lit, slots) in by_lit {
+                every.entry(lit).or_default().extend(slots);
+            }
+        }
+        let all = Automaton::build(every)?;
         let mut automata = Vec::new();
         for (pipe, by_lit) in by_pipe {
-            let pats: Vec<&[u8]> = by_lit.keys().copied().collect();
-            let ac = aho_corasick::AhoCorasickBuilder::new()
-                .ascii_case_insensitive(true)
-                .match_kind(aho_corasick::MatchKind::Standard)
-                // A full DFA: one table lookup per byte. The scan runs over every value once
-                // per pipeline, and the NFA's failure transitions cost several times that.
-                .kind(Some(aho_corasick::AhoCorasickKind::DFA))
-                .build(&pats)
-                .ok()?;
-            automata.push((
-                pipe,
-                Automaton {
-                    ac,
-                    slots_of: by_lit.into_values().collect(),
-                },
-            ));
+            automata.push((pipe, Automaton::build(by_lit)?));
         }
         let targets = colls
             .iter()
@@ -470,6 +493,7 @@ impl Prefilter {
             automata,
             slots: sets.len() as u32,
             targets,
+            all,
         })
     }
 
@@ -483,6 +507,23 @@ impl Prefilter {
 }
 
 impl Automaton {
+    /// An automaton of the literals, each standing for its rule slots.
+    fn build(by_lit: std::collections::BTreeMap<&[u8], Vec<u32>>) -> Option<Automaton> {
+        let pats: Vec<&[u8]> = by_lit.keys().copied().collect();
+        let ac = aho_corasick::AhoCorasickBuilder::new()
+            .ascii_case_insensitive(true)
+            .match_kind(aho_corasick::MatchKind::Standard)
+            // A full DFA: one table lookup per byte. The scan runs over every value once
+            // per pipeline, and the NFA's failure transitions cost several times that.
+            .kind(Some(aho_corasick::AhoCorasickKind::DFA))
+            .build(&pats)
+            .ok()?;
+        Some(Automaton {
+            ac,
+            slots_of: by_lit.into_values().collect(),
+        })
+    }
+
     /// Set the bit of every rule slot one of whose literals occurs in `v`. `seen` is scratch
     /// space: one bit per pattern.
     pub fn scan(&self, v: &[u8], bits: &mut [u64], seen: &mut Vec<u64>) {

@@ -104,6 +104,10 @@ pub struct Rule {
     /// For an `@rx` without a prefilter slot: bytes one of which every match contains
     /// (set when the rule set is finished); a value with none of them is not tried.
     pub need: Option<crate::prefilter::ByteSet>,
+    /// The link's target-list group (set when the rule set is finished), when every
+    /// collection it reads stays put in memory: links with the same target list share it, and
+    /// a transaction resolves each group once (see [`crate::values`]).
+    pub group: Option<u32>,
     pub multi_match: bool,
     pub capture: bool,
     pub msg: Option<Macro>,
@@ -168,6 +172,9 @@ pub struct RuleSet {
     pub skip_to: [Vec<usize>; 5],
     /// Literal prefilter for request-side `@rx` rules.
     pub prefilter: Option<crate::prefilter::Prefilter>,
+    /// How many distinct transformation pipelines and target-list groups the rules have.
+    pub pipelines: usize,
+    pub groups: usize,
     pub defaults: [Defaults; 5],
     pub engine: EngineMode,
     pub request_body_access: bool,
@@ -403,6 +410,31 @@ impl Loader {
         for r in &mut self.rules {
             number(r, &mut ids);
         }
+        let pipelines = ids.len();
+        // Number the distinct target lists that read only collections that stay put.
+        fn group(r: &mut Rule, ids: &mut std::collections::HashMap<String, u32>) {
+            let mut reads = r.targets.iter().filter(|t| !t.exclude).peekable();
+            let stable = reads.peek().is_some()
+                && reads.all(|t| crate::vars::is_stable(t.coll))
+                && r.targets.iter().all(|t| !t.count);
+            r.group = stable.then(|| {
+                let sig: Vec<String> = r
+                    .targets
+                    .iter()
+                    .map(crate::vars::Target::signature)
+                    .collect();
+                let n = ids.len() as u32;
+                *ids.entry(sig.join("|")).or_insert(n)
+            });
+            if let Some(ch) = r.chain.as_deref_mut() {
+                group(ch, ids);
+            }
+        }
+        let mut gids = std::collections::HashMap::new();
+        for r in &mut self.rules {
+            group(r, &mut gids);
+        }
+        let groups = gids.len();
         // Prefilter slots for the request-side rules whose match needs a literal, in the
         // pipelines shared by enough such rules to pay for a scan of the request.
         let lits: Vec<Option<Vec<Vec<u8>>>> = self.rules.iter().map(prefilterable).collect();
@@ -492,6 +524,8 @@ impl Loader {
             phases,
             skip_to,
             prefilter,
+            pipelines,
+            groups,
             defaults: self.defaults,
             engine: self.engine,
             request_body_access: self.request_body_access,
@@ -744,6 +778,7 @@ impl Loader {
             transforms: Vec::new(),
             pipeline: 0,
             need: None,
+            group: None,
             pf: None,
             multi_match: false,
             capture: false,

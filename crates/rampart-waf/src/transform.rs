@@ -1,6 +1,7 @@
 //! Transformations (`t:`): each turns a value into the normalized form a rule inspects.
 //! They work on bytes, like ModSecurity's; decoders leave invalid encodings as they are.
 
+use crate::prefilter::ByteSet;
 use std::borrow::Cow;
 
 /// One transformation function.
@@ -88,7 +89,46 @@ impl Transform {
         })
     }
 
-    /// Apply to a value. Borrowed when nothing changed.
+    /// Bytes one of which a value must hold for this transformation to change it; `None` when
+    /// it may change any value. (`quick_triggers_never_skip_a_change` holds each set to
+    /// [`Transform::apply`].)
+    pub fn trigger(self) -> Option<ByteSet> {
+        use Transform::*;
+        const UPPER: ByteSet = ByteSet::range(b'A', b'Z');
+        const PERCENT_PLUS: ByteSet = ByteSet::of(b"%+");
+        const BACKSLASH: ByteSet = ByteSet::of(b"\\");
+        const AMP: ByteSet = ByteSet::of(b"&");
+        const HIGH: ByteSet = ByteSet::range(0x80, 0xff);
+        const NUL: ByteSet = ByteSet::of(b"\0");
+        const WS_NBSP: ByteSet = ByteSet::of(b" \t\n\r\x0b\x0c\xa0");
+        // `/*` and `*/` both hold a `*`.
+        const STAR: ByteSet = ByteSet::of(b"*");
+        const COMMENT: ByteSet = ByteSet::of(b"/*-#");
+        const PATH: ByteSet = ByteSet::of(b"/.");
+        const PATH_WIN: ByteSet = ByteSet::of(b"/.\\");
+        const ZERO: ByteSet = ByteSet::of(b"0");
+        const ASCII_WS: ByteSet = ByteSet::of(b" \t\n\r\x0c");
+        Some(match self {
+            Lowercase => UPPER,
+            UrlDecode | UrlDecodeUni => PERCENT_PLUS,
+            JsDecode | CssDecode | EscapeSeqDecode => BACKSLASH,
+            HtmlEntityDecode => AMP,
+            Utf8ToUnicode => HIGH,
+            RemoveNulls | ReplaceNulls => NUL,
+            RemoveWhitespace | CompressWhitespace => WS_NBSP,
+            ReplaceComments => STAR,
+            RemoveComments | RemoveCommentsChar => COMMENT,
+            NormalizePath => PATH,
+            NormalizePathWin => PATH_WIN,
+            SqlHexDecode => ZERO,
+            Trim | TrimLeft | TrimRight => ASCII_WS,
+            Uppercase | UrlEncode | CmdLine | Length | Base64Decode | Base64DecodeExt
+            | Base64Encode | HexDecode | HexEncode | Sha1 | Md5 | ParityEven7bit
+            | ParityOdd7bit | ParityZero7bit => return None,
+        })
+    }
+
+    /// Apply to a value. Borrowed when nothing changed (or, for the trims, a part of `v`).
     pub fn apply<'a>(self, v: &'a [u8]) -> Cow<'a, [u8]> {
         use Transform::*;
         match self {
@@ -186,6 +226,27 @@ impl Transform {
             ParityZero7bit => Cow::Owned(v.iter().map(|&c| c & 0x7f).collect()),
         }
     }
+}
+
+/// Apply `ts` in order to `v`, which holds the bytes `present`. A transformation none of whose
+/// trigger bytes the current value holds is not run; the set is worked out again only when a
+/// transformation changed the value. `None` when nothing changed.
+pub fn apply_all(ts: &[Transform], v: &[u8], mut present: ByteSet) -> Option<Vec<u8>> {
+    let mut cur: Option<Vec<u8>> = None;
+    for &t in ts {
+        if t.trigger().is_some_and(|set| !set.meets(&present)) {
+            continue;
+        }
+        let now = cur.as_deref().unwrap_or(v);
+        let next = match t.apply(now) {
+            Cow::Borrowed(b) if b.len() == now.len() => continue,
+            Cow::Borrowed(b) => b.to_vec(),
+            Cow::Owned(o) => o,
+        };
+        present = ByteSet::in_value(&next);
+        cur = Some(next);
+    }
+    cur
 }
 
 fn parity(c: u8, odd: u32) -> u8 {
@@ -851,6 +912,72 @@ mod tests {
             for (tr, f) in &full {
                 assert_eq!(tr.apply(&v).as_ref(), f(&v).as_slice(), "{tr:?} on {v:?}");
             }
+        }
+    }
+
+    /// A value that holds none of a transformation's trigger bytes comes out unchanged, and
+    /// `apply_all` (which skips such transformations) agrees with applying every one.
+    #[test]
+    fn quick_triggers_never_skip_a_change() {
+        use super::{apply_all, Transform::*};
+        use crate::prefilter::ByteSet;
+        use std::borrow::Cow;
+        let alphabet: &[u8] = b" \t\n\r\x0c/*\\%+&;#-.aB0\x00\x0b\xa0\xc3\xa9u";
+        let all = [
+            Lowercase,
+            UrlDecode,
+            UrlDecodeUni,
+            JsDecode,
+            HtmlEntityDecode,
+            Utf8ToUnicode,
+            RemoveNulls,
+            ReplaceNulls,
+            CssDecode,
+            RemoveWhitespace,
+            CompressWhitespace,
+            ReplaceComments,
+            RemoveComments,
+            RemoveCommentsChar,
+            NormalizePath,
+            NormalizePathWin,
+            EscapeSeqDecode,
+            SqlHexDecode,
+            Trim,
+            TrimLeft,
+            TrimRight,
+        ];
+        let mut x: u64 = 0x2545_f491_4f6c_dd1d;
+        for _ in 0..20_000 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            let len = (x % 9) as usize;
+            let v: Vec<u8> = (0..len)
+                .map(|i| alphabet[((x >> (8 + 5 * i)) % alphabet.len() as u64) as usize])
+                .collect();
+            let present = ByteSet::in_value(&v);
+            for t in all {
+                let set = t.trigger().expect("has a trigger set");
+                if !set.meets(&present) {
+                    assert_eq!(t.apply(&v).as_ref(), v.as_slice(), "{t:?} on {v:?}");
+                }
+            }
+            let pipe = [
+                (x >> 3) as usize % all.len(),
+                (x >> 9) as usize % all.len(),
+                (x >> 15) as usize % all.len(),
+            ]
+            .map(|i| all[i]);
+            let mut want: Cow<[u8]> = Cow::Borrowed(&v);
+            for t in pipe {
+                want = Cow::Owned(t.apply(&want).into_owned());
+            }
+            let got = apply_all(&pipe, &v, present);
+            assert_eq!(
+                got.as_deref().unwrap_or(&v),
+                want.as_ref(),
+                "{pipe:?} on {v:?}"
+            );
         }
     }
 

@@ -181,6 +181,24 @@ pub struct Target {
 }
 
 impl Target {
+    /// The target as text, the same for two targets that pick the same members
+    /// (`!REQUEST_COOKIES:/__utm/`).
+    pub fn signature(&self) -> String {
+        let sel = match &self.sel {
+            Selector::All => String::new(),
+            Selector::Key(k) => format!(":{}", String::from_utf8_lossy(&k.to_ascii_lowercase())),
+            Selector::Regex(r) => format!(":/{}/", r.as_str()),
+            Selector::Prefix(_, src) => format!(":^/{src}/"),
+            Selector::XPath(x) => format!(":{x}"),
+        };
+        format!(
+            "{}{}{}{sel}",
+            if self.exclude { "!" } else { "" },
+            if self.count { "&" } else { "" },
+            self.coll.name()
+        )
+    }
+
     /// Does this exclusion remove the member `key` of `coll`?
     pub fn excludes(&self, coll: Coll, key: &[u8]) -> bool {
         self.exclude && self.coll == coll && self.sel.matches(key)

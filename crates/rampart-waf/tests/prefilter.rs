@@ -1,7 +1,8 @@
 //! The prefilters never change a verdict: every request of CRS's regression suite (5,003
-//! tests, read from ../shared/crs) runs through the request phases with the literal prefilter
-//! and the regexes' needed-byte checks and without either, at paranoia level 4, and must fire
-//! exactly the same rules with the same values.
+//! tests, read from ../shared/crs) runs through the request phases with the literal prefilter,
+//! the regexes' needed-byte checks and the shared target-list groups, and without any of
+//! them (each rule resolving its own targets and trying every value), at paranoia level 4,
+//! and must fire exactly the same rules with the same values.
 
 use rampart_waf::{explain, ftw, load_crs, CrsOptions};
 use std::path::PathBuf;
@@ -25,12 +26,20 @@ fn prefilters_fire_the_same_rules_on_the_whole_crs_suite() {
             .count()
     };
     assert!(links(&with) > 60, "byte checks on {} links", links(&with));
+    let grouped = with
+        .rules
+        .iter()
+        .flat_map(|r| r.links())
+        .filter(|l| l.group.is_some())
+        .count();
+    assert!(grouped > 200, "{grouped} links in groups");
     let mut plain = (*with).clone();
     plain.prefilter = None;
     for r in &mut plain.rules {
         let mut link = Some(r);
         while let Some(l) = link {
             l.need = None;
+            l.group = None;
             link = l.chain.as_deref_mut();
         }
     }

@@ -1,0 +1,326 @@
+//! The values a transaction's rules inspect, numbered, with what was learnt about each.
+//!
+//! A value from a collection that stays put in memory (arguments, headers, cookies, the path,
+//! the body: [`crate::vars::is_stable`]) gets a number the first time a rule reads it. Under
+//! that number the transaction keeps the value's *forms*: the value after each transformation
+//! pipeline, computed once, with the prefilter's findings on it (which rule slots' literals
+//! occur, which bytes occur).
+//!
+//! Rules whose target lists are identical (most CRS argument rules read the same
+//! `REQUEST_COOKIES|!REQUEST_COOKIES:/__utm/|REQUEST_COOKIES_NAMES|ARGS_NAMES|ARGS|XML:/*`)
+//! share a *group*: the list is resolved once, and per pipeline the group keeps the union of its
+//! values' findings. A prefiltered rule none of whose literals occurs in any of its group's
+//! values, or a regex none of whose needed bytes does, is passed over without visiting a value.
+//!
+//! Everything here is dropped with [`Values::clear`] when the request body or the response
+//! changes the collections.
+
+use crate::prefilter::{ByteSet, Prefilter};
+use crate::rules::Rule;
+use crate::transform::apply_all;
+use crate::vars::{Coll, Data, Fnv, Item};
+use std::borrow::Cow;
+use std::collections::HashMap;
+use std::hash::BuildHasherDefault;
+
+/// "Not computed yet" (form indexes), "not scanned" (prefilter bits).
+pub(crate) const NONE: u32 = u32::MAX;
+
+/// Where a value lives in [`Data`] (address, length): hashed as one word, compared in full.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Addr(usize, usize);
+
+impl std::hash::Hash for Addr {
+    fn hash<H: std::hash::Hasher>(&self, h: &mut H) {
+        h.write_u64((self.0 as u64) ^ ((self.1 as u64) << 40));
+    }
+}
+
+/// One value after one pipeline.
+#[derive(Clone, Debug)]
+struct Form {
+    vid: u32,
+    /// The transformed value, when the pipeline changed it.
+    out: Option<Vec<u8>>,
+    /// Where its prefilter bits start in [`Values::cand`] ([`NONE`]: the pipeline has no
+    /// automaton).
+    cand: u32,
+}
+
+/// Per pipeline, the union of a group's findings.
+#[derive(Clone, Debug)]
+struct Union {
+    pipeline: u32,
+    /// Where the OR of the members' prefilter bits starts in [`Values::ucand`] ([`NONE`]: not
+    /// worked out, or the pipeline has no automaton).
+    cand: u32,
+}
+
+#[derive(Clone, Debug, Default)]
+struct Group {
+    built: bool,
+    /// The numbers of the values the target list resolves to, in order.
+    members: Vec<u32>,
+    unions: Vec<Union>,
+}
+
+/// The numbered values of one transaction.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct Values {
+    /// The numbered values' bytes, and the group members' keys.
+    arena: Vec<u8>,
+    /// Value number -> its bytes in `arena`.
+    spans: Vec<(u32, u32)>,
+    /// Value number -> the bytes it holds.
+    present: Vec<ByteSet>,
+    /// Value number -> where its scan by every pipeline's literals starts in `cand` ([`NONE`]:
+    /// not scanned yet).
+    raw_cand: Vec<u32>,
+    by_addr: HashMap<Addr, u32, BuildHasherDefault<Fnv>>,
+    pipelines: usize,
+    /// Value number × pipeline -> its form's index in `forms` ([`NONE`] until computed).
+    form_of: Vec<u32>,
+    forms: Vec<Form>,
+    /// Prefilter bits, `words` per scanned form.
+    cand: Vec<u64>,
+    /// Group unions' prefilter bits, `words` each.
+    ucand: Vec<u64>,
+    words: usize,
+    seen: Vec<u64>,
+    /// By group number (see [`Rule::group`]).
+    groups: Vec<Group>,
+}
+
+impl Values {
+    pub fn new(pipelines: usize, slots: u32, groups: usize) -> Values {
+        // Room for the values of an ordinary request (a few dozen, a few hundred forms).
+        const VALUES: usize = 64;
+        const FORMS: usize = 512;
+        let pipelines = pipelines.max(1);
+        let words = (slots as usize).div_ceil(64);
+        Values {
+            arena: Vec::with_capacity(2048),
+            spans: Vec::with_capacity(VALUES),
+            present: Vec::with_capacity(VALUES),
+            raw_cand: Vec::with_capacity(VALUES),
+            by_addr: HashMap::with_capacity_and_hasher(VALUES, Default::default()),
+            pipelines,
+            form_of: Vec::with_capacity(VALUES * pipelines),
+            forms: Vec::with_capacity(FORMS),
+            cand: Vec::with_capacity(FORMS * words),
+            ucand: Vec::new(),
+            words,
+            seen: Vec::new(),
+            groups: vec![Group::default(); groups],
+        }
+    }
+
+    /// Forget everything (the collections changed); allocations are kept.
+    pub fn clear(&mut self) {
+        self.arena.clear();
+        self.spans.clear();
+        self.present.clear();
+        self.raw_cand.clear();
+        self.by_addr.clear();
+        self.form_of.clear();
+        self.forms.clear();
+        self.cand.clear();
+        self.ucand.clear();
+        for g in &mut self.groups {
+            g.built = false;
+            g.members.clear();
+            g.unions.clear();
+        }
+    }
+
+    /// Room for `n` more values.
+    pub fn reserve(&mut self, n: usize) {
+        self.by_addr.reserve(n);
+        self.spans.reserve(n);
+        self.present.reserve(n);
+        self.raw_cand.reserve(n);
+        self.form_of.reserve(n * self.pipelines);
+    }
+
+    /// The number of the value `v`. A value stored in `Data` (`in_data`) is numbered by where
+    /// it lives: the same memory is the same value until [`Values::clear`]. A value computed
+    /// on the spot gets a number of its own.
+    pub fn number(&mut self, v: &[u8], in_data: bool) -> u32 {
+        let addr = Addr(v.as_ptr() as usize, v.len());
+        if in_data {
+            if let Some(&n) = self.by_addr.get(&addr) {
+                return n;
+            }
+        }
+        let n = self.spans.len() as u32;
+        let at = self.arena.len() as u32;
+        self.arena.extend_from_slice(v);
+        self.spans.push((at, v.len() as u32));
+        self.present.push(ByteSet::in_value(v));
+        self.raw_cand.push(NONE);
+        self.form_of
+            .extend(std::iter::repeat_n(NONE, self.pipelines));
+        if in_data {
+            self.by_addr.insert(addr, n);
+        }
+        n
+    }
+
+    fn raw(&self, vid: u32) -> &[u8] {
+        let (at, len) = self.spans[vid as usize];
+        &self.arena[at as usize..(at + len) as usize]
+    }
+
+    /// Value `vid` after `r`'s pipeline, transformed on first use. Returns the form's index.
+    pub fn form(&mut self, vid: u32, r: &Rule) -> u32 {
+        let at = vid as usize * self.pipelines + r.pipeline as usize;
+        let f = self.form_of[at];
+        if f != NONE {
+            return f;
+        }
+        let out = apply_all(&r.transforms, self.raw(vid), self.present[vid as usize]);
+        let f = self.forms.len() as u32;
+        self.forms.push(Form {
+            vid,
+            out,
+            cand: NONE,
+        });
+        self.form_of[at] = f;
+        f
+    }
+
+    /// A form's value.
+    pub fn text(&self, f: u32) -> &[u8] {
+        let form = &self.forms[f as usize];
+        match &form.out {
+            Some(o) => o,
+            None => self.raw(form.vid),
+        }
+    }
+
+    /// The prefilter bits of form `f` (of `r`'s pipeline), scanning it on first use. `None`
+    /// when the pipeline has no automaton.
+    pub fn scan(&mut self, f: u32, r: &Rule, pf: Option<&Prefilter>) -> Option<&[u64]> {
+        let mut at = self.forms[f as usize].cand;
+        if at == NONE {
+            let pf = pf?;
+            let ac = pf.automaton(r.pipeline)?;
+            let vid = self.forms[f as usize].vid as usize;
+            let (a, len) = self.spans[vid];
+            let raw = &self.arena[a as usize..(a + len) as usize];
+            at = match &self.forms[f as usize].out {
+                // The pipeline changed nothing the automata see: the value's scan by every
+                // pipeline's literals answers for this one's too (its slots are among them).
+                out if out.as_ref().is_none_or(|o| o.eq_ignore_ascii_case(raw)) => {
+                    if self.raw_cand[vid] == NONE {
+                        let start = self.cand.len();
+                        self.cand.resize(start + self.words, 0);
+                        pf.all.scan(raw, &mut self.cand[start..], &mut self.seen);
+                        self.raw_cand[vid] = start as u32;
+                    }
+                    self.raw_cand[vid]
+                }
+                out => {
+                    let text = out.as_deref().unwrap_or(raw);
+                    let start = self.cand.len();
+                    self.cand.resize(start + self.words, 0);
+                    ac.scan(text, &mut self.cand[start..], &mut self.seen);
+                    start as u32
+                }
+            };
+            self.forms[f as usize].cand = at;
+        }
+        Some(&self.cand[at as usize..at as usize + self.words])
+    }
+
+    /// Whether form `f` holds one of slot `slot`'s literals (`None`: the pipeline has no
+    /// automaton).
+    pub fn literal(&mut self, f: u32, r: &Rule, pf: Option<&Prefilter>, slot: u32) -> Option<bool> {
+        self.scan(f, r, pf).map(|c| bit(c, slot))
+    }
+
+    /// Resolve group `g` (the target list of link `r`) on first use. `r`'s own `!` exclusions
+    /// are part of the list; `ctl` removals are not (a link they apply to does not use its
+    /// group).
+    pub fn build_group(&mut self, g: u32, data: &Data, r: &Rule) {
+        if self.groups[g as usize].built {
+            return;
+        }
+        let mut items: Vec<Item<'_>> = Vec::new();
+        let ex = |c: Coll, k: &[u8]| r.targets.iter().any(|t| t.excludes(c, k));
+        let none = |_: Coll, _: &[u8]| false;
+        let ex: &dyn Fn(Coll, &[u8]) -> bool = if r.targets.iter().any(|t| t.exclude) {
+            &ex
+        } else {
+            &none
+        };
+        for t in r.targets.iter().filter(|t| !t.exclude) {
+            data.resolve(t, ex, &mut items);
+        }
+        let mut members = std::mem::take(&mut self.groups[g as usize].members);
+        for it in &items {
+            members.push(self.number(&it.value, matches!(it.value, Cow::Borrowed(_))));
+        }
+        let group = &mut self.groups[g as usize];
+        group.members = members;
+        group.built = true;
+    }
+
+    pub fn group_len(&self, g: u32) -> usize {
+        self.groups[g as usize].members.len()
+    }
+
+    /// The number of group `g`'s `i`-th value.
+    pub fn member(&self, g: u32, i: usize) -> u32 {
+        self.groups[g as usize].members[i]
+    }
+
+    fn union_at(&mut self, g: u32, pipeline: u32) -> usize {
+        let us = &mut self.groups[g as usize].unions;
+        match us.iter().position(|u| u.pipeline == pipeline) {
+            Some(i) => i,
+            None => {
+                us.push(Union {
+                    pipeline,
+                    cand: NONE,
+                });
+                us.len() - 1
+            }
+        }
+    }
+
+    /// Could any of group `g`'s values, after `r`'s pipeline, hold one of slot `slot`'s
+    /// literals? `None` when the pipeline has no automaton.
+    pub fn group_has_literal(
+        &mut self,
+        g: u32,
+        r: &Rule,
+        pf: Option<&Prefilter>,
+        slot: u32,
+    ) -> Option<bool> {
+        pf?.automaton(r.pipeline)?;
+        let u = self.union_at(g, r.pipeline);
+        let mut at = self.groups[g as usize].unions[u].cand;
+        if at == NONE {
+            let start = self.ucand.len();
+            self.ucand.resize(start + self.words, 0);
+            for i in 0..self.group_len(g) {
+                let f = self.form(self.member(g, i), r);
+                self.scan(f, r, pf);
+                let fa = self.forms[f as usize].cand as usize;
+                for k in 0..self.words {
+                    self.ucand[start + k] |= self.cand[fa + k];
+                }
+            }
+            at = start as u32;
+            self.groups[g as usize].unions[u].cand = at;
+        }
+        Some(bit(&self.ucand[at as usize..], slot))
+    }
+}
+
+fn bit(words: &[u64], slot: u32) -> bool {
+    words
+        .get(slot as usize / 64)
+        .is_some_and(|w| w & (1 << (slot % 64)) != 0)
+}
