@@ -3,14 +3,16 @@
 //! A value from a collection that stays put in memory (arguments, headers, cookies, the path,
 //! the body: [`crate::vars::is_stable`]) gets a number the first time a rule reads it. Under
 //! that number the transaction keeps the value's *forms*: the value after each transformation
-//! pipeline, computed once, with the prefilter's findings on it (which rule slots' literals
-//! occur, which bytes occur).
+//! pipeline, computed once (running only the transformations whose trigger bytes the value
+//! holds), with the prefilter's findings on it (which rule slots' literals occur). A form
+//! that a pipeline left unchanged up to ASCII case shares one scan of the raw value by every
+//! pipeline's literals.
 //!
 //! Rules whose target lists are identical (most CRS argument rules read the same
 //! `REQUEST_COOKIES|!REQUEST_COOKIES:/__utm/|REQUEST_COOKIES_NAMES|ARGS_NAMES|ARGS|XML:/*`)
 //! share a *group*: the list is resolved once, and per pipeline the group keeps the union of its
-//! values' findings. A prefiltered rule none of whose literals occurs in any of its group's
-//! values, or a regex none of whose needed bytes does, is passed over without visiting a value.
+//! values' findings: a prefiltered rule none of whose literals occurs in any of its group's
+//! values is passed over without visiting a value.
 //!
 //! Everything here is dropped with [`Values::clear`] when the request body or the response
 //! changes the collections.
@@ -67,7 +69,7 @@ struct Group {
 /// The numbered values of one transaction.
 #[derive(Clone, Debug, Default)]
 pub(crate) struct Values {
-    /// The numbered values' bytes, and the group members' keys.
+    /// The numbered values' bytes.
     arena: Vec<u8>,
     /// Value number -> its bytes in `arena`.
     spans: Vec<(u32, u32)>,
