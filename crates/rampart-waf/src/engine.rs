@@ -732,10 +732,7 @@ impl Transaction {
             // The matched variables' names: the group's items, resolved again in the same
             // order (only when something matched).
             let mut items = recycle(std::mem::take(&mut self.items));
-            let ex = |c: Coll, k: &[u8]| r.targets.iter().any(|t| t.excludes(c, k));
-            for t in r.targets.iter().filter(|t| !t.exclude) {
-                self.data.resolve(t, &ex, &mut items);
-            }
+            crate::values::resolve_own(&self.data, r, &mut items);
             for (fd, &i) in found.iter_mut().zip(&hits) {
                 fd.name.clear();
                 if let Some(it) = items.get(i) {

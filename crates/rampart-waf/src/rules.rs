@@ -194,6 +194,17 @@ impl RuleSet {
     }
 }
 
+/// Call `f` on every link of every rule's chain, heads first.
+fn each_link_mut(rules: &mut [Rule], mut f: impl FnMut(&mut Rule)) {
+    for r in rules {
+        let mut link = Some(r);
+        while let Some(l) = link {
+            f(l);
+            link = l.chain.as_deref_mut();
+        }
+    }
+}
+
 /// The literals one of which any match of `r` needs, if `r` (the head of its chain) is a
 /// request-side, non-negated `@rx` on request variables that stay put (so the engine can scan
 /// them all up front) and its pattern proves such a set.
@@ -384,56 +395,40 @@ impl Loader {
             ids.dedup();
             ids.into()
         };
-        for r in &mut self.rules {
-            let mut link = Some(r);
-            while let Some(l) = link {
-                for c in &mut l.ctls {
-                    match c {
-                        Ctl::RuleRemoveByTag(re, p) | Ctl::RuleRemoveTargetByTag(re, _, p) => {
-                            *p = pick(re)
-                        }
-                        _ => {}
+        each_link_mut(&mut self.rules, |l| {
+            for c in &mut l.ctls {
+                match c {
+                    Ctl::RuleRemoveByTag(re, p) | Ctl::RuleRemoveTargetByTag(re, _, p) => {
+                        *p = pick(re)
                     }
+                    _ => {}
                 }
-                link = l.chain.as_deref_mut();
             }
-        }
+        });
         // Number the distinct transformation pipelines.
-        fn number(r: &mut Rule, ids: &mut std::collections::HashMap<Vec<Transform>, u32>) {
+        let mut ids: std::collections::HashMap<Vec<Transform>, u32> = Default::default();
+        each_link_mut(&mut self.rules, |l| {
             let n = ids.len() as u32;
-            r.pipeline = *ids.entry(r.transforms.clone()).or_insert(n);
-            if let Some(ch) = r.chain.as_deref_mut() {
-                number(ch, ids);
-            }
-        }
-        let mut ids = std::collections::HashMap::new();
-        for r in &mut self.rules {
-            number(r, &mut ids);
-        }
+            l.pipeline = *ids.entry(l.transforms.clone()).or_insert(n);
+        });
         let pipelines = ids.len();
         // Number the distinct target lists that read only collections that stay put.
-        fn group(r: &mut Rule, ids: &mut std::collections::HashMap<String, u32>) {
-            let mut reads = r.targets.iter().filter(|t| !t.exclude).peekable();
+        let mut gids: std::collections::HashMap<String, u32> = Default::default();
+        each_link_mut(&mut self.rules, |l| {
+            let mut reads = l.targets.iter().filter(|t| !t.exclude).peekable();
             let stable = reads.peek().is_some()
                 && reads.all(|t| crate::vars::is_stable(t.coll))
-                && r.targets.iter().all(|t| !t.count);
-            r.group = stable.then(|| {
-                let sig: Vec<String> = r
+                && l.targets.iter().all(|t| !t.count);
+            l.group = stable.then(|| {
+                let sig: Vec<String> = l
                     .targets
                     .iter()
                     .map(crate::vars::Target::signature)
                     .collect();
-                let n = ids.len() as u32;
-                *ids.entry(sig.join("|")).or_insert(n)
+                let n = gids.len() as u32;
+                *gids.entry(sig.join("|")).or_insert(n)
             });
-            if let Some(ch) = r.chain.as_deref_mut() {
-                group(ch, ids);
-            }
-        }
-        let mut gids = std::collections::HashMap::new();
-        for r in &mut self.rules {
-            group(r, &mut gids);
-        }
+        });
         let groups = gids.len();
         // Prefilter slots for the request-side rules whose match needs a literal, in the
         // pipelines shared by enough such rules to pay for a scan of the request.
@@ -466,9 +461,9 @@ impl Loader {
             }
         }
         // Byte checks for the regexes the literal prefilter does not cover.
-        fn needs(r: &mut Rule) {
-            r.need = match &r.op {
-                Some(op) if r.pf.is_none() && !op.negated => match &op.op {
+        each_link_mut(&mut self.rules, |l| {
+            l.need = match &l.op {
+                Some(op) if l.pf.is_none() && !op.negated => match &op.op {
                     crate::operator::Op::Rx(crate::operator::Rx::Bytes(re)) => {
                         crate::prefilter::required_bytes(re.as_str(), false)
                     }
@@ -476,13 +471,7 @@ impl Loader {
                 },
                 _ => None,
             };
-            if let Some(ch) = r.chain.as_deref_mut() {
-                needs(ch);
-            }
-        }
-        for r in &mut self.rules {
-            needs(r);
-        }
+        });
         let mut phases: [Vec<Entry>; 5] = Default::default();
         for (p, e) in self.entries {
             if let Entry::Rule(i) = &e {

@@ -879,6 +879,22 @@ mod tests {
         tr.apply(s).into_owned()
     }
 
+    /// 20,000 values of up to 8 bytes from `alphabet` (xorshift from `seed`), each with the
+    /// generator's state that made it.
+    fn values(seed: u64, alphabet: &[u8]) -> impl Iterator<Item = (u64, Vec<u8>)> + '_ {
+        let mut x = seed;
+        (0..20_000).map(move |_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            let len = (x % 9) as usize;
+            let v = (0..len)
+                .map(|i| alphabet[((x >> (8 + 5 * i)) % alphabet.len() as u64) as usize])
+                .collect();
+            (x, v)
+        })
+    }
+
     /// The quick "would it change?" tests never skip a change: on many short inputs over the
     /// bytes the transformations care about, `apply` equals running the transformation
     /// unconditionally.
@@ -900,15 +916,7 @@ mod tests {
             (Transform::ReplaceComments, replace_comments),
             (Transform::EscapeSeqDecode, escape_seq_decode),
         ];
-        let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
-        for _ in 0..20_000 {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            let len = (x % 9) as usize;
-            let v: Vec<u8> = (0..len)
-                .map(|i| alphabet[((x >> (8 + 5 * i)) % alphabet.len() as u64) as usize])
-                .collect();
+        for (_, v) in values(0x9e37_79b9_7f4a_7c15, alphabet) {
             for (tr, f) in &full {
                 assert_eq!(tr.apply(&v).as_ref(), f(&v).as_slice(), "{tr:?} on {v:?}");
             }
@@ -946,15 +954,7 @@ mod tests {
             TrimLeft,
             TrimRight,
         ];
-        let mut x: u64 = 0x2545_f491_4f6c_dd1d;
-        for _ in 0..20_000 {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            let len = (x % 9) as usize;
-            let v: Vec<u8> = (0..len)
-                .map(|i| alphabet[((x >> (8 + 5 * i)) % alphabet.len() as u64) as usize])
-                .collect();
+        for (x, v) in values(0x2545_f491_4f6c_dd1d, alphabet) {
             let present = ByteSet::in_value(&v);
             for t in all {
                 let set = t.trigger().expect("has a trigger set");

@@ -248,17 +248,8 @@ impl Values {
         if self.groups[g as usize].built {
             return;
         }
-        let mut items: Vec<Item<'_>> = Vec::new();
-        let ex = |c: Coll, k: &[u8]| r.targets.iter().any(|t| t.excludes(c, k));
-        let none = |_: Coll, _: &[u8]| false;
-        let ex: &dyn Fn(Coll, &[u8]) -> bool = if r.targets.iter().any(|t| t.exclude) {
-            &ex
-        } else {
-            &none
-        };
-        for t in r.targets.iter().filter(|t| !t.exclude) {
-            data.resolve(t, ex, &mut items);
-        }
+        let mut items = Vec::new();
+        resolve_own(data, r, &mut items);
         let mut members = std::mem::take(&mut self.groups[g as usize].members);
         for it in &items {
             members.push(self.number(&it.value, matches!(it.value, Cow::Borrowed(_))));
@@ -318,6 +309,21 @@ impl Values {
             self.groups[g as usize].unions[u].cand = at;
         }
         Some(bit(&self.ucand[at as usize..], slot))
+    }
+}
+
+/// The values of link `r`'s targets, less its own `!` exclusions (not `ctl` removals), in
+/// order: what a group holds.
+pub(crate) fn resolve_own<'a>(data: &'a Data, r: &Rule, out: &mut Vec<Item<'a>>) {
+    let ex = |c: Coll, k: &[u8]| r.targets.iter().any(|t| t.excludes(c, k));
+    let none = |_: Coll, _: &[u8]| false;
+    let ex: &dyn Fn(Coll, &[u8]) -> bool = if r.targets.iter().any(|t| t.exclude) {
+        &ex
+    } else {
+        &none
+    };
+    for t in r.targets.iter().filter(|t| !t.exclude) {
+        data.resolve(t, ex, out);
     }
 }
 
