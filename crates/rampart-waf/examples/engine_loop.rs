@@ -4,6 +4,7 @@
 //! benchmark (`benches/engine.rs`): CRS v4 from ../shared/crs at paranoia level 1, blocking.
 //!
 //! `cargo run --release -p rampart-waf --example engine_loop -- get|post|none N`
+//! (`REMOVE=ID ...` runs without the rules `SecRuleRemoveById ID` names)
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -25,7 +26,13 @@ fn main() {
         std::process::exit(2);
     }
     let crs = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/crs");
-    let rs = match load_crs(&CrsOptions::new(&crs)) {
+    let mut options = CrsOptions::new(&crs);
+    // `REMOVE=920450` (rule ids as `SecRuleRemoveById` takes them): what one rule costs is
+    // the difference it makes to the count.
+    if let Ok(ids) = std::env::var("REMOVE") {
+        options.exclusions.push((ids, None));
+    }
+    let rs = match load_crs(&options) {
         Ok(rs) => Arc::new(rs),
         Err(e) => {
             eprintln!("cannot load CRS: {e}");

@@ -197,12 +197,18 @@ impl Arg {
 /// bytes become U+FFFD).
 #[derive(Clone, Debug)]
 pub enum Rx {
+    /// `^.*$` (or `.*`): with dot-all on it matches every value, whole. No regex runs;
+    /// TX:0 is the value. (CRS captures each header name this way, in 920450.)
+    Whole,
     Bytes(Regex),
     Fancy(Box<fancy_regex::Regex>),
 }
 
 impl Rx {
     pub fn compile(pattern: &str) -> Result<Rx, String> {
+        if matches!(pattern, "^.*$" | ".*" | "^.*") {
+            return Ok(Rx::Whole);
+        }
         match compile_regex(pattern, false) {
             Ok(r) => Ok(Rx::Bytes(r)),
             Err(e) => {
@@ -219,6 +225,7 @@ impl Rx {
     }
     fn is_match(&self, v: &[u8]) -> bool {
         match self {
+            Rx::Whole => true,
             Rx::Bytes(r) => r.is_match(v),
             Rx::Fancy(f) => f
                 .is_match(String::from_utf8_lossy(v).as_ref())
@@ -228,6 +235,10 @@ impl Rx {
     fn captures(&self, v: &[u8], c: &mut Vec<Vec<u8>>) -> bool {
         c.clear();
         match self {
+            Rx::Whole => {
+                c.push(v.to_vec());
+                true
+            }
             // The DFA answers "no" fast; capture groups only for a match.
             Rx::Bytes(r) if !r.is_match(v) => false,
             // No groups: TX:0 is the match, which the DFA finds without the capture engine.
@@ -455,10 +466,7 @@ fn is_word(c: u8) -> bool {
 
 /// First position of `n` in `h` (shared by the body processors and `explain`).
 pub(crate) fn find(h: &[u8], n: &[u8]) -> Option<usize> {
-    if n.is_empty() {
-        return Some(0);
-    }
-    h.windows(n.len()).position(|w| w == n)
+    memchr::memmem::find(h, n)
 }
 
 pub(crate) fn contains(h: &[u8], n: &[u8]) -> bool {

@@ -527,7 +527,7 @@ fn injection(t: &[Tok], broke_out: bool) -> Option<&'static str> {
 
 /// Returns a short description of the injection shape found, or `None`.
 pub fn detect(input: &[u8]) -> Option<String> {
-    if input.len() < 2 {
+    if input.len() < 2 || one_word(input) {
         return None;
     }
     let t = tokenize(input, None, 12);
@@ -548,9 +548,51 @@ pub fn detect(input: &[u8]) -> Option<String> {
     None
 }
 
+/// Whether `input` is a single word to the tokenizer: ASCII letters, digits and `_`, or a
+/// name starting with a letter or `_` that may hold dots (`json.items.0.sku`). Every shape
+/// [`injection`] reports needs at least two tokens, and a value without quotes is tokenized
+/// only once, so such a value is never an injection (checked by `one_word_is_one_token`).
+fn one_word(input: &[u8]) -> bool {
+    let word = |c: u8| c.is_ascii_alphanumeric() || c == b'_';
+    match input.first() {
+        Some(&c) if c.is_ascii_alphabetic() || c == b'_' => {
+            input.iter().all(|&c| word(c) || c == b'.')
+        }
+        Some(_) => input.iter().all(|&c| word(c)),
+        None => true,
+    }
+}
+
 #[cfg(test)]
 mod tests {
-    use super::detect;
+    use super::{detect, one_word, tokenize};
+
+    /// The tokenizer makes at most one token of anything `one_word` lets through, on many
+    /// short inputs over the bytes that decide where words and numbers end.
+    #[test]
+    fn one_word_is_one_token() {
+        let alphabet = b"aeExX0b19_.$";
+        let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+        let mut checked = 0;
+        for _ in 0..200_000 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            let len = 1 + (x % 10) as usize;
+            let v: Vec<u8> = (0..len)
+                .map(|i| alphabet[((x >> (4 * i)) % alphabet.len() as u64) as usize])
+                .collect();
+            if one_word(&v) {
+                checked += 1;
+                assert!(
+                    tokenize(&v, None, 12).len() <= 1,
+                    "{:?}",
+                    String::from_utf8_lossy(&v)
+                );
+            }
+        }
+        assert!(checked > 10_000, "too few inputs checked: {checked}");
+    }
 
     #[test]
     fn attacks() {
