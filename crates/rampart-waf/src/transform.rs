@@ -157,7 +157,7 @@ impl Transform {
                 v.iter().map(|&c| if c == 0 { b' ' } else { c }).collect()
             }),
             CssDecode => when(v.contains(&b'\\'), v, css_decode),
-            CmdLine => Cow::Owned(cmd_line(v)),
+            CmdLine => when(cmd_line_changes(v), v, cmd_line),
             RemoveWhitespace => lazy(v, is_ws_nbsp, |v| {
                 v.iter().copied().filter(|&c| !is_ws_nbsp(c)).collect()
             }),
@@ -185,12 +185,8 @@ impl Transform {
                 |c| matches!(c, b'/' | b'*' | b'-' | b'#'),
                 remove_comments_char,
             ),
-            NormalizePath => lazy(v, |c| c == b'/' || c == b'.', |v| normalize_path(v, false)),
-            NormalizePathWin => lazy(
-                v,
-                |c| matches!(c, b'/' | b'.' | b'\\'),
-                |v| normalize_path(v, true),
-            ),
+            NormalizePath => when(path_changes(v, false), v, |v| normalize_path(v, false)),
+            NormalizePathWin => when(path_changes(v, true), v, |v| normalize_path(v, true)),
             EscapeSeqDecode => when(v.contains(&b'\\'), v, escape_seq_decode),
             Length => Cow::Owned(v.len().to_string().into_bytes()),
             Base64Decode => Cow::Owned(base64_decode(v, false)),
@@ -558,6 +554,24 @@ fn css_decode(v: &[u8]) -> Vec<u8> {
     o
 }
 
+/// Whether [`cmd_line`] would change `v`: a byte it deletes, replaces or lower-cases, a run
+/// of separators, or a space before `/` or `(`. A plain sentence with single spaces passes.
+fn cmd_line_changes(v: &[u8]) -> bool {
+    let mut space = false;
+    for &c in v {
+        match c {
+            b'"' | b'\'' | b'\\' | b'^' | b'\t' | b'\r' | b'\n' | b',' | b';' | b'A'..=b'Z' => {
+                return true
+            }
+            b' ' if space => return true,
+            b' ' => space = true,
+            b'/' | b'(' if space => return true,
+            _ => space = false,
+        }
+    }
+    false
+}
+
 fn cmd_line(v: &[u8]) -> Vec<u8> {
     let mut o: Vec<u8> = Vec::with_capacity(v.len());
     let mut space = false;
@@ -668,6 +682,28 @@ fn remove_comments_char(v: &[u8]) -> Vec<u8> {
         }
     }
     o
+}
+
+/// Whether [`normalize_path`] would change `v`: only a `//`, a `.` or `..` segment (or, for
+/// Windows paths, a backslash) makes it rewrite anything. An e-mail address or a version
+/// number holds dots but comes out as it went in.
+fn path_changes(v: &[u8], win: bool) -> bool {
+    if win && v.contains(&b'\\') {
+        return true;
+    }
+    let mut segs = v.split(|&c| c == b'/').peekable();
+    let mut first = true;
+    while let Some(seg) = segs.next() {
+        let last = segs.peek().is_none();
+        match seg {
+            b"." | b".." => return true,
+            // An empty segment is the leading `/` or the trailing one; any other is a `//`.
+            b"" if !first && !last => return true,
+            _ => {}
+        }
+        first = false;
+    }
+    false
 }
 
 fn normalize_path(v: &[u8], win: bool) -> Vec<u8> {
@@ -900,9 +936,12 @@ mod tests {
     /// unconditionally.
     #[test]
     fn quick_change_tests_never_skip_a_change() {
-        let alphabet: &[u8] = b" \t\n/*\\%+&;#-.ab0\x00\x0b\xa0\xc3\xa9u";
+        let alphabet: &[u8] = b" \t\n\r(,'\"^A/*\\%+&;#-.ab0\x00\x0b\xa0\xc3\xa9u";
         type Full = fn(&[u8]) -> Vec<u8>;
-        let full: [(Transform, Full); 10] = [
+        let full: [(Transform, Full); 13] = [
+            (Transform::CmdLine, cmd_line),
+            (Transform::NormalizePath, |v| normalize_path(v, false)),
+            (Transform::NormalizePathWin, |v| normalize_path(v, true)),
             (Transform::UrlDecode, |v| url_decode(v, false)),
             (Transform::UrlDecodeUni, |v| url_decode(v, true)),
             (Transform::JsDecode, js_decode),
