@@ -10,7 +10,7 @@ use crate::rules::{
 };
 use crate::transform::Transform;
 use crate::values::Values;
-use crate::vars::{Coll, Data, Item, Target};
+use crate::vars::{Coll, Data, Item, Selector, Target};
 use std::borrow::Cow;
 use std::sync::Arc;
 
@@ -542,12 +542,24 @@ impl Transaction {
         // Matches go into buffers kept between rules: most rules that match (paranoia-level
         // gates, counters) would otherwise allocate a name and a value copy per match.
         let mut found = std::mem::take(&mut self.found);
-        let removed = &self.removed.targets;
-        let ctl_free = removed.is_empty() || !removed.iter().any(|(sel, _)| sel.picks(head));
-        let nfound = match r.group {
-            // The link reads a target list it shares with other rules, and no `ctl` removal
-            // changes it for this rule: read the group's resolved values.
-            Some(g) if ctl_free && !r.multi_match => self.eval_group(g, r, op, &mut found),
+        // The collections `ctl` removals take away from this rule whole (CRS's 941010 takes
+        // REQUEST_FILENAME from the XSS rules on most requests); `None` when one removes only
+        // some keys of a collection.
+        let mut whole: Option<Vec<Coll>> = Some(Vec::new());
+        for (sel, t) in &self.removed.targets {
+            if sel.picks(head) {
+                match (&mut whole, &t.sel) {
+                    (Some(w), Selector::All | Selector::XPath(_)) => w.push(t.coll),
+                    _ => whole = None,
+                }
+            }
+        }
+        let nfound = match (r.group, whole) {
+            // The link reads a target list it shares with other rules: read the group's
+            // resolved values, less the collections removed from this rule.
+            (Some(g), Some(removed)) if !r.multi_match => {
+                self.eval_group(g, r, op, &removed, &mut found)
+            }
             _ => self.eval_items(r, head, op, &mut found),
         };
         if nfound == 0 {
@@ -692,11 +704,20 @@ impl Transaction {
 
     /// Run link `r`'s operator on the values of its target-list group `g`: resolved once per
     /// transaction, and passed over whole when the prefilter shows none of them can match.
-    fn eval_group(&mut self, g: u32, r: &Rule, op: &Operator, found: &mut Vec<Found>) -> usize {
+    /// The values of collections in `removed` (taken away by `ctl`) are passed over.
+    fn eval_group(
+        &mut self,
+        g: u32,
+        r: &Rule,
+        op: &Operator,
+        removed: &[Coll],
+        found: &mut Vec<Found>,
+    ) -> usize {
         let pf = self.rs.prefilter.as_ref();
         let values = &mut self.values;
         values.build_group(g, &self.data, r);
         if let Some(slot) = r.pf {
+            // Fewer values (some removed) hold no more literals than the whole group.
             if values.group_has_literal(g, r, pf, slot) == Some(false) {
                 return 0;
             }
@@ -705,6 +726,9 @@ impl Transaction {
         let mut caps = Vec::new();
         let mut hits = Vec::new();
         for i in 0..values.group_len(g) {
+            if !removed.is_empty() && removed.contains(&values.member_coll(g, i)) {
+                continue;
+            }
             let f = values.form(values.member(g, i), r);
             if let Some(slot) = r.pf {
                 if values.literal(f, r, pf, slot) == Some(false) {

@@ -63,6 +63,8 @@ struct Group {
     built: bool,
     /// The numbers of the values the target list resolves to, in order.
     members: Vec<u32>,
+    /// Each member's collection.
+    colls: Vec<Coll>,
     unions: Vec<Union>,
 }
 
@@ -131,6 +133,7 @@ impl Values {
         for g in &mut self.groups {
             g.built = false;
             g.members.clear();
+            g.colls.clear();
             g.unions.clear();
         }
     }
@@ -242,8 +245,9 @@ impl Values {
     }
 
     /// Resolve group `g` (the target list of link `r`) on first use. `r`'s own `!` exclusions
-    /// are part of the list; `ctl` removals are not (a link they apply to does not use its
-    /// group).
+    /// are part of the list; `ctl` removals are not (the engine passes over the members of a
+    /// collection removed whole, see [`Values::member_coll`]; a link that has only some keys
+    /// of a collection removed does not use its group).
     pub fn build_group(&mut self, g: u32, data: &Data, r: &Rule) {
         if self.groups[g as usize].built {
             return;
@@ -256,6 +260,7 @@ impl Values {
         }
         let group = &mut self.groups[g as usize];
         group.members = members;
+        group.colls.extend(items.iter().map(|it| it.coll));
         group.built = true;
     }
 
@@ -266,6 +271,11 @@ impl Values {
     /// The number of group `g`'s `i`-th value.
     pub fn member(&self, g: u32, i: usize) -> u32 {
         self.groups[g as usize].members[i]
+    }
+
+    /// The collection group `g`'s `i`-th value comes from.
+    pub fn member_coll(&self, g: u32, i: usize) -> Coll {
+        self.groups[g as usize].colls[i]
     }
 
     fn union_at(&mut self, g: u32, pipeline: u32) -> usize {
