@@ -100,6 +100,34 @@ struct Found {
     caps: Vec<Vec<u8>>,
 }
 
+/// multiMatch: the operator runs on the value and after each transformation that changes it
+/// (a form without any needed byte cannot match). Returns the form that matched.
+fn multi_match<'v>(
+    data: &Data,
+    r: &Rule,
+    op: &Operator,
+    value: &'v [u8],
+    caps: &mut Vec<Vec<u8>>,
+) -> Option<Cow<'v, [u8]>> {
+    let may = |v: &[u8]| r.need.is_none_or(|n| n.any_in(v));
+    caps.clear();
+    if may(value) && op.matches(data, value, r.capture.then_some(&mut *caps)) {
+        return Some(Cow::Borrowed(value));
+    }
+    let mut v: Cow<[u8]> = Cow::Borrowed(value);
+    for t in &r.transforms {
+        let next = t.apply(&v);
+        if next.as_ref() == v.as_ref() {
+            continue;
+        }
+        v = Cow::Owned(next.into_owned());
+        if may(&v) && op.matches(data, &v, r.capture.then_some(&mut *caps)) {
+            return Some(v);
+        }
+    }
+    None
+}
+
 /// TX keys of the capture groups.
 const CAPTURE_KEYS: [&str; 10] = ["0", "1", "2", "3", "4", "5", "6", "7", "8", "9"];
 
@@ -557,9 +585,7 @@ impl Transaction {
         let nfound = match (r.group, whole) {
             // The link reads a target list it shares with other rules: read the group's
             // resolved values, less the collections removed from this rule.
-            (Some(g), Some(removed)) if !r.multi_match => {
-                self.eval_group(g, r, op, &removed, &mut found)
-            }
+            (Some(g), Some(removed)) => self.eval_group(g, r, op, &removed, &mut found),
             _ => self.eval_items(r, head, op, &mut found),
         };
         if nfound == 0 {
@@ -652,25 +678,8 @@ impl Transaction {
                     std::mem::swap(&mut f.caps, caps);
                 };
                 if r.multi_match {
-                    // The operator runs on the value and after each transformation that
-                    // changes it (a value without any needed byte cannot match).
-                    let may = |v: &[u8]| r.need.is_none_or(|n| n.any_in(v));
-                    let mut v: Cow<[u8]> = Cow::Borrowed(&it.value);
-                    if may(&v) && op.matches(&self.data, &v, want_caps.then_some(&mut caps)) {
+                    if let Some(v) = multi_match(&self.data, r, op, &it.value, &mut caps) {
                         record(&v, &mut caps);
-                    } else {
-                        for t in &r.transforms {
-                            let next = t.apply(&v);
-                            let changed = next.as_ref() != v.as_ref();
-                            v = Cow::Owned(next.into_owned());
-                            if changed
-                                && may(&v)
-                                && op.matches(&self.data, &v, want_caps.then_some(&mut caps))
-                            {
-                                record(&v, &mut caps);
-                                break;
-                            }
-                        }
                     }
                 } else {
                     let v: Cow<[u8]> = if r.transforms.is_empty() && r.pf.is_none() {
@@ -727,6 +736,26 @@ impl Transaction {
         let mut hits = Vec::new();
         for i in 0..values.group_len(g) {
             if !removed.is_empty() && removed.contains(&values.member_coll(g, i)) {
+                continue;
+            }
+            if r.multi_match {
+                if let Some(v) = multi_match(
+                    &self.data,
+                    r,
+                    op,
+                    values.raw(values.member(g, i)),
+                    &mut caps,
+                ) {
+                    if found.len() == nfound {
+                        found.push(Found::default());
+                    }
+                    let fd = &mut found[nfound];
+                    nfound += 1;
+                    fd.value.clear();
+                    fd.value.extend_from_slice(&v);
+                    std::mem::swap(&mut fd.caps, &mut caps);
+                    hits.push(i);
+                }
                 continue;
             }
             let f = values.form(values.member(g, i), r);

@@ -171,7 +171,8 @@ impl Values {
         n
     }
 
-    fn raw(&self, vid: u32) -> &[u8] {
+    /// Value `vid` as it was read.
+    pub fn raw(&self, vid: u32) -> &[u8] {
         let (at, len) = self.spans[vid as usize];
         &self.arena[at as usize..(at + len) as usize]
     }
