@@ -160,6 +160,7 @@ impl Transaction {
             rs.pipelines,
             rs.prefilter.as_ref().map_or(0, |p| p.slots),
             rs.groups,
+            rs.group_targets,
         );
         Transaction {
             engine: rs.engine,

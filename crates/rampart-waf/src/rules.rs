@@ -108,6 +108,10 @@ pub struct Rule {
     /// collection it reads stays put in memory: links with the same target list share it, and
     /// a transaction resolves each group once (see [`crate::values`]).
     pub group: Option<u32>,
+    /// For a grouped link that excludes nothing itself: each target's number among the
+    /// distinct targets that groups read (a transaction resolves each of those once, and a
+    /// group is their values in order). Empty otherwise.
+    pub target_ids: Vec<u32>,
     pub multi_match: bool,
     pub capture: bool,
     pub msg: Option<Macro>,
@@ -175,6 +179,8 @@ pub struct RuleSet {
     /// How many distinct transformation pipelines and target-list groups the rules have.
     pub pipelines: usize,
     pub groups: usize,
+    /// How many distinct targets the groups without exclusions read ([`Rule::target_ids`]).
+    pub group_targets: usize,
     pub defaults: [Defaults; 5],
     pub engine: EngineMode,
     pub request_body_access: bool,
@@ -414,22 +420,34 @@ impl Loader {
         let pipelines = ids.len();
         // Number the distinct target lists that read only collections that stay put.
         let mut gids: std::collections::HashMap<String, u32> = Default::default();
+        let mut tids: std::collections::HashMap<String, u32> = Default::default();
         each_link_mut(&mut self.rules, |l| {
             let mut reads = l.targets.iter().filter(|t| !t.exclude).peekable();
             let stable = reads.peek().is_some()
                 && reads.all(|t| crate::vars::is_stable(t.coll))
                 && l.targets.iter().all(|t| !t.count);
-            l.group = stable.then(|| {
-                let sig: Vec<String> = l
-                    .targets
+            if !stable {
+                return;
+            }
+            let sig: Vec<String> = l
+                .targets
+                .iter()
+                .map(crate::vars::Target::signature)
+                .collect();
+            if l.targets.iter().all(|t| !t.exclude) {
+                l.target_ids = sig
                     .iter()
-                    .map(crate::vars::Target::signature)
+                    .map(|s| {
+                        let n = tids.len() as u32;
+                        *tids.entry(s.clone()).or_insert(n)
+                    })
                     .collect();
-                let n = gids.len() as u32;
-                *gids.entry(sig.join("|")).or_insert(n)
-            });
+            }
+            let n = gids.len() as u32;
+            l.group = Some(*gids.entry(sig.join("|")).or_insert(n));
         });
         let groups = gids.len();
+        let group_targets = tids.len();
         // Prefilter slots for the request-side rules whose match needs a literal, in the
         // pipelines shared by enough such rules to pay for a scan of the request.
         let lits: Vec<Option<Vec<Vec<u8>>>> = self.rules.iter().map(prefilterable).collect();
@@ -515,6 +533,7 @@ impl Loader {
             prefilter,
             pipelines,
             groups,
+            group_targets,
             defaults: self.defaults,
             engine: self.engine,
             request_body_access: self.request_body_access,
@@ -768,6 +787,7 @@ impl Loader {
             pipeline: 0,
             need: None,
             group: None,
+            target_ids: Vec::new(),
             pf: None,
             multi_match: false,
             capture: false,

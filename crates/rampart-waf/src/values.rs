@@ -12,7 +12,9 @@
 //! `REQUEST_COOKIES|!REQUEST_COOKIES:/__utm/|REQUEST_COOKIES_NAMES|ARGS_NAMES|ARGS|XML:/*`)
 //! share a *group*: the list is resolved once, and per pipeline the group keeps the union of its
 //! values' findings: a prefiltered rule none of whose literals occurs in any of its group's
-//! values is passed over without visiting a value.
+//! values is passed over without visiting a value. Groups that list the same target (most
+//! read `ARGS`, `ARGS_NAMES` and the cookies) share its resolution: each distinct target is
+//! resolved and numbered once per transaction.
 //!
 //! Everything here is dropped with [`Values::clear`] when the request body or the response
 //! changes the collections.
@@ -93,10 +95,15 @@ pub(crate) struct Values {
     seen: Vec<u64>,
     /// By group number (see [`Rule::group`]).
     groups: Vec<Group>,
+    /// By target number ([`Rule::target_ids`]): where the target's values start in
+    /// `tmembers` and how many there are (start [`NONE`]: not resolved yet).
+    tspans: Vec<(u32, u32)>,
+    /// The targets' values (numbers) and their collections, target after target.
+    tmembers: Vec<(u32, Coll)>,
 }
 
 impl Values {
-    pub fn new(pipelines: usize, slots: u32, groups: usize) -> Values {
+    pub fn new(pipelines: usize, slots: u32, groups: usize, targets: usize) -> Values {
         // Room for the values of an ordinary request (a few dozen, a few hundred forms).
         const VALUES: usize = 64;
         const FORMS: usize = 512;
@@ -116,6 +123,8 @@ impl Values {
             words,
             seen: Vec::new(),
             groups: vec![Group::default(); groups],
+            tspans: vec![(NONE, 0); targets],
+            tmembers: Vec::with_capacity(VALUES * 4),
         }
     }
 
@@ -130,6 +139,8 @@ impl Values {
         self.forms.clear();
         self.cand.clear();
         self.ucand.clear();
+        self.tspans.fill((NONE, 0));
+        self.tmembers.clear();
         for g in &mut self.groups {
             g.built = false;
             g.members.clear();
@@ -254,14 +265,39 @@ impl Values {
             return;
         }
         let mut items = Vec::new();
-        resolve_own(data, r, &mut items);
         let mut members = std::mem::take(&mut self.groups[g as usize].members);
-        for it in &items {
-            members.push(self.number(&it.value, matches!(it.value, Cow::Borrowed(_))));
+        let mut colls = std::mem::take(&mut self.groups[g as usize].colls);
+        if !r.target_ids.is_empty() {
+            // No exclusions: the group is its targets' values one after the other, and
+            // groups that share a target resolve it once.
+            for (t, &tid) in r.targets.iter().zip(&r.target_ids) {
+                let (mut at, mut len) = self.tspans[tid as usize];
+                if at == NONE {
+                    items.clear();
+                    data.resolve(t, &|_, _| false, &mut items);
+                    at = self.tmembers.len() as u32;
+                    len = items.len() as u32;
+                    for it in &items {
+                        let n = self.number(&it.value, matches!(it.value, Cow::Borrowed(_)));
+                        self.tmembers.push((n, it.coll));
+                    }
+                    self.tspans[tid as usize] = (at, len);
+                }
+                for &(n, c) in &self.tmembers[at as usize..(at + len) as usize] {
+                    members.push(n);
+                    colls.push(c);
+                }
+            }
+        } else {
+            resolve_own(data, r, &mut items);
+            for it in &items {
+                members.push(self.number(&it.value, matches!(it.value, Cow::Borrowed(_))));
+            }
+            colls.extend(items.iter().map(|it| it.coll));
         }
         let group = &mut self.groups[g as usize];
         group.members = members;
-        group.colls.extend(items.iter().map(|it| it.coll));
+        group.colls = colls;
         group.built = true;
     }
 
