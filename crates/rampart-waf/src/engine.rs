@@ -101,12 +101,14 @@ struct Found {
 }
 
 /// multiMatch: the operator runs on the value and after each transformation that changes it
-/// (a form without any needed byte cannot match). Returns the form that matched.
+/// (a form without any needed byte cannot match). `present`: the value's bytes. Returns the
+/// form that matched.
 fn multi_match<'v>(
     data: &Data,
     r: &Rule,
     op: &Operator,
     value: &'v [u8],
+    mut present: crate::prefilter::ByteSet,
     caps: &mut Vec<Vec<u8>>,
 ) -> Option<Cow<'v, [u8]>> {
     let may = |v: &[u8]| r.need.is_none_or(|n| n.any_in(v));
@@ -116,11 +118,16 @@ fn multi_match<'v>(
     }
     let mut v: Cow<[u8]> = Cow::Borrowed(value);
     for t in &r.transforms {
+        // A transformation leaves a value without any of its trigger bytes as it is.
+        if t.trigger().is_some_and(|set| !set.meets(&present)) {
+            continue;
+        }
         let next = t.apply(&v);
         if next.as_ref() == v.as_ref() {
             continue;
         }
         v = Cow::Owned(next.into_owned());
+        present = crate::prefilter::ByteSet::in_value(&v);
         if may(&v) && op.matches(data, &v, r.capture.then_some(&mut *caps)) {
             return Some(v);
         }
@@ -679,7 +686,8 @@ impl Transaction {
                     std::mem::swap(&mut f.caps, caps);
                 };
                 if r.multi_match {
-                    if let Some(v) = multi_match(&self.data, r, op, &it.value, &mut caps) {
+                    let present = crate::prefilter::ByteSet::in_value(&it.value);
+                    if let Some(v) = multi_match(&self.data, r, op, &it.value, present, &mut caps) {
                         record(&v, &mut caps);
                     }
                 } else {
@@ -740,11 +748,13 @@ impl Transaction {
                 continue;
             }
             if r.multi_match {
+                let vid = values.member(g, i);
                 if let Some(v) = multi_match(
                     &self.data,
                     r,
                     op,
-                    values.raw(values.member(g, i)),
+                    values.raw(vid),
+                    values.present(vid),
                     &mut caps,
                 ) {
                     if found.len() == nfound {

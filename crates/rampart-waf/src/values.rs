@@ -182,6 +182,11 @@ impl Values {
         n
     }
 
+    /// The bytes value `vid` holds.
+    pub fn present(&self, vid: u32) -> ByteSet {
+        self.present[vid as usize]
+    }
+
     /// Value `vid` as it was read.
     pub fn raw(&self, vid: u32) -> &[u8] {
         let (at, len) = self.spans[vid as usize];
