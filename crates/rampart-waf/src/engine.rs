@@ -747,47 +747,39 @@ impl Transaction {
             if !removed.is_empty() && removed.contains(&values.member_coll(g, i)) {
                 continue;
             }
-            if r.multi_match {
-                let vid = values.member(g, i);
-                if let Some(v) = multi_match(
+            let vid = values.member(g, i);
+            let matched: Option<Cow<[u8]>> = if r.multi_match {
+                multi_match(
                     &self.data,
                     r,
                     op,
                     values.raw(vid),
                     values.present(vid),
                     &mut caps,
-                ) {
-                    if found.len() == nfound {
-                        found.push(Found::default());
+                )
+            } else {
+                let f = values.form(vid, r);
+                if let Some(slot) = r.pf {
+                    if values.literal(f, r, pf, slot) == Some(false) {
+                        continue;
                     }
-                    let fd = &mut found[nfound];
-                    nfound += 1;
-                    fd.value.clear();
-                    fd.value.extend_from_slice(&v);
-                    std::mem::swap(&mut fd.caps, &mut caps);
-                    hits.push(i);
                 }
-                continue;
-            }
-            let f = values.form(values.member(g, i), r);
-            if let Some(slot) = r.pf {
-                if values.literal(f, r, pf, slot) == Some(false) {
+                let v = values.text(f);
+                if r.need.is_some_and(|n| !n.any_in(v)) {
                     continue;
                 }
-            }
-            let v = values.text(f);
-            if r.need.is_some_and(|n| !n.any_in(v)) {
-                continue;
-            }
-            caps.clear();
-            if op.matches(&self.data, v, r.capture.then_some(&mut caps)) {
+                caps.clear();
+                op.matches(&self.data, v, r.capture.then_some(&mut caps))
+                    .then_some(Cow::Borrowed(v))
+            };
+            if let Some(v) = matched {
                 if found.len() == nfound {
                     found.push(Found::default());
                 }
                 let fd = &mut found[nfound];
                 nfound += 1;
                 fd.value.clear();
-                fd.value.extend_from_slice(v);
+                fd.value.extend_from_slice(&v);
                 std::mem::swap(&mut fd.caps, &mut caps);
                 hits.push(i);
             }

@@ -590,6 +590,20 @@ mod tests {
         assert_eq!(pcre_to_rust(r"a*+b++[x+]+\++c?+"), r"a*b+[x+]+\++c?");
     }
 
+    /// `^.*$` needs no regex, and captures what the regex would: the whole value, newlines
+    /// and all (dot-all), the empty value too.
+    #[test]
+    fn match_all_captures_the_whole_value() {
+        let whole = Rx::compile("^.*$").unwrap();
+        assert!(matches!(whole, Rx::Whole));
+        let re = compile_regex("^.*$", false).unwrap();
+        for v in [&b"x-forwarded-for"[..], b"a\nb\r\n", b"", b"\xff\x00"] {
+            let mut c = Vec::new();
+            assert!(whole.captures(v, &mut c));
+            assert_eq!(c, vec![re.find(v).unwrap().as_bytes().to_vec()]);
+        }
+    }
+
     #[test]
     fn small_operators() {
         let d = Data::default();
