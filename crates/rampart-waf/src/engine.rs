@@ -135,6 +135,25 @@ fn multi_match<'v>(
     None
 }
 
+/// Record a match as entry `*n` of `found` (its buffers reused): the value that matched and
+/// its captures (taken from `caps`). Returns the entry, for the caller to name.
+fn record<'f>(
+    found: &'f mut Vec<Found>,
+    n: &mut usize,
+    v: &[u8],
+    caps: &mut Vec<Vec<u8>>,
+) -> &'f mut Found {
+    if found.len() == *n {
+        found.push(Found::default());
+    }
+    let f = &mut found[*n];
+    *n += 1;
+    f.value.clear();
+    f.value.extend_from_slice(v);
+    std::mem::swap(&mut f.caps, caps);
+    f
+}
+
 /// TX keys of the capture groups.
 const CAPTURE_KEYS: [&str; 10] = ["0", "1", "2", "3", "4", "5", "6", "7", "8", "9"];
 
@@ -578,23 +597,12 @@ impl Transaction {
         // Matches go into buffers kept between rules: most rules that match (paranoia-level
         // gates, counters) would otherwise allocate a name and a value copy per match.
         let mut found = std::mem::take(&mut self.found);
-        // The collections `ctl` removals take away from this rule whole (CRS's 941010 takes
-        // REQUEST_FILENAME from the XSS rules on most requests); `None` when one removes only
-        // some keys of a collection.
-        let mut whole: Option<Vec<Coll>> = Some(Vec::new());
-        for (sel, t) in &self.removed.targets {
-            if sel.picks(head) {
-                match (&mut whole, &t.sel) {
-                    (Some(w), Selector::All | Selector::XPath(_)) => w.push(t.coll),
-                    _ => whole = None,
-                }
-            }
-        }
-        let nfound = match (r.group, whole) {
+        let grouped = r.group.and_then(|g| Some((g, self.removed_whole(head)?)));
+        let nfound = match grouped {
             // The link reads a target list it shares with other rules: read the group's
             // resolved values, less the collections removed from this rule.
-            (Some(g), Some(removed)) => self.eval_group(g, r, op, &removed, &mut found),
-            _ => self.eval_items(r, head, op, &mut found),
+            Some((g, removed)) => self.eval_group(g, r, op, &removed, &mut found),
+            None => self.eval_items(r, head, op, &mut found),
         };
         if nfound == 0 {
             self.found = found;
@@ -626,6 +634,22 @@ impl Transaction {
         }
         self.found = found;
         true
+    }
+
+    /// The collections `ctl` removals take away from rule `head` whole (CRS's 941010 takes
+    /// REQUEST_FILENAME from the XSS rules on most requests); `None` when one removes only
+    /// some keys of a collection.
+    fn removed_whole(&self, head: &Rule) -> Option<Vec<Coll>> {
+        let mut whole = Vec::new();
+        for (sel, t) in &self.removed.targets {
+            if sel.picks(head) {
+                match t.sel {
+                    Selector::All | Selector::XPath(_) => whole.push(t.coll),
+                    _ => return None,
+                }
+            }
+        }
+        Some(whole)
     }
 
     /// Run link `r`'s operator on each of its targets' values, resolved here; returns how
@@ -673,22 +697,15 @@ impl Transaction {
             let mut caps = Vec::new();
             for it in &items {
                 caps.clear();
-                let mut record = |v: &[u8], caps: &mut Vec<Vec<u8>>| {
-                    if found.len() == nfound {
-                        found.push(Found::default());
-                    }
-                    let f = &mut found[nfound];
-                    nfound += 1;
+                let mut keep = |v: &[u8], caps: &mut Vec<Vec<u8>>| {
+                    let f = record(found, &mut nfound, v, caps);
                     f.name.clear();
                     it.write_name(&mut f.name);
-                    f.value.clear();
-                    f.value.extend_from_slice(v);
-                    std::mem::swap(&mut f.caps, caps);
                 };
                 if r.multi_match {
                     let present = crate::prefilter::ByteSet::in_value(&it.value);
                     if let Some(v) = multi_match(&self.data, r, op, &it.value, present, &mut caps) {
-                        record(&v, &mut caps);
+                        keep(&v, &mut caps);
                     }
                 } else {
                     let v: Cow<[u8]> = if r.transforms.is_empty() && r.pf.is_none() {
@@ -711,7 +728,7 @@ impl Transaction {
                         continue;
                     }
                     if op.matches(&self.data, &v, want_caps.then_some(&mut caps)) {
-                        record(&v, &mut caps);
+                        keep(&v, &mut caps);
                     }
                 }
             }
@@ -773,14 +790,7 @@ impl Transaction {
                     .then_some(Cow::Borrowed(v))
             };
             if let Some(v) = matched {
-                if found.len() == nfound {
-                    found.push(Found::default());
-                }
-                let fd = &mut found[nfound];
-                nfound += 1;
-                fd.value.clear();
-                fd.value.extend_from_slice(&v);
-                std::mem::swap(&mut fd.caps, &mut caps);
+                record(found, &mut nfound, &v, &mut caps);
                 hits.push(i);
             }
         }

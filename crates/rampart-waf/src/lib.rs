@@ -24,6 +24,8 @@ pub mod prefilter;
 pub mod rules;
 pub mod seclang;
 pub mod sqli;
+#[cfg(test)]
+mod testgen;
 pub mod transform;
 pub(crate) mod values;
 pub mod vars;

@@ -200,6 +200,13 @@ impl RuleSet {
     }
 }
 
+/// The number of `key` among the distinct keys numbered so far in `ids` (a new one gets the
+/// next number).
+fn id_of<K: Eq + std::hash::Hash>(ids: &mut std::collections::HashMap<K, u32>, key: K) -> u32 {
+    let n = ids.len() as u32;
+    *ids.entry(key).or_insert(n)
+}
+
 /// Call `f` on every link of every rule's chain, heads first.
 fn each_link_mut(rules: &mut [Rule], mut f: impl FnMut(&mut Rule)) {
     for r in rules {
@@ -414,8 +421,7 @@ impl Loader {
         // Number the distinct transformation pipelines.
         let mut ids: std::collections::HashMap<Vec<Transform>, u32> = Default::default();
         each_link_mut(&mut self.rules, |l| {
-            let n = ids.len() as u32;
-            l.pipeline = *ids.entry(l.transforms.clone()).or_insert(n);
+            l.pipeline = id_of(&mut ids, l.transforms.clone());
         });
         let pipelines = ids.len();
         // Number the distinct target lists that read only collections that stay put.
@@ -435,16 +441,9 @@ impl Loader {
                 .map(crate::vars::Target::signature)
                 .collect();
             if l.targets.iter().all(|t| !t.exclude) {
-                l.target_ids = sig
-                    .iter()
-                    .map(|s| {
-                        let n = tids.len() as u32;
-                        *tids.entry(s.clone()).or_insert(n)
-                    })
-                    .collect();
+                l.target_ids = sig.iter().map(|s| id_of(&mut tids, s.clone())).collect();
             }
-            let n = gids.len() as u32;
-            l.group = Some(*gids.entry(sig.join("|")).or_insert(n));
+            l.group = Some(id_of(&mut gids, sig.join("|")));
         });
         let groups = gids.len();
         let group_targets = tids.len();

@@ -572,16 +572,8 @@ mod tests {
     #[test]
     fn one_word_is_one_token() {
         let alphabet = b"aeExX0b19_.$";
-        let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
         let mut checked = 0;
-        for _ in 0..200_000 {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            let len = 1 + (x % 10) as usize;
-            let v: Vec<u8> = (0..len)
-                .map(|i| alphabet[((x >> (4 * i)) % alphabet.len() as u64) as usize])
-                .collect();
+        for (_, v) in crate::testgen::values(0x9e37_79b9_7f4a_7c15, alphabet, 1..=10, 200_000) {
             if one_word(&v) {
                 checked += 1;
                 assert!(

@@ -915,22 +915,6 @@ mod tests {
         tr.apply(s).into_owned()
     }
 
-    /// 20,000 values of up to 8 bytes from `alphabet` (xorshift from `seed`), each with the
-    /// generator's state that made it.
-    fn values(seed: u64, alphabet: &[u8]) -> impl Iterator<Item = (u64, Vec<u8>)> + '_ {
-        let mut x = seed;
-        (0..20_000).map(move |_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            let len = (x % 9) as usize;
-            let v = (0..len)
-                .map(|i| alphabet[((x >> (8 + 5 * i)) % alphabet.len() as u64) as usize])
-                .collect();
-            (x, v)
-        })
-    }
-
     /// The quick "would it change?" tests never skip a change: on many short inputs over the
     /// bytes the transformations care about, `apply` equals running the transformation
     /// unconditionally.
@@ -955,7 +939,7 @@ mod tests {
             (Transform::ReplaceComments, replace_comments),
             (Transform::EscapeSeqDecode, escape_seq_decode),
         ];
-        for (_, v) in values(0x9e37_79b9_7f4a_7c15, alphabet) {
+        for (_, v) in crate::testgen::values(0x9e37_79b9_7f4a_7c15, alphabet, 0..=8, 20_000) {
             for (tr, f) in &full {
                 assert_eq!(tr.apply(&v).as_ref(), f(&v).as_slice(), "{tr:?} on {v:?}");
             }
@@ -993,7 +977,7 @@ mod tests {
             TrimLeft,
             TrimRight,
         ];
-        for (x, v) in values(0x2545_f491_4f6c_dd1d, alphabet) {
+        for (x, v) in crate::testgen::values(0x2545_f491_4f6c_dd1d, alphabet, 0..=8, 20_000) {
             let present = ByteSet::in_value(&v);
             for t in all {
                 let set = t.trigger().expect("has a trigger set");

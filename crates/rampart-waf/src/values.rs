@@ -63,10 +63,9 @@ struct Union {
 #[derive(Clone, Debug, Default)]
 struct Group {
     built: bool,
-    /// The numbers of the values the target list resolves to, in order.
-    members: Vec<u32>,
-    /// Each member's collection.
-    colls: Vec<Coll>,
+    /// The numbers of the values the target list resolves to, in order, with the collection
+    /// each comes from.
+    members: Vec<(u32, Coll)>,
     unions: Vec<Union>,
 }
 
@@ -144,7 +143,6 @@ impl Values {
         for g in &mut self.groups {
             g.built = false;
             g.members.clear();
-            g.colls.clear();
             g.unions.clear();
         }
     }
@@ -271,7 +269,6 @@ impl Values {
         }
         let mut items = Vec::new();
         let mut members = std::mem::take(&mut self.groups[g as usize].members);
-        let mut colls = std::mem::take(&mut self.groups[g as usize].colls);
         if !r.target_ids.is_empty() {
             // No exclusions: the group is its targets' values one after the other, and
             // groups that share a target resolve it once.
@@ -283,27 +280,31 @@ impl Values {
                     at = self.tmembers.len() as u32;
                     len = items.len() as u32;
                     for it in &items {
-                        let n = self.number(&it.value, matches!(it.value, Cow::Borrowed(_)));
-                        self.tmembers.push((n, it.coll));
+                        let m = self.number_item(it);
+                        self.tmembers.push(m);
                     }
                     self.tspans[tid as usize] = (at, len);
                 }
-                for &(n, c) in &self.tmembers[at as usize..(at + len) as usize] {
-                    members.push(n);
-                    colls.push(c);
-                }
+                members.extend_from_slice(&self.tmembers[at as usize..(at + len) as usize]);
             }
         } else {
             resolve_own(data, r, &mut items);
             for it in &items {
-                members.push(self.number(&it.value, matches!(it.value, Cow::Borrowed(_))));
+                members.push(self.number_item(it));
             }
-            colls.extend(items.iter().map(|it| it.coll));
         }
         let group = &mut self.groups[g as usize];
         group.members = members;
-        group.colls = colls;
         group.built = true;
+    }
+
+    /// An item's value numbered (by where it lives when it is borrowed from `Data`), with
+    /// its collection.
+    fn number_item(&mut self, it: &Item<'_>) -> (u32, Coll) {
+        (
+            self.number(&it.value, matches!(it.value, Cow::Borrowed(_))),
+            it.coll,
+        )
     }
 
     pub fn group_len(&self, g: u32) -> usize {
@@ -312,12 +313,12 @@ impl Values {
 
     /// The number of group `g`'s `i`-th value.
     pub fn member(&self, g: u32, i: usize) -> u32 {
-        self.groups[g as usize].members[i]
+        self.groups[g as usize].members[i].0
     }
 
     /// The collection group `g`'s `i`-th value comes from.
     pub fn member_coll(&self, g: u32, i: usize) -> Coll {
-        self.groups[g as usize].colls[i]
+        self.groups[g as usize].members[i].1
     }
 
     fn union_at(&mut self, g: u32, pipeline: u32) -> usize {

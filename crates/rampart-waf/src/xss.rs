@@ -236,15 +236,7 @@ mod tests {
     #[test]
     fn no_trigger_byte_no_shape() {
         let alphabet = b"ascriptjvon=/ >(&#;x\t\n";
-        let mut x: u64 = 0x2545_f491_4f6c_dd1d;
-        for _ in 0..200_000 {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            let len = 3 + (x % 12) as usize;
-            let v: Vec<u8> = (0..len)
-                .map(|i| alphabet[((x >> (4 * i)) % alphabet.len() as u64) as usize])
-                .collect();
+        for (_, v) in crate::testgen::values(0x2545_f491_4f6c_dd1d, alphabet, 3..=14, 200_000) {
             assert!(!shapes(&v), "{:?}", String::from_utf8_lossy(&v));
         }
     }
