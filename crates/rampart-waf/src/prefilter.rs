@@ -220,6 +220,9 @@ pub fn required_literals(pattern: &str, caseless: bool) -> Option<Vec<Vec<u8>>> 
 pub struct ByteSet([u64; 4]);
 
 impl ByteSet {
+    /// Every byte.
+    pub const ALL: ByteSet = ByteSet([u64::MAX; 4]);
+
     /// The word and bit of byte `b`.
     const fn at(b: u8) -> (usize, u64) {
         ((b >> 6) as usize, 1 << (b & 63))
@@ -279,11 +282,21 @@ impl ByteSet {
         self.0.iter().zip(o.0).any(|(a, b)| a & b != 0)
     }
 
-    pub fn union(mut self, o: ByteSet) -> ByteSet {
-        for (a, b) in self.0.iter_mut().zip(o.0) {
-            *a |= b;
+    pub const fn union(self, o: ByteSet) -> ByteSet {
+        let (a, b) = (self.0, o.0);
+        ByteSet([a[0] | b[0], a[1] | b[1], a[2] | b[2], a[3] | b[3]])
+    }
+
+    /// The set with the upper case of each lower-case letter in it added: the bytes a value
+    /// may hold for its lower-cased form to meet the set.
+    pub fn or_uppercase(self) -> ByteSet {
+        let mut s = self;
+        for b in b'a'..=b'z' {
+            if self.contains(b) {
+                s.insert(b.to_ascii_uppercase());
+            }
         }
-        self
+        s
     }
 
     /// How likely an ordinary value is to hold one of these bytes, roughly: letters and digits

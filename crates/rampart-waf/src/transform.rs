@@ -108,6 +108,9 @@ impl Transform {
         const PATH_WIN: ByteSet = ByteSet::of(b"/.\\");
         const ZERO: ByteSet = ByteSet::of(b"0");
         const ASCII_WS: ByteSet = ByteSet::of(b" \t\n\r\x0c");
+        // What `cmd_line_changes` looks for: a byte it deletes, replaces or lower-cases, and
+        // the space every run of separators or space before `/` or `(` holds.
+        const CMD_LINE: ByteSet = ByteSet::of(b"\"'\\^ \t\r\n,;").union(UPPER);
         Some(match self {
             Lowercase => UPPER,
             UrlDecode | UrlDecodeUni => PERCENT_PLUS,
@@ -122,9 +125,10 @@ impl Transform {
             NormalizePathWin => PATH_WIN,
             SqlHexDecode => ZERO,
             Trim | TrimLeft | TrimRight => ASCII_WS,
-            Uppercase | UrlEncode | CmdLine | Length | Base64Decode | Base64DecodeExt
-            | Base64Encode | HexDecode | HexEncode | Sha1 | Md5 | ParityEven7bit
-            | ParityOdd7bit | ParityZero7bit => return None,
+            CmdLine => CMD_LINE,
+            Uppercase | UrlEncode | Length | Base64Decode | Base64DecodeExt | Base64Encode
+            | HexDecode | HexEncode | Sha1 | Md5 | ParityEven7bit | ParityOdd7bit
+            | ParityZero7bit => return None,
         })
     }
 
@@ -222,6 +226,25 @@ impl Transform {
             ParityZero7bit => Cow::Owned(v.iter().map(|&c| c & 0x7f).collect()),
         }
     }
+}
+
+/// What a pipeline can do to a value, by the bytes it holds: `(alters, beyond_case)`. A value
+/// holding none of `alters` leaves the pipeline as it came; one holding none of `beyond_case`
+/// leaves it at most lower-cased (only `lowercase` ran). A later step's trigger letters count
+/// in upper case too, since a `lowercase` before it may make them.
+pub fn pipeline_alters(ts: &[Transform]) -> (ByteSet, ByteSet) {
+    let (mut any, mut beyond) = (ByteSet::default(), ByteSet::default());
+    for &t in ts {
+        match t.trigger() {
+            Some(set) if t == Transform::Lowercase => any = any.union(set),
+            set => {
+                let set = set.map_or(ByteSet::ALL, ByteSet::or_uppercase);
+                any = any.union(set);
+                beyond = beyond.union(set);
+            }
+        }
+    }
+    (any, beyond)
 }
 
 /// Apply `ts` in order to `v`, which holds the bytes `present`. A transformation none of whose
@@ -953,7 +976,7 @@ mod tests {
         use super::{apply_all, Transform::*};
         use crate::prefilter::ByteSet;
         use std::borrow::Cow;
-        let alphabet: &[u8] = b" \t\n\r\x0c/*\\%+&;#-.aB0\x00\x0b\xa0\xc3\xa9u";
+        let alphabet: &[u8] = b" \t\n\r\x0c/*\\%+&;#-.aB0\x00\x0b\xa0\xc3\xa9u\"'^,(";
         let all = [
             Lowercase,
             UrlDecode,
@@ -976,6 +999,7 @@ mod tests {
             Trim,
             TrimLeft,
             TrimRight,
+            CmdLine,
         ];
         for (x, v) in crate::testgen::values(0x2545_f491_4f6c_dd1d, alphabet, 0..=8, 20_000) {
             let present = ByteSet::in_value(&v);
@@ -1002,6 +1026,48 @@ mod tests {
                 "{pipe:?} on {v:?}"
             );
         }
+    }
+
+    /// What `pipeline_alters` promises, against the pipelines run in full: a value with none
+    /// of `alters` comes out unchanged, one with none of `beyond_case` comes out lower-cased.
+    #[test]
+    fn pipeline_alters_never_hides_a_change() {
+        use super::{pipeline_alters, Transform::*};
+        use crate::prefilter::ByteSet;
+        let alphabet: &[u8] = b" \t/*\\%+&;#-.aBz0\x00\xa0\xc3u\"'^,(";
+        let steps = [
+            Lowercase,
+            UrlDecodeUni,
+            HtmlEntityDecode,
+            JsDecode,
+            RemoveWhitespace,
+            NormalizePath,
+            CmdLine,
+            RemoveCommentsChar,
+            Base64Decode,
+            Utf8ToUnicode,
+        ];
+        let (mut same, mut lowered) = (0, 0);
+        for (x, v) in crate::testgen::values(0x9e37_79b9_7f4a_7c15, alphabet, 0..=8, 20_000) {
+            let pipe: Vec<_> = (0..1 + x as usize % 3)
+                .map(|i| steps[(x >> (4 + 5 * i)) as usize % steps.len()])
+                .collect();
+            let (alters, beyond) = pipeline_alters(&pipe);
+            let present = ByteSet::in_value(&v);
+            let mut got = v.clone();
+            for &t in &pipe {
+                got = t.apply(&got).into_owned();
+            }
+            if !present.meets(&alters) {
+                assert_eq!(got, v, "{pipe:?} on {v:?}");
+                same += 1;
+            } else if !present.meets(&beyond) {
+                assert_eq!(got, v.to_ascii_lowercase(), "{pipe:?} on {v:?}");
+                lowered += 1;
+            }
+        }
+        // Both promises were put to the test.
+        assert!(same > 1000 && lowered > 100, "{same} {lowered}");
     }
 
     #[test]

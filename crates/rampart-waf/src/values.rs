@@ -81,6 +81,9 @@ pub(crate) struct Values {
     /// Value number -> where its scan by every pipeline's literals starts in `cand` ([`NONE`]:
     /// not scanned yet).
     raw_cand: Vec<u32>,
+    /// Value number -> its form as it is and lower-cased, shared by every pipeline that
+    /// leaves it so ([`NONE`] until made).
+    shared: Vec<[u32; 2]>,
     by_addr: HashMap<Addr, u32, BuildHasherDefault<Fnv>>,
     pipelines: usize,
     /// Value number × pipeline -> its form's index in `forms` ([`NONE`] until computed).
@@ -113,6 +116,7 @@ impl Values {
             spans: Vec::with_capacity(VALUES),
             present: Vec::with_capacity(VALUES),
             raw_cand: Vec::with_capacity(VALUES),
+            shared: Vec::with_capacity(VALUES),
             by_addr: HashMap::with_capacity_and_hasher(VALUES, Default::default()),
             pipelines,
             form_of: Vec::with_capacity(VALUES * pipelines),
@@ -133,6 +137,7 @@ impl Values {
         self.spans.clear();
         self.present.clear();
         self.raw_cand.clear();
+        self.shared.clear();
         self.by_addr.clear();
         self.form_of.clear();
         self.forms.clear();
@@ -153,6 +158,7 @@ impl Values {
         self.spans.reserve(n);
         self.present.reserve(n);
         self.raw_cand.reserve(n);
+        self.shared.reserve(n);
         self.form_of.reserve(n * self.pipelines);
     }
 
@@ -172,6 +178,7 @@ impl Values {
         self.spans.push((at, v.len() as u32));
         self.present.push(ByteSet::in_value(v));
         self.raw_cand.push(NONE);
+        self.shared.push([NONE; 2]);
         self.form_of
             .extend(std::iter::repeat_n(NONE, self.pipelines));
         if in_data {
@@ -193,6 +200,12 @@ impl Values {
 
     /// Value `vid` after `r`'s pipeline, transformed on first use. Returns the form's index.
     pub fn form(&mut self, vid: u32, r: &Rule) -> u32 {
+        let present = self.present[vid as usize];
+        if !present.meets(&r.alters_beyond_case) {
+            // Most values: no step but `lowercase` would run. One form per value (as it is,
+            // or lower-cased) serves every such pipeline.
+            return self.shared_form(vid, present.meets(&r.alters));
+        }
         let at = vid as usize * self.pipelines + r.pipeline as usize;
         let f = self.form_of[at];
         if f != NONE {
@@ -206,6 +219,23 @@ impl Values {
             cand: NONE,
         });
         self.form_of[at] = f;
+        f
+    }
+
+    /// Value `vid` as it is, or lower-cased: a form shared by the pipelines that leave it so.
+    fn shared_form(&mut self, vid: u32, lowered: bool) -> u32 {
+        let f = self.shared[vid as usize][lowered as usize];
+        if f != NONE {
+            return f;
+        }
+        let out = lowered.then(|| self.raw(vid).to_ascii_lowercase());
+        let f = self.forms.len() as u32;
+        self.forms.push(Form {
+            vid,
+            out,
+            cand: NONE,
+        });
+        self.shared[vid as usize][lowered as usize] = f;
         f
     }
 
