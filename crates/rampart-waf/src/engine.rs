@@ -187,6 +187,7 @@ impl Transaction {
             rs.prefilter.as_ref().map_or(0, |p| p.slots),
             rs.groups,
             rs.group_targets,
+            rs.prefilter.as_ref().map_or(0, |p| p.lists.len()),
         );
         Transaction {
             engine: rs.engine,
@@ -323,42 +324,13 @@ impl Transaction {
         if let Some((_, bits)) = self.universe.iter().find(|(p, _)| *p == r.pipeline) {
             return bit(bits);
         }
-        let Some(ac) = pf.automaton(r.pipeline) else {
+        let (Some(_), Some(l)) = (pf.automaton(r.pipeline), pf.list(r.pipeline)) else {
             // No literals for this pipeline: nothing to rule out.
             return true;
         };
-        let mut bits = vec![0u64; (pf.slots as usize).div_ceil(64)];
-        let mut seen = Vec::new();
-        let mut items = recycle(std::mem::take(&mut self.items));
-        let targets = pf
-            .targets
-            .iter()
-            .find(|(p, _)| *p == r.pipeline)
-            .map(|(_, t)| t.as_slice())
-            .unwrap_or_default();
-        for t in targets {
-            self.data.resolve(t, &|_, _| false, &mut items);
-        }
-        for it in &items {
-            if !stays_put(it) {
-                ac.scan(
-                    &transform_all(&r.transforms, &it.value),
-                    &mut bits,
-                    &mut seen,
-                );
-                continue;
-            }
-            // Each value's own bits are kept, so each rule runs its regex only on the values
-            // that contain one of its literals.
-            let vid = self.values.number(&it.value, true);
-            let f = self.values.form(vid, r);
-            if let Some(c) = self.values.scan(f, r, Some(pf)) {
-                for (b, w) in bits.iter_mut().zip(c) {
-                    *b |= w;
-                }
-            }
-        }
-        self.items = recycle(items);
+        let bits = self
+            .values
+            .universe(l, &pf.lists[l as usize], &self.data, r, pf);
         let hit = bit(&bits);
         self.universe.push((r.pipeline, bits));
         hit

@@ -420,8 +420,10 @@ pub struct Prefilter {
     pub automata: Vec<(u32, Automaton)>,
     /// How many rules have a slot.
     pub slots: u32,
-    /// Per pipeline number: the collections its prefiltered rules read.
-    pub targets: Vec<(u32, Vec<crate::vars::Target>)>,
+    /// The distinct lists of collections that pipelines' prefiltered rules read.
+    pub lists: Vec<Vec<crate::vars::Target>>,
+    /// Per pipeline number: its list's index in `lists`.
+    pub list_of: Vec<(u32, u32)>,
     /// Every pipeline's literals in one automaton, for a value that comes out of a pipeline
     /// unchanged (or changed in ASCII case only, which the automata ignore): one scan of the
     /// value serves every such pipeline.
@@ -431,10 +433,17 @@ pub struct Prefilter {
 /// One pipeline's literals.
 #[derive(Clone, Debug)]
 pub struct Automaton {
-    /// One pattern per distinct literal, matched without ASCII case.
-    pub ac: aho_corasick::AhoCorasick,
+    /// One pattern per distinct literal of two bytes or more, matched without ASCII case
+    /// (`None`: there are none).
+    pub ac: Option<aho_corasick::AhoCorasick>,
     /// Pattern number -> the rule slots it stands for.
     pub slots_of: Vec<Vec<u32>>,
+    /// The one-byte literals (`"`, `(`, `;`, a space...), answered from the bytes a value
+    /// holds: in an automaton they would report a match at nearly every position of many
+    /// values. Byte (either ASCII case) -> the rule slots it stands for (empty: none).
+    pub singles: Vec<Vec<u32>>,
+    /// Every byte with slots in `singles`.
+    pub single_bytes: ByteSet,
 }
 
 impl Prefilter {
@@ -473,41 +482,57 @@ impl Prefilter {
         for (pipe, by_lit) in by_pipe {
             automata.push((pipe, Automaton::build(by_lit)?));
         }
-        let targets = colls
-            .iter()
-            .map(|(&p, cs)| {
-                // ARGS covers ARGS_GET and ARGS_POST; scan each value once.
-                let covered = |c: &Coll| match c {
-                    Coll::ArgsGet | Coll::ArgsPost => cs.contains(&Coll::Args),
-                    Coll::ArgsGetNames | Coll::ArgsPostNames => cs.contains(&Coll::ArgsNames),
-                    _ => false,
-                };
-                let target = |coll, sel| crate::vars::Target {
-                    coll,
-                    sel,
-                    count: false,
-                    exclude: false,
-                };
-                let mut ts = Vec::new();
-                for &c in cs.iter().filter(|c| !covered(c)) {
-                    if c == Coll::Xml {
-                        // XML's selectors pick different values: text and attributes.
-                        for x in ["/*", "//@*"] {
-                            ts.push(target(c, crate::vars::Selector::XPath(x.into())));
-                        }
-                    } else {
-                        ts.push(target(c, crate::vars::Selector::All));
+        let mut lists: Vec<Vec<crate::vars::Target>> = Vec::new();
+        let mut list_ids: std::collections::HashMap<String, u32> = Default::default();
+        let mut list_of = Vec::new();
+        for (&p, cs) in colls {
+            // ARGS covers ARGS_GET and ARGS_POST; scan each value once.
+            let covered = |c: &Coll| match c {
+                Coll::ArgsGet | Coll::ArgsPost => cs.contains(&Coll::Args),
+                Coll::ArgsGetNames | Coll::ArgsPostNames => cs.contains(&Coll::ArgsNames),
+                _ => false,
+            };
+            let target = |coll, sel| crate::vars::Target {
+                coll,
+                sel,
+                count: false,
+                exclude: false,
+            };
+            let mut ts = Vec::new();
+            for &c in cs.iter().filter(|c| !covered(c)) {
+                if c == Coll::Xml {
+                    // XML's selectors pick different values: text and attributes.
+                    for x in ["/*", "//@*"] {
+                        ts.push(target(c, crate::vars::Selector::XPath(x.into())));
                     }
+                } else {
+                    ts.push(target(c, crate::vars::Selector::All));
                 }
-                (p, ts)
-            })
-            .collect();
+            }
+            let sig: Vec<String> = ts.iter().map(crate::vars::Target::signature).collect();
+            let n = lists.len() as u32;
+            let l = *list_ids.entry(sig.join("|")).or_insert(n);
+            if l == n {
+                lists.push(ts);
+            }
+            list_of.push((p, l));
+        }
         Some(Prefilter {
             automata,
             slots: sets.len() as u32,
-            targets,
+            lists,
+            list_of,
             all,
         })
+    }
+
+    /// The index in [`Prefilter::lists`] of the collections a pipeline's prefiltered rules
+    /// read.
+    pub fn list(&self, pipeline: u32) -> Option<u32> {
+        self.list_of
+            .iter()
+            .find(|(p, _)| *p == pipeline)
+            .map(|&(_, l)| l)
     }
 
     /// The automaton of a pipeline's literals.
@@ -522,38 +547,70 @@ impl Prefilter {
 impl Automaton {
     /// An automaton of the literals, each standing for its rule slots.
     fn build(by_lit: std::collections::BTreeMap<&[u8], Vec<u32>>) -> Option<Automaton> {
-        let pats: Vec<&[u8]> = by_lit.keys().copied().collect();
-        let ac = aho_corasick::AhoCorasickBuilder::new()
-            .ascii_case_insensitive(true)
-            .match_kind(aho_corasick::MatchKind::Standard)
-            // A full DFA: one table lookup per byte. The scan runs over every value once
-            // per pipeline, and the NFA's failure transitions cost several times that.
-            .kind(Some(aho_corasick::AhoCorasickKind::DFA))
-            .build(&pats)
-            .ok()?;
+        let (mut pats, mut slots_of) = (Vec::new(), Vec::new());
+        let (mut singles, mut single_bytes) = (vec![Vec::new(); 256], ByteSet::default());
+        for (lit, slots) in by_lit {
+            match *lit {
+                [b] => {
+                    for c in [b.to_ascii_lowercase(), b.to_ascii_uppercase()] {
+                        single_bytes.insert(c);
+                        singles[c as usize].clone_from(&slots);
+                    }
+                }
+                _ => {
+                    pats.push(lit);
+                    slots_of.push(slots);
+                }
+            }
+        }
+        let ac = if pats.is_empty() {
+            None
+        } else {
+            let ac = aho_corasick::AhoCorasickBuilder::new()
+                .ascii_case_insensitive(true)
+                .match_kind(aho_corasick::MatchKind::Standard)
+                // A full DFA: one table lookup per byte. The scan runs over every value once
+                // per pipeline, and the NFA's failure transitions cost several times that.
+                .kind(Some(aho_corasick::AhoCorasickKind::DFA))
+                .build(&pats)
+                .ok()?;
+            Some(ac)
+        };
         Some(Automaton {
             ac,
-            slots_of: by_lit.into_values().collect(),
+            slots_of,
+            singles,
+            single_bytes,
         })
     }
 
-    /// Set the bit of every rule slot one of whose literals occurs in `v`. `seen` is scratch
-    /// space: one bit per pattern.
-    pub fn scan(&self, v: &[u8], bits: &mut [u64], seen: &mut Vec<u64>) {
+    /// Set the bit of every rule slot one of whose literals occurs in `v`, which holds the
+    /// bytes `present`. `seen` is scratch space: one bit per pattern.
+    pub fn scan(&self, v: &[u8], present: ByteSet, bits: &mut [u64], seen: &mut Vec<u64>) {
+        let mut set = |s: u32| {
+            if let Some(w) = bits.get_mut(s as usize / 64) {
+                *w |= 1 << (s % 64);
+            }
+        };
+        for (i, (&p, &o)) in present.0.iter().zip(&self.single_bytes.0).enumerate() {
+            let mut x = p & o;
+            while x != 0 {
+                let b = i * 64 + x.trailing_zeros() as usize;
+                self.singles[b].iter().for_each(|&s| set(s));
+                x &= x - 1;
+            }
+        }
+        let Some(ac) = &self.ac else { return };
         seen.clear();
         seen.resize(self.slots_of.len().div_ceil(64), 0);
-        for m in self.ac.find_overlapping_iter(v) {
+        for m in ac.find_overlapping_iter(v) {
             let p = m.pattern().as_usize();
             let (w, b) = (p / 64, 1u64 << (p % 64));
             if seen[w] & b != 0 {
                 continue;
             }
             seen[w] |= b;
-            for &s in &self.slots_of[p] {
-                if let Some(w) = bits.get_mut(s as usize / 64) {
-                    *w |= 1 << (s % 64);
-                }
-            }
+            self.slots_of[p].iter().for_each(|&s| set(s));
         }
     }
 }

@@ -22,7 +22,7 @@
 use crate::prefilter::{ByteSet, Prefilter};
 use crate::rules::Rule;
 use crate::transform::apply_all;
-use crate::vars::{Coll, Data, Fnv, Item};
+use crate::vars::{Coll, Data, Fnv, Item, Target};
 use std::borrow::Cow;
 use std::collections::HashMap;
 use std::hash::BuildHasherDefault;
@@ -102,10 +102,22 @@ pub(crate) struct Values {
     tspans: Vec<(u32, u32)>,
     /// The targets' values (numbers) and their collections, target after target.
     tmembers: Vec<(u32, Coll)>,
+    /// By prefilter list ([`Prefilter::lists`]): where its values start in `lmembers`, how
+    /// many there are, and where the OR of their scans as they are starts in `lbits` (start
+    /// [`NONE`]: not resolved yet).
+    lspans: Vec<(u32, u32, u32)>,
+    lmembers: Vec<u32>,
+    lbits: Vec<u64>,
 }
 
 impl Values {
-    pub fn new(pipelines: usize, slots: u32, groups: usize, targets: usize) -> Values {
+    pub fn new(
+        pipelines: usize,
+        slots: u32,
+        groups: usize,
+        targets: usize,
+        lists: usize,
+    ) -> Values {
         // Room for the values of an ordinary request (a few dozen, a few hundred forms).
         const VALUES: usize = 64;
         const FORMS: usize = 512;
@@ -128,6 +140,9 @@ impl Values {
             groups: vec![Group::default(); groups],
             tspans: vec![(NONE, 0); targets],
             tmembers: Vec::with_capacity(VALUES * 4),
+            lspans: vec![(NONE, 0, 0); lists],
+            lmembers: Vec::with_capacity(VALUES),
+            lbits: Vec::new(),
         }
     }
 
@@ -145,6 +160,9 @@ impl Values {
         self.ucand.clear();
         self.tspans.fill((NONE, 0));
         self.tmembers.clear();
+        self.lspans.fill((NONE, 0, 0));
+        self.lmembers.clear();
+        self.lbits.clear();
         for g in &mut self.groups {
             g.built = false;
             g.members.clear();
@@ -262,25 +280,85 @@ impl Values {
                 // The pipeline changed nothing the automata see: the value's scan by every
                 // pipeline's literals answers for this one's too (its slots are among them).
                 out if out.as_ref().is_none_or(|o| o.eq_ignore_ascii_case(raw)) => {
-                    if self.raw_cand[vid] == NONE {
-                        let start = self.cand.len();
-                        self.cand.resize(start + self.words, 0);
-                        pf.all.scan(raw, &mut self.cand[start..], &mut self.seen);
-                        self.raw_cand[vid] = start as u32;
-                    }
-                    self.raw_cand[vid]
+                    self.raw_scan(vid, pf)
                 }
                 out => {
                     let text = out.as_deref().unwrap_or(raw);
                     let start = self.cand.len();
                     self.cand.resize(start + self.words, 0);
-                    ac.scan(text, &mut self.cand[start..], &mut self.seen);
+                    let present = ByteSet::in_value(text);
+                    ac.scan(text, present, &mut self.cand[start..], &mut self.seen);
                     start as u32
                 }
             };
             self.forms[f as usize].cand = at;
         }
         Some(&self.cand[at as usize..at as usize + self.words])
+    }
+
+    /// Where value `vid`'s scan as it is, by every pipeline's literals, starts in `cand`
+    /// (scanned on first use).
+    fn raw_scan(&mut self, vid: usize, pf: &Prefilter) -> u32 {
+        if self.raw_cand[vid] == NONE {
+            let (a, len) = self.spans[vid];
+            let start = self.cand.len();
+            self.cand.resize(start + self.words, 0);
+            let raw = &self.arena[a as usize..(a + len) as usize];
+            let present = self.present[vid];
+            pf.all
+                .scan(raw, present, &mut self.cand[start..], &mut self.seen);
+            self.raw_cand[vid] = start as u32;
+        }
+        self.raw_cand[vid]
+    }
+
+    /// For the phase-level prefilter: the OR of the prefilter bits of every value in list `l`
+    /// (the collections `targets` that the prefiltered rules of `r`'s pipeline read), after
+    /// that pipeline. The list is resolved once per transaction, with the OR of its values'
+    /// scans as they are; per pipeline, only the values it changes by more than ASCII case are
+    /// transformed and scanned again. (A changed value's scan as it is counts too: more bits
+    /// than needed, never fewer.)
+    pub fn universe(
+        &mut self,
+        l: u32,
+        targets: &[Target],
+        data: &Data,
+        r: &Rule,
+        pf: &Prefilter,
+    ) -> Vec<u64> {
+        let (mut start, mut len, mut at) = self.lspans[l as usize];
+        if start == NONE {
+            let mut items = Vec::new();
+            for t in targets {
+                data.resolve(t, &|_, _| false, &mut items);
+            }
+            (start, len) = (self.lmembers.len() as u32, items.len() as u32);
+            at = self.lbits.len() as u32;
+            self.lbits.resize(self.lbits.len() + self.words, 0);
+            for it in &items {
+                let (vid, _) = self.number_item(it);
+                self.lmembers.push(vid);
+                let c = self.raw_scan(vid as usize, pf) as usize;
+                for k in 0..self.words {
+                    self.lbits[at as usize + k] |= self.cand[c + k];
+                }
+            }
+            self.lspans[l as usize] = (start, len, at);
+        }
+        let mut bits = self.lbits[at as usize..at as usize + self.words].to_vec();
+        for k in start..start + len {
+            let vid = self.lmembers[k as usize];
+            if !self.present[vid as usize].meets(&r.alters_beyond_case) {
+                continue;
+            }
+            let f = self.form(vid, r);
+            if let Some(c) = self.scan(f, r, Some(pf)) {
+                for (b, w) in bits.iter_mut().zip(c) {
+                    *b |= w;
+                }
+            }
+        }
+        bits
     }
 
     /// Whether form `f` holds one of slot `slot`'s literals (`None`: the pipeline has no
