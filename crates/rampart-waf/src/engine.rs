@@ -111,9 +111,10 @@ fn multi_match<'v>(
     mut present: crate::prefilter::ByteSet,
     caps: &mut Vec<Vec<u8>>,
 ) -> Option<Cow<'v, [u8]>> {
-    let may = |v: &[u8]| r.need.is_none_or(|n| n.any_in(v));
+    // The bytes every match needs are in both ASCII cases: the set a value holds answers.
+    let may = |present: &crate::prefilter::ByteSet| r.need.is_none_or(|n| n.meets(present));
     caps.clear();
-    if may(value) && op.matches(data, value, r.capture.then_some(&mut *caps)) {
+    if may(&present) && op.matches(data, value, r.capture.then_some(&mut *caps)) {
         return Some(Cow::Borrowed(value));
     }
     let mut v: Cow<[u8]> = Cow::Borrowed(value);
@@ -128,7 +129,7 @@ fn multi_match<'v>(
         }
         v = Cow::Owned(next.into_owned());
         present = crate::prefilter::ByteSet::in_value(&v);
-        if may(&v) && op.matches(data, &v, r.capture.then_some(&mut *caps)) {
+        if may(&present) && op.matches(data, &v, r.capture.then_some(&mut *caps)) {
             return Some(v);
         }
     }
@@ -680,25 +681,29 @@ impl Transaction {
                         keep(&v, &mut caps);
                     }
                 } else {
-                    let v: Cow<[u8]> = if r.transforms.is_empty() && r.pf.is_none() {
-                        Cow::Borrowed(&it.value)
-                    } else if stays_put(it) {
-                        let vid = values.number(&it.value, true);
-                        let f = values.form(vid, r);
-                        if let Some(slot) = r.pf {
-                            if values.literal(f, r, pf, slot) == Some(false) {
-                                // No literal of this rule in this value: no match.
+                    let v: Cow<[u8]> =
+                        if stays_put(it) && !(r.transforms.is_empty() && r.pf.is_none()) {
+                            // Transformed and scanned once per value and pipeline.
+                            let vid = values.number(&it.value, true);
+                            let f = values.form(vid, r);
+                            if let Some(slot) = r.pf {
+                                if values.literal(f, r, pf, slot) == Some(false) {
+                                    // No literal of this rule in this value: no match.
+                                    continue;
+                                }
+                            }
+                            if r.need.is_some_and(|n| !n.meets(&values.form_present(f))) {
+                                // None of the bytes every match contains: no match.
                                 continue;
                             }
-                        }
-                        Cow::Borrowed(values.text(f))
-                    } else {
-                        transform_all(&r.transforms, &it.value)
-                    };
-                    if r.need.is_some_and(|n| !n.any_in(&v)) {
-                        // None of the bytes every match contains: no match.
-                        continue;
-                    }
+                            Cow::Borrowed(values.text(f))
+                        } else {
+                            let v = transform_all(&r.transforms, &it.value);
+                            if r.need.is_some_and(|n| !n.any_in(&v)) {
+                                continue;
+                            }
+                            v
+                        };
                     if op.matches(&self.data, &v, want_caps.then_some(&mut caps)) {
                         keep(&v, &mut caps);
                     }
@@ -753,10 +758,11 @@ impl Transaction {
                         continue;
                     }
                 }
-                let v = values.text(f);
-                if r.need.is_some_and(|n| !n.any_in(v)) {
+                if r.need.is_some_and(|n| !n.meets(&values.form_present(f))) {
+                    // None of the bytes every match contains: no match.
                     continue;
                 }
+                let v = values.text(f);
                 caps.clear();
                 op.matches(&self.data, v, r.capture.then_some(&mut caps))
                     .then_some(Cow::Borrowed(v))

@@ -279,7 +279,8 @@ impl ByteSet {
     /// Do the two sets share a byte?
     #[inline]
     pub fn meets(&self, o: &ByteSet) -> bool {
-        self.0.iter().zip(o.0).any(|(a, b)| a & b != 0)
+        let (a, b) = (self.0, o.0);
+        (a[0] & b[0]) | (a[1] & b[1]) | (a[2] & b[2]) | (a[3] & b[3]) != 0
     }
 
     pub const fn union(self, o: ByteSet) -> ByteSet {

@@ -46,6 +46,8 @@ struct Form {
     vid: u32,
     /// The transformed value, when the pipeline changed it.
     out: Option<Vec<u8>>,
+    /// The bytes the form holds.
+    present: ByteSet,
     /// Where its prefilter bits start in [`Values::cand`] ([`NONE`]: the pipeline has no
     /// automaton).
     cand: u32,
@@ -217,44 +219,62 @@ impl Values {
     }
 
     /// Value `vid` after `r`'s pipeline, transformed on first use. Returns the form's index.
+    #[inline]
     pub fn form(&mut self, vid: u32, r: &Rule) -> u32 {
         let present = self.present[vid as usize];
         if !present.meets(&r.alters_beyond_case) {
             // Most values: no step but `lowercase` would run. One form per value (as it is,
             // or lower-cased) serves every such pipeline.
-            return self.shared_form(vid, present.meets(&r.alters));
+            let lowered = present.meets(&r.alters);
+            let f = self.shared[vid as usize][lowered as usize];
+            if f != NONE {
+                return f;
+            }
+            return self.shared_form(vid, lowered);
         }
         let at = vid as usize * self.pipelines + r.pipeline as usize;
         let f = self.form_of[at];
         if f != NONE {
             return f;
         }
+        self.new_form(vid, r, at)
+    }
+
+    #[inline(never)]
+    fn new_form(&mut self, vid: u32, r: &Rule, at: usize) -> u32 {
         let out = apply_all(&r.transforms, self.raw(vid), self.present[vid as usize]);
-        let f = self.forms.len() as u32;
-        self.forms.push(Form {
-            vid,
-            out,
-            cand: NONE,
-        });
+        let f = self.push_form(vid, out);
         self.form_of[at] = f;
         f
     }
 
     /// Value `vid` as it is, or lower-cased: a form shared by the pipelines that leave it so.
+    #[inline(never)]
     fn shared_form(&mut self, vid: u32, lowered: bool) -> u32 {
-        let f = self.shared[vid as usize][lowered as usize];
-        if f != NONE {
-            return f;
-        }
         let out = lowered.then(|| self.raw(vid).to_ascii_lowercase());
+        let f = self.push_form(vid, out);
+        self.shared[vid as usize][lowered as usize] = f;
+        f
+    }
+
+    fn push_form(&mut self, vid: u32, out: Option<Vec<u8>>) -> u32 {
+        let present = match &out {
+            Some(o) => ByteSet::in_value(o),
+            None => self.present[vid as usize],
+        };
         let f = self.forms.len() as u32;
         self.forms.push(Form {
             vid,
             out,
+            present,
             cand: NONE,
         });
-        self.shared[vid as usize][lowered as usize] = f;
         f
+    }
+
+    /// The bytes form `f` holds.
+    pub fn form_present(&self, f: u32) -> ByteSet {
+        self.forms[f as usize].present
     }
 
     /// A form's value.
