@@ -426,10 +426,19 @@ fn flag(b: bool) -> Cow<'static, [u8]> {
 
 impl Data {
     /// The TX entry (original name, value) for a name given as bytes.
+    /// The TX variable named `k` (any ASCII case). Names are UTF-8 (`setvar` makes them from
+    /// text), so a name that is not cannot be set.
     fn tx_entry(&self, k: &[u8]) -> Option<&(Vec<u8>, Vec<u8>)> {
-        match std::str::from_utf8(k) {
-            Ok(s) => self.tx.get(lower(s).as_ref()),
-            Err(_) => self.tx.get(lower(&String::from_utf8_lossy(k)).as_ref()),
+        // CRS's names are short and often upper case (`TX:DETECTION_PARANOIA_LEVEL`): lower-
+        // cased on the stack.
+        let mut buf = [0u8; 64];
+        match buf.get_mut(..k.len()) {
+            Some(b) => {
+                b.copy_from_slice(k);
+                b.make_ascii_lowercase();
+                self.tx.get(std::str::from_utf8(b).ok()?)
+            }
+            None => self.tx.get(lower(std::str::from_utf8(k).ok()?).as_ref()),
         }
     }
 
@@ -582,6 +591,19 @@ impl Data {
                 }
             }
             Tx => {
+                if let Selector::Key(key) = &t.sel {
+                    // One name (`TX:DETECTION_PARANOIA_LEVEL`): looked up, not searched for.
+                    if let Some((k, v)) = self.tx_entry(key) {
+                        if !excluded(c, k) {
+                            out.push(Item {
+                                coll: c,
+                                key: Cow::Borrowed(k),
+                                value: Cow::Borrowed(v),
+                            });
+                        }
+                    }
+                    return;
+                }
                 for (lk, (k, v)) in &self.tx {
                     if t.sel.matches(lk.as_bytes()) && !excluded(c, k) {
                         out.push(Item {
@@ -768,5 +790,46 @@ fn time_value(c: Coll) -> String {
         Coll::TimeWday => ((secs / 86_400 + 4) % 7).to_string(),
         Coll::Duration => "0".to_string(),
         _ => secs.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{Coll, Data, Selector, Target};
+
+    fn tx_values(d: &Data, sel: Selector, excluded: &dyn Fn(Coll, &[u8]) -> bool) -> Vec<Vec<u8>> {
+        let t = Target {
+            coll: Coll::Tx,
+            sel,
+            count: false,
+            exclude: false,
+        };
+        let mut out = Vec::new();
+        d.resolve(&t, excluded, &mut out);
+        out.iter().map(|i| i.value.to_vec()).collect()
+    }
+
+    /// `TX:name` is looked up, not searched for: the same answers as matching every name.
+    #[test]
+    fn tx_names_are_looked_up_in_any_case() {
+        let mut d = Data::default();
+        let long = "n".repeat(70);
+        d.tx_set("Detection_Paranoia_Level", b"1".to_vec());
+        d.tx_set(&long, b"2".to_vec());
+        let none = |_: Coll, _: &[u8]| false;
+        let key = |k: &[u8]| Selector::Key(k.to_vec());
+        assert_eq!(
+            tx_values(&d, key(b"DETECTION_PARANOIA_LEVEL"), &none),
+            [b"1"]
+        );
+        assert_eq!(
+            tx_values(&d, key(long.to_uppercase().as_bytes()), &none),
+            [b"2"]
+        );
+        assert!(tx_values(&d, key(b"detection_paranoia"), &none).is_empty());
+        assert!(tx_values(&d, key(b"\xff"), &none).is_empty());
+        let not_it = |_: Coll, k: &[u8]| k.eq_ignore_ascii_case(b"detection_paranoia_level");
+        assert!(tx_values(&d, key(b"detection_paranoia_level"), &not_it).is_empty());
+        assert_eq!(tx_values(&d, Selector::All, &none).len(), 2);
     }
 }
