@@ -156,7 +156,7 @@ fn record<'f>(
 }
 
 /// TX keys of the capture groups.
-const CAPTURE_KEYS: [&str; 10] = ["0", "1", "2", "3", "4", "5", "6", "7", "8", "9"];
+pub(crate) const CAPTURE_KEYS: [&str; 10] = ["0", "1", "2", "3", "4", "5", "6", "7", "8", "9"];
 
 /// Whether an item's value stays put in `Data` until the collections change (so it can be
 /// numbered by where it lives).
@@ -182,7 +182,7 @@ impl Transaction {
         // CRS sets ~100 TX variables and caches a few hundred transformed values per
         // request: sized once instead of grown step by step.
         let mut data = Data::default();
-        data.tx.reserve(128);
+        data.tx = crate::vars::TxMap::new(rs.tx_names.clone());
         let values = Values::new(
             rs.pipelines,
             rs.prefilter.as_ref().map_or(0, |p| p.slots),
@@ -600,7 +600,12 @@ impl Transaction {
             }
             if r.capture {
                 for (i, c) in f.caps.iter().enumerate() {
-                    d.tx_set_bytes(CAPTURE_KEYS[i.min(9)], c);
+                    // The rule set gives TX:0..9 the first ten slots.
+                    let key = crate::vars::TxKey {
+                        name: CAPTURE_KEYS[i.min(9)].as_bytes(),
+                        slot: Some(i.min(9) as u32),
+                    };
+                    d.tx_set_bytes(key, c);
                 }
             }
             self.actions(r, head);
@@ -803,20 +808,22 @@ impl Transaction {
                     }
                 }
             };
+            let key = crate::vars::TxKey {
+                name: full.as_bytes(),
+                slot: sv.slot,
+            };
             match &sv.op {
-                SetOp::Unset => {
-                    self.data.tx.remove(crate::vars::lower(&full).as_ref());
-                }
+                SetOp::Unset => self.data.tx.remove(key),
                 SetOp::Set(m) => {
                     let v = self.expand(m, head);
-                    self.data.tx_set(&full, v);
+                    self.data.tx_set(key, v);
                 }
                 SetOp::Add(m) | SetOp::Sub(m) => {
                     let n =
                         crate::operator::atoi(&m.expand_cow(&self.data, &|f| rule_field(head, f)));
                     let cur = self
                         .data
-                        .tx_get(&full)
+                        .tx_get(key)
                         .map(crate::operator::atoi)
                         .unwrap_or(0);
                     let v = if matches!(sv.op, SetOp::Add(_)) {
@@ -824,7 +831,7 @@ impl Transaction {
                     } else {
                         cur.saturating_sub(n)
                     };
-                    self.data.tx_set_int(&full, v);
+                    self.data.tx_set_int(key, v);
                 }
             }
         }

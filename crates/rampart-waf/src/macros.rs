@@ -1,13 +1,15 @@
 //! Macro expansion: `%{tx.score}`, `%{MATCHED_VAR}`, `%{request_headers.host}` in operator
 //! arguments, `msg`, `logdata` and `setvar`.
 
-use crate::vars::{Coll, Data};
+use crate::vars::{Coll, Data, TxKey, TxNames};
 use std::borrow::Cow;
 
 #[derive(Clone, Debug)]
 enum Part {
     Lit(Vec<u8>),
     Var(Coll, Option<Vec<u8>>),
+    /// `%{tx.name}`: the name lower-cased, with its slot once the rule set numbered it.
+    Tx(Vec<u8>, Option<u32>),
     /// `%{rule.id}` and friends, filled in from the rule being run.
     RuleField(String),
 }
@@ -39,12 +41,13 @@ impl Macro {
             } else {
                 let coll = Coll::by_name(c)
                     .ok_or_else(|| format!("unknown variable `{c}` in macro `%{{{inner}}}`"))?;
-                // TX names are looked up lower-cased; do it once here.
-                let k = k.map(|k| match coll {
-                    Coll::Tx => k.to_ascii_lowercase().into_bytes(),
-                    _ => k.as_bytes().to_vec(),
-                });
-                parts.push(Part::Var(coll, k));
+                match (coll, k) {
+                    // TX names are looked up lower-cased; do it once here.
+                    (Coll::Tx, Some(k)) => {
+                        parts.push(Part::Tx(k.to_ascii_lowercase().into_bytes(), None))
+                    }
+                    (coll, k) => parts.push(Part::Var(coll, k.map(|k| k.as_bytes().to_vec()))),
+                }
             }
             rest = &rest[i + end + 1..];
         }
@@ -52,6 +55,17 @@ impl Macro {
             parts.push(Part::Lit(rest.as_bytes().to_vec()));
         }
         Ok(Macro { parts })
+    }
+
+    /// Give the TX names the macro reads their slots in `names`.
+    pub fn intern(&mut self, names: &mut TxNames) {
+        for p in &mut self.parts {
+            if let Part::Tx(k, slot) = p {
+                if let Ok(name) = std::str::from_utf8(k) {
+                    *slot = Some(names.intern(name));
+                }
+            }
+        }
     }
 
     /// The text when there are no macros in it.
@@ -73,6 +87,7 @@ impl Macro {
             [] => Cow::Borrowed(b""),
             [Part::Lit(l)] => Cow::Borrowed(l),
             [Part::Var(c, k)] => data.first(*c, k.as_deref()).unwrap_or(Cow::Borrowed(b"")),
+            [Part::Tx(k, slot)] => Cow::Borrowed(data.tx_get(tx_key(k, *slot)).unwrap_or(b"")),
             _ => Cow::Owned(self.expand(data, rule)),
         }
     }
@@ -90,6 +105,11 @@ impl Macro {
                         out.extend_from_slice(&v);
                     }
                 }
+                Part::Tx(k, slot) => {
+                    if let Some(v) = data.tx_get(tx_key(k, *slot)) {
+                        out.extend_from_slice(v);
+                    }
+                }
                 Part::RuleField(f) => {
                     if let Some(v) = rule(f) {
                         out.extend_from_slice(v.as_bytes());
@@ -99,4 +119,8 @@ impl Macro {
         }
         out
     }
+}
+
+fn tx_key(name: &[u8], slot: Option<u32>) -> TxKey<'_> {
+    TxKey { name, slot }
 }

@@ -316,6 +316,25 @@ pub struct Operator {
 }
 
 impl Operator {
+    /// The macro in the operator's argument, if it has one (`@lt %{tx.detection_paranoia_level}`).
+    pub fn arg_macro_mut(&mut self) -> Option<&mut Macro> {
+        match &mut self.op {
+            Op::Within(Arg::Macro(m))
+            | Op::Streq(Arg::Macro(m))
+            | Op::StrMatch(Arg::Macro(m))
+            | Op::Contains(Arg::Macro(m))
+            | Op::ContainsWord(Arg::Macro(m))
+            | Op::BeginsWith(Arg::Macro(m))
+            | Op::EndsWith(Arg::Macro(m))
+            | Op::Eq(Arg::Macro(m))
+            | Op::Ge(Arg::Macro(m))
+            | Op::Gt(Arg::Macro(m))
+            | Op::Le(Arg::Macro(m))
+            | Op::Lt(Arg::Macro(m)) => Some(m),
+            _ => None,
+        }
+    }
+
     pub fn compile(negated: bool, name: &str, arg: &str, dir: &Path) -> Result<Operator, String> {
         let lname = name.to_ascii_lowercase();
         let op = match lname.as_str() {

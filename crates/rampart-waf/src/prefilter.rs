@@ -498,6 +498,7 @@ impl Prefilter {
                 sel,
                 count: false,
                 exclude: false,
+                tx_slot: None,
             };
             let mut ts = Vec::new();
             for &c in cs.iter().filter(|c| !covered(c)) {

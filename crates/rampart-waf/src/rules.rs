@@ -57,6 +57,9 @@ pub struct SetVar {
     /// The full TX name when the key has no macros (`inbound_anomaly_score_pl1`,
     /// `ip.reput_block_flag`), worked out once at load.
     pub fixed: Option<String>,
+    /// The fixed name's TX slot (set when the rule set is finished, see
+    /// [`crate::vars::TxNames`]).
+    pub slot: Option<u32>,
     pub op: SetOp,
 }
 
@@ -186,6 +189,8 @@ pub struct RuleSet {
     pub groups: usize,
     /// How many distinct targets the groups without exclusions read ([`Rule::target_ids`]).
     pub group_targets: usize,
+    /// The TX names the rules spell out, each with a slot (TX:0..9 first).
+    pub tx_names: std::sync::Arc<crate::vars::TxNames>,
     pub defaults: [Defaults; 5],
     pub engine: EngineMode,
     pub request_body_access: bool,
@@ -387,6 +392,7 @@ impl Loader {
                     sel: vars::Selector::Regex(re),
                     count: false,
                     exclude: true,
+                    tx_slot: None,
                 });
             }
             if let Some(ch) = r.chain.as_deref_mut() {
@@ -421,6 +427,32 @@ impl Loader {
                     }
                     _ => {}
                 }
+            }
+        });
+        // Number the TX names the rules spell out: a transaction keeps each in a slot.
+        let mut tx_names = crate::vars::TxNames::default();
+        for (i, k) in crate::engine::CAPTURE_KEYS.iter().enumerate() {
+            let slot = tx_names.intern(k);
+            debug_assert_eq!(slot as usize, i);
+        }
+        each_link_mut(&mut self.rules, |l| {
+            for t in &mut l.targets {
+                if let (Coll::Tx, vars::Selector::Key(k)) = (t.coll, &t.sel) {
+                    t.tx_slot = std::str::from_utf8(k).ok().map(|k| tx_names.intern(k));
+                }
+            }
+            for sv in &mut l.setvars {
+                sv.slot = sv.fixed.as_deref().map(|f| tx_names.intern(f));
+                sv.key.intern(&mut tx_names);
+                if let SetOp::Set(m) | SetOp::Add(m) | SetOp::Sub(m) = &mut sv.op {
+                    m.intern(&mut tx_names);
+                }
+            }
+            for m in [&mut l.msg, &mut l.logdata].into_iter().flatten() {
+                m.intern(&mut tx_names);
+            }
+            if let Some(m) = l.op.as_mut().and_then(|op| op.arg_macro_mut()) {
+                m.intern(&mut tx_names);
             }
         });
         // Number the distinct transformation pipelines.
@@ -539,6 +571,7 @@ impl Loader {
             pipelines,
             groups,
             group_targets,
+            tx_names: std::sync::Arc::new(tx_names),
             defaults: self.defaults,
             engine: self.engine,
             request_body_access: self.request_body_access,
@@ -908,6 +941,7 @@ pub(crate) fn parse_targets(s: &str) -> Result<Vec<Target>, String> {
             sel: vars::selector(coll, t.selector.as_deref())?,
             count: t.count,
             exclude: t.exclude,
+            tx_slot: None,
         });
     }
     Ok(out)
@@ -1067,6 +1101,7 @@ fn parse_setvar(s: &str) -> Result<SetVar, String> {
         coll,
         key,
         fixed,
+        slot: None,
         op,
     })
 }

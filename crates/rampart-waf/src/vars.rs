@@ -6,8 +6,142 @@ use std::borrow::Cow;
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
 
-/// TX variables by lower-cased name: (name as set, value).
-pub type TxMap = HashMap<String, (Vec<u8>, Vec<u8>), BuildHasherDefault<Fnv>>;
+/// One TX variable: (name as set, value).
+pub type TxVar = (Vec<u8>, Vec<u8>);
+
+/// The TX names a rule set spells out (`setvar:tx.inbound_anomaly_score_pl1=0`,
+/// `TX:DETECTION_PARANOIA_LEVEL`, `%{tx.critical_anomaly_score}`), lower-cased and numbered at
+/// load: a transaction keeps each in a slot, found by its number without hashing the name.
+#[derive(Clone, Debug, Default)]
+pub struct TxNames {
+    slot_of: HashMap<String, u32, BuildHasherDefault<Fnv>>,
+    names: Vec<String>,
+}
+
+impl TxNames {
+    /// The slot of `name` (any ASCII case), given a new one if it has none yet.
+    pub fn intern(&mut self, name: &str) -> u32 {
+        let lower = name.to_ascii_lowercase();
+        let n = self.names.len() as u32;
+        *self.slot_of.entry(lower.clone()).or_insert_with(|| {
+            self.names.push(lower);
+            n
+        })
+    }
+
+    pub fn len(&self) -> usize {
+        self.names.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.names.is_empty()
+    }
+}
+
+/// A TX name as a rule spells it, with its slot when the rule set numbered it.
+#[derive(Clone, Copy, Debug)]
+pub struct TxKey<'a> {
+    pub name: &'a [u8],
+    pub slot: Option<u32>,
+}
+
+impl<'a> From<&'a str> for TxKey<'a> {
+    fn from(name: &'a str) -> TxKey<'a> {
+        TxKey {
+            name: name.as_bytes(),
+            slot: None,
+        }
+    }
+}
+
+/// A transaction's TX variables: the names of its rule set ([`TxNames`]) in slots, any other
+/// (made by macros at run time) by lower-cased name. A name with a slot lives only there, so a
+/// lookup by name finds it too.
+#[derive(Clone, Debug, Default)]
+pub struct TxMap {
+    names: std::sync::Arc<TxNames>,
+    slots: Vec<Option<TxVar>>,
+    other: HashMap<String, TxVar, BuildHasherDefault<Fnv>>,
+}
+
+/// Where a TX variable lives.
+enum TxAt<'l> {
+    Slot(usize),
+    Other(Cow<'l, str>),
+}
+
+impl TxMap {
+    /// An empty map with a slot for every name of `names` (the rule set the transaction runs).
+    pub fn new(names: std::sync::Arc<TxNames>) -> TxMap {
+        TxMap {
+            slots: vec![None; names.len()],
+            names,
+            other: HashMap::default(),
+        }
+    }
+
+    /// Where `k` lives (`None`: a name that is not UTF-8, which `setvar` cannot make).
+    fn at<'l>(&self, k: TxKey<'l>) -> Option<TxAt<'l>> {
+        if let Some(s) = k.slot.filter(|&s| (s as usize) < self.slots.len()) {
+            return Some(TxAt::Slot(s as usize));
+        }
+        let name = lower(std::str::from_utf8(k.name).ok()?);
+        Some(match self.names.slot_of.get(name.as_ref()) {
+            Some(&s) if (s as usize) < self.slots.len() => TxAt::Slot(s as usize),
+            _ => TxAt::Other(name),
+        })
+    }
+
+    pub fn get<'k>(&self, k: impl Into<TxKey<'k>>) -> Option<&TxVar> {
+        match self.at(k.into())? {
+            TxAt::Slot(s) => self.slots[s].as_ref(),
+            TxAt::Other(n) => self.other.get(n.as_ref()),
+        }
+    }
+
+    pub fn get_mut<'k>(&mut self, k: impl Into<TxKey<'k>>) -> Option<&mut TxVar> {
+        match self.at(k.into())? {
+            TxAt::Slot(s) => self.slots[s].as_mut(),
+            TxAt::Other(n) => self.other.get_mut(n.as_ref()),
+        }
+    }
+
+    /// Set `k` (named as `k` spells it when it is new).
+    pub fn insert<'k>(&mut self, k: impl Into<TxKey<'k>>, value: Vec<u8>) {
+        let k = k.into();
+        match self.at(k) {
+            Some(TxAt::Slot(s)) => match &mut self.slots[s] {
+                Some(v) => v.1 = value,
+                none => *none = Some((k.name.to_vec(), value)),
+            },
+            Some(TxAt::Other(n)) => match self.other.get_mut(n.as_ref()) {
+                Some(v) => v.1 = value,
+                None => {
+                    self.other.insert(n.into_owned(), (k.name.to_vec(), value));
+                }
+            },
+            None => {}
+        }
+    }
+
+    pub fn remove<'k>(&mut self, k: impl Into<TxKey<'k>>) {
+        match self.at(k.into()) {
+            Some(TxAt::Slot(s)) => self.slots[s] = None,
+            Some(TxAt::Other(n)) => {
+                self.other.remove(n.as_ref());
+            }
+            None => {}
+        }
+    }
+
+    /// Every variable with its lower-cased name.
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &TxVar)> {
+        let slots = self.slots.iter().enumerate();
+        slots
+            .filter_map(|(i, v)| Some((self.names.names[i].as_str(), v.as_ref()?)))
+            .chain(self.other.iter().map(|(k, v)| (k.as_str(), v)))
+    }
+}
 
 /// FNV-1a (whole words mixed at once): TX names are short and set by the rules, not by clients, so a fast non-keyed hash
 /// is fine here (SipHash cost more than the lookups it guards).
@@ -178,6 +312,8 @@ pub struct Target {
     pub sel: Selector,
     pub count: bool,
     pub exclude: bool,
+    /// For `TX:name`: the name's slot ([`TxNames`], set when the rule set is finished).
+    pub tx_slot: Option<u32>,
 }
 
 impl Target {
@@ -425,58 +561,37 @@ fn flag(b: bool) -> Cow<'static, [u8]> {
 }
 
 impl Data {
-    /// The TX entry (original name, value) for a name given as bytes.
-    /// The TX variable named `k` (any ASCII case). Names are UTF-8 (`setvar` makes them from
-    /// text), so a name that is not cannot be set.
-    fn tx_entry(&self, k: &[u8]) -> Option<&(Vec<u8>, Vec<u8>)> {
-        // CRS's names are short and often upper case (`TX:DETECTION_PARANOIA_LEVEL`): lower-
-        // cased on the stack.
-        let mut buf = [0u8; 64];
-        match buf.get_mut(..k.len()) {
-            Some(b) => {
-                b.copy_from_slice(k);
-                b.make_ascii_lowercase();
-                self.tx.get(std::str::from_utf8(b).ok()?)
-            }
-            None => self.tx.get(lower(std::str::from_utf8(k).ok()?).as_ref()),
-        }
-    }
-
-    pub fn tx_get(&self, key: &str) -> Option<&[u8]> {
-        self.tx.get(lower(key).as_ref()).map(|(_, v)| v.as_slice())
+    pub fn tx_get<'k>(&self, key: impl Into<TxKey<'k>>) -> Option<&[u8]> {
+        self.tx.get(key).map(|(_, v)| v.as_slice())
     }
 
     /// Set a TX variable to a number, reusing the old value's buffer.
-    pub fn tx_set_int(&mut self, key: &str, n: i64) {
+    pub fn tx_set_int<'k>(&mut self, key: impl Into<TxKey<'k>>, n: i64) {
         use std::io::Write;
-        match self.tx.get_mut(lower(key).as_ref()) {
+        let key = key.into();
+        match self.tx.get_mut(key) {
             Some(slot) => {
                 slot.1.clear();
                 let _ = write!(slot.1, "{n}");
             }
-            None => self.tx_set(key, n.to_string().into_bytes()),
+            None => self.tx.insert(key, n.to_string().into_bytes()),
         }
     }
 
     /// Set a TX variable to a copy of `value`, reusing the old value's buffer.
-    pub fn tx_set_bytes(&mut self, key: &str, value: &[u8]) {
-        match self.tx.get_mut(lower(key).as_ref()) {
+    pub fn tx_set_bytes<'k>(&mut self, key: impl Into<TxKey<'k>>, value: &[u8]) {
+        let key = key.into();
+        match self.tx.get_mut(key) {
             Some(slot) => {
                 slot.1.clear();
                 slot.1.extend_from_slice(value);
             }
-            None => self.tx_set(key, value.to_vec()),
+            None => self.tx.insert(key, value.to_vec()),
         }
     }
 
-    pub fn tx_set(&mut self, key: &str, value: Vec<u8>) {
-        match self.tx.get_mut(lower(key).as_ref()) {
-            Some(slot) => slot.1 = value,
-            None => {
-                self.tx
-                    .insert(key.to_ascii_lowercase(), (key.as_bytes().to_vec(), value));
-            }
-        }
+    pub fn tx_set<'k>(&mut self, key: impl Into<TxKey<'k>>, value: Vec<u8>) {
+        self.tx.insert(key, value);
     }
 
     /// Resolve one (non-exclusion) target into items, skipping members `excluded` says to.
@@ -576,24 +691,15 @@ impl Data {
             MatchedVars => pairs(&self.matched_vars, out, false),
             MatchedVarsNames => pairs(&self.matched_vars, out, true),
             Geo | Ip | Global | Session | User | Resource => {}
-            Tx if matches!(t.sel, Selector::Key(_)) => {
-                // A named TX variable: one map lookup, not a scan.
-                if let Selector::Key(k) = &t.sel {
-                    if let Some((k, v)) = self.tx_entry(k) {
-                        if !excluded(c, k) {
-                            out.push(Item {
-                                coll: c,
-                                key: Cow::Borrowed(k),
-                                value: Cow::Borrowed(v),
-                            });
-                        }
-                    }
-                }
-            }
             Tx => {
                 if let Selector::Key(key) = &t.sel {
-                    // One name (`TX:DETECTION_PARANOIA_LEVEL`): looked up, not searched for.
-                    if let Some((k, v)) = self.tx_entry(key) {
+                    // One name (`TX:DETECTION_PARANOIA_LEVEL`): looked up (by its slot when
+                    // the rule set numbered it), not searched for.
+                    let k = TxKey {
+                        name: key,
+                        slot: t.tx_slot,
+                    };
+                    if let Some((k, v)) = self.tx.get(k) {
                         if !excluded(c, k) {
                             out.push(Item {
                                 coll: c,
@@ -604,7 +710,7 @@ impl Data {
                     }
                     return;
                 }
-                for (lk, (k, v)) in &self.tx {
+                for (lk, (k, v)) in self.tx.iter() {
                     if t.sel.matches(lk.as_bytes()) && !excluded(c, k) {
                         out.push(Item {
                             coll: c,
@@ -762,13 +868,19 @@ impl Data {
     /// The first value of a variable, for macros (`%{tx.score}`, `%{request_headers.host}`).
     pub fn first(&self, coll: Coll, key: Option<&[u8]>) -> Option<Cow<'_, [u8]>> {
         if let (Coll::Tx, Some(k)) = (coll, key) {
-            return self.tx_entry(k).map(|(_, v)| Cow::Borrowed(v.as_slice()));
+            return self
+                .tx_get(TxKey {
+                    name: k,
+                    slot: None,
+                })
+                .map(Cow::Borrowed);
         }
         let t = Target {
             coll,
             sel: key.map_or(Selector::All, |k| Selector::Key(k.to_vec())),
             count: false,
             exclude: false,
+            tx_slot: None,
         };
         let mut v = Vec::new();
         self.resolve(&t, &|_, _| false, &mut v);
@@ -795,7 +907,7 @@ fn time_value(c: Coll) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::{Coll, Data, Selector, Target};
+    use super::{Coll, Data, Selector, Target, TxKey, TxMap, TxNames};
 
     fn tx_values(d: &Data, sel: Selector, excluded: &dyn Fn(Coll, &[u8]) -> bool) -> Vec<Vec<u8>> {
         let t = Target {
@@ -803,6 +915,7 @@ mod tests {
             sel,
             count: false,
             exclude: false,
+            tx_slot: None,
         };
         let mut out = Vec::new();
         d.resolve(&t, excluded, &mut out);
@@ -815,7 +928,7 @@ mod tests {
         let mut d = Data::default();
         let long = "n".repeat(70);
         d.tx_set("Detection_Paranoia_Level", b"1".to_vec());
-        d.tx_set(&long, b"2".to_vec());
+        d.tx_set(long.as_str(), b"2".to_vec());
         let none = |_: Coll, _: &[u8]| false;
         let key = |k: &[u8]| Selector::Key(k.to_vec());
         assert_eq!(
@@ -831,5 +944,42 @@ mod tests {
         let not_it = |_: Coll, k: &[u8]| k.eq_ignore_ascii_case(b"detection_paranoia_level");
         assert!(tx_values(&d, key(b"detection_paranoia_level"), &not_it).is_empty());
         assert_eq!(tx_values(&d, Selector::All, &none).len(), 2);
+    }
+
+    /// A name with a slot is one variable, whether reached by its slot or by its name.
+    #[test]
+    fn a_slot_and_its_name_are_one_variable() {
+        let mut names = TxNames::default();
+        let s = names.intern("Inbound_Score");
+        let mut tx = TxMap::new(std::sync::Arc::new(names));
+        let by_slot = |name: &'static [u8]| TxKey {
+            name,
+            slot: Some(s),
+        };
+        let value = |tx: &TxMap, k: TxKey| tx.get(k).map(|v| v.1.clone());
+        tx.insert(by_slot(b"Inbound_Score"), b"5".to_vec());
+        assert_eq!(value(&tx, "INBOUND_SCORE".into()), Some(b"5".to_vec()));
+        tx.insert("inbound_score", b"7".to_vec());
+        assert_eq!(value(&tx, by_slot(b"inbound_score")), Some(b"7".to_vec()));
+        tx.insert("other", b"1".to_vec());
+        let mut all: Vec<_> = tx
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.0.clone(), v.1.clone()))
+            .collect();
+        all.sort();
+        assert_eq!(
+            all,
+            [
+                (
+                    "inbound_score".into(),
+                    b"Inbound_Score".to_vec(),
+                    b"7".to_vec()
+                ),
+                ("other".into(), b"other".to_vec(), b"1".to_vec())
+            ]
+        );
+        tx.remove("INBOUND_SCORE");
+        assert_eq!(value(&tx, by_slot(b"inbound_score")), None);
+        assert_eq!(tx.iter().count(), 1);
     }
 }
