@@ -179,10 +179,13 @@ fn pairs_from<'a>(it: impl Iterator<Item = (&'a [u8], &'a [u8])>) -> Vec<(Vec<u8
 
 impl Transaction {
     pub fn new(rs: Arc<RuleSet>) -> Self {
-        // CRS sets ~100 TX variables and caches a few hundred transformed values per
-        // request: sized once instead of grown step by step.
-        let mut data = Data::default();
-        data.tx = crate::vars::TxMap::new(rs.tx_names.clone());
+        // CRS sets ~100 TX variables (in the slots of the names its rules spell out) and
+        // caches a few hundred transformed values per request: sized once instead of grown
+        // step by step.
+        let data = Data {
+            tx: crate::vars::TxMap::new(rs.tx_names.clone()),
+            ..Data::default()
+        };
         let values = Values::new(
             rs.pipelines,
             rs.prefilter.as_ref().map_or(0, |p| p.slots),
