@@ -116,9 +116,11 @@ pub struct Rule {
     /// collection it reads stays put in memory: links with the same target list share it, and
     /// a transaction resolves each group once (see [`crate::values`]).
     pub group: Option<u32>,
-    /// For a grouped link that excludes nothing itself: each target's number among the
-    /// distinct targets that groups read (a transaction resolves each of those once, and a
-    /// group is their values in order). Empty otherwise.
+    /// For a grouped link, by target: its number among the distinct targets that groups
+    /// read (a transaction resolves each of those once, and a group is its targets' values
+    /// in order), or [`crate::values::NONE`] for an exclusion and for a target whose
+    /// collection an exclusion of the link applies to (`REQUEST_COOKIES` beside
+    /// `!REQUEST_COOKIES:/__utm/`), which the group resolves itself. Empty when not grouped.
     pub target_ids: Vec<u32>,
     pub multi_match: bool,
     pub capture: bool,
@@ -478,9 +480,26 @@ impl Loader {
                 .iter()
                 .map(crate::vars::Target::signature)
                 .collect();
-            if l.targets.iter().all(|t| !t.exclude) {
-                l.target_ids = sig.iter().map(|s| id_of(&mut tids, s.clone())).collect();
-            }
+            // An exclusion only takes away members of its own collection: the targets of
+            // other collections are shared with every group that reads them.
+            let excluded: Vec<Coll> = l
+                .targets
+                .iter()
+                .filter(|t| t.exclude)
+                .map(|t| t.coll)
+                .collect();
+            l.target_ids = l
+                .targets
+                .iter()
+                .zip(&sig)
+                .map(|(t, s)| {
+                    if t.exclude || excluded.contains(&t.coll) {
+                        crate::values::NONE
+                    } else {
+                        id_of(&mut tids, s.clone())
+                    }
+                })
+                .collect();
             l.group = Some(id_of(&mut gids, sig.join("|")));
         });
         let groups = gids.len();

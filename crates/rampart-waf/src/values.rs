@@ -398,9 +398,23 @@ impl Values {
         let mut items = Vec::new();
         let mut members = std::mem::take(&mut self.groups[g as usize].members);
         if !r.target_ids.is_empty() {
-            // No exclusions: the group is its targets' values one after the other, and
-            // groups that share a target resolve it once.
+            // The group is its targets' values one after the other, and groups that share a
+            // target resolve it once. A target an exclusion of the link applies to is
+            // resolved here, less what is excluded.
+            let ex = |c: Coll, k: &[u8]| r.targets.iter().any(|t| t.excludes(c, k));
             for (t, &tid) in r.targets.iter().zip(&r.target_ids) {
+                if t.exclude {
+                    continue;
+                }
+                if tid == NONE {
+                    items.clear();
+                    data.resolve(t, &ex, &mut items);
+                    for it in &items {
+                        let m = self.number_item(it);
+                        members.push(m);
+                    }
+                    continue;
+                }
                 let (mut at, mut len) = self.tspans[tid as usize];
                 if at == NONE {
                     items.clear();
