@@ -111,7 +111,8 @@ fn multi_match<'v>(
     mut present: crate::prefilter::ByteSet,
     caps: &mut Vec<Vec<u8>>,
 ) -> Option<Cow<'v, [u8]>> {
-    // The bytes every match needs are in both ASCII cases: the set a value holds answers.
+    // `present` holds exactly the bytes of the current form: the needed-byte check is a test
+    // on two sets.
     let may = |present: &crate::prefilter::ByteSet| r.need.is_none_or(|n| n.meets(present));
     caps.clear();
     if may(&present) && op.matches(data, value, r.capture.then_some(&mut *caps)) {

@@ -6,7 +6,9 @@
 //! whose strings occur anywhere in the request (after its own transformations) cannot match, and is skipped
 //! without collecting its variables or running its regex. Each value's own result is kept
 //! with its transformed form, so a rule that does run tries its regex only on the values that
-//! contain one of its strings.
+//! contain one of its strings. One-byte literals (`"`, `(`, a space) are not in the automata:
+//! the set of bytes a value holds answers for them, where an automaton would report a match at
+//! nearly every position.
 //!
 //! The literal sets are a necessary condition, never a guess: a set is only used when the tree
 //! proves that every match contains one of its strings (compared without ASCII case, which only

@@ -4,9 +4,17 @@
 //! the body: [`crate::vars::is_stable`]) gets a number the first time a rule reads it. Under
 //! that number the transaction keeps the value's *forms*: the value after each transformation
 //! pipeline, computed once (running only the transformations whose trigger bytes the value
-//! holds), with the prefilter's findings on it (which rule slots' literals occur). A form
-//! that a pipeline left unchanged up to ASCII case shares one scan of the raw value by every
-//! pipeline's literals.
+//! holds), with the bytes it holds and the prefilter's findings on it (which rule slots'
+//! literals occur). A value holding none of the bytes that could make a pipeline's steps
+//! (other than `lowercase`) change it has one form as it is and one lower-cased, shared by
+//! every such pipeline ([`Rule::alters_beyond_case`]); on ordinary requests that is nine
+//! forms out of ten. A form that a pipeline left unchanged up to ASCII case shares one scan of
+//! the raw value by every pipeline's literals.
+//!
+//! The phase-level prefilter asks, per pipeline, whether any value of the collections its
+//! prefiltered rules read holds a rule's literal ([`Values::universe`]). Pipelines that read
+//! the same collections share one resolution of them and the OR of their values' raw scans;
+//! only the values a pipeline changes are transformed and scanned for it.
 //!
 //! Rules whose target lists are identical (most CRS argument rules read the same
 //! `REQUEST_COOKIES|!REQUEST_COOKIES:/__utm/|REQUEST_COOKIES_NAMES|ARGS_NAMES|ARGS|XML:/*`)
@@ -48,8 +56,7 @@ struct Form {
     out: Option<Vec<u8>>,
     /// The bytes the form holds.
     present: ByteSet,
-    /// Where its prefilter bits start in [`Values::cand`] ([`NONE`]: the pipeline has no
-    /// automaton).
+    /// Where its prefilter bits start in [`Values::cand`] ([`NONE`]: not scanned yet).
     cand: u32,
 }
 
