@@ -192,7 +192,7 @@ impl Transaction {
             rs.prefilter.as_ref().map_or(0, |p| p.slots),
             rs.groups,
             rs.group_targets,
-            rs.prefilter.as_ref().map_or(0, |p| p.lists.len()),
+            rs.prefilter.as_ref().map_or(0, |p| p.colls.len()),
         );
         Transaction {
             engine: rs.engine,
@@ -333,9 +333,7 @@ impl Transaction {
             // No literals for this pipeline: nothing to rule out.
             return true;
         };
-        let bits = self
-            .values
-            .universe(l, &pf.lists[l as usize], &self.data, r, pf);
+        let bits = self.values.universe(l, &self.data, r, pf);
         let hit = bit(&bits);
         self.universe.push((r.pipeline, bits));
         hit

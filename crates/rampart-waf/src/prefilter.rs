@@ -429,8 +429,11 @@ pub struct Prefilter {
     pub automata: Vec<(u32, Automaton)>,
     /// How many rules have a slot.
     pub slots: u32,
-    /// The distinct lists of collections that pipelines' prefiltered rules read.
-    pub lists: Vec<Vec<crate::vars::Target>>,
+    /// The distinct collections (as whole-collection targets) that prefiltered rules read.
+    pub colls: Vec<crate::vars::Target>,
+    /// The distinct lists of collections that pipelines' prefiltered rules read, as indexes in
+    /// `colls`.
+    pub lists: Vec<Vec<u32>>,
     /// Per pipeline number: its list's index in `lists`.
     pub list_of: Vec<(u32, u32)>,
     /// Every pipeline's literals in one automaton, for a value that comes out of a pipeline
@@ -491,7 +494,9 @@ impl Prefilter {
         for (pipe, by_lit) in by_pipe {
             automata.push((pipe, Automaton::build(by_lit)?));
         }
-        let mut lists: Vec<Vec<crate::vars::Target>> = Vec::new();
+        let mut all_colls: Vec<crate::vars::Target> = Vec::new();
+        let mut coll_ids: std::collections::HashMap<String, u32> = Default::default();
+        let mut lists: Vec<Vec<u32>> = Vec::new();
         let mut list_ids: std::collections::HashMap<String, u32> = Default::default();
         let mut list_of = Vec::new();
         for (&p, cs) in colls {
@@ -523,13 +528,23 @@ impl Prefilter {
             let n = lists.len() as u32;
             let l = *list_ids.entry(sig.join("|")).or_insert(n);
             if l == n {
-                lists.push(ts);
+                let mut ids = Vec::new();
+                for (t, s) in ts.into_iter().zip(sig) {
+                    let n = all_colls.len() as u32;
+                    let c = *coll_ids.entry(s).or_insert(n);
+                    if c == n {
+                        all_colls.push(t);
+                    }
+                    ids.push(c);
+                }
+                lists.push(ids);
             }
             list_of.push((p, l));
         }
         Some(Prefilter {
             automata,
             slots: sets.len() as u32,
+            colls: all_colls,
             lists,
             list_of,
             all,

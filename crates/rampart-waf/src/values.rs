@@ -30,7 +30,7 @@
 use crate::prefilter::{ByteSet, Prefilter};
 use crate::rules::Rule;
 use crate::transform::apply_all;
-use crate::vars::{Coll, Data, Fnv, Item, Target};
+use crate::vars::{Coll, Data, Fnv, Item};
 use std::borrow::Cow;
 use std::collections::HashMap;
 use std::hash::BuildHasherDefault;
@@ -111,12 +111,12 @@ pub(crate) struct Values {
     tspans: Vec<(u32, u32)>,
     /// The targets' values (numbers) and their collections, target after target.
     tmembers: Vec<(u32, Coll)>,
-    /// By prefilter list ([`Prefilter::lists`]): where its values start in `lmembers`, how
-    /// many there are, and where the OR of their scans as they are starts in `lbits` (start
-    /// [`NONE`]: not resolved yet).
-    lspans: Vec<(u32, u32, u32)>,
-    lmembers: Vec<u32>,
-    lbits: Vec<u64>,
+    /// By prefilter collection ([`Prefilter::colls`]): where its values start in `cmembers`,
+    /// how many there are, where the OR of their scans as they are starts in `cbits`, and
+    /// the bytes any of them holds (start [`NONE`]: not resolved yet).
+    cspans: Vec<(u32, u32, u32, ByteSet)>,
+    cmembers: Vec<u32>,
+    cbits: Vec<u64>,
 }
 
 impl Values {
@@ -125,7 +125,7 @@ impl Values {
         slots: u32,
         groups: usize,
         targets: usize,
-        lists: usize,
+        colls: usize,
     ) -> Values {
         // Room for the values of an ordinary request (a few dozen, a few hundred forms).
         const VALUES: usize = 64;
@@ -149,9 +149,9 @@ impl Values {
             groups: vec![Group::default(); groups],
             tspans: vec![(NONE, 0); targets],
             tmembers: Vec::with_capacity(VALUES * 4),
-            lspans: vec![(NONE, 0, 0); lists],
-            lmembers: Vec::with_capacity(VALUES),
-            lbits: Vec::new(),
+            cspans: vec![(NONE, 0, 0, ByteSet::default()); colls],
+            cmembers: Vec::with_capacity(VALUES),
+            cbits: Vec::new(),
         }
     }
 
@@ -169,9 +169,9 @@ impl Values {
         self.ucand.clear();
         self.tspans.fill((NONE, 0));
         self.tmembers.clear();
-        self.lspans.fill((NONE, 0, 0));
-        self.lmembers.clear();
-        self.lbits.clear();
+        self.cspans.fill((NONE, 0, 0, ByteSet::default()));
+        self.cmembers.clear();
+        self.cbits.clear();
         for g in &mut self.groups {
             g.built = false;
             g.members.clear();
@@ -340,52 +340,63 @@ impl Values {
     }
 
     /// For the phase-level prefilter: the OR of the prefilter bits of every value in list `l`
-    /// (the collections `targets` that the prefiltered rules of `r`'s pipeline read), after
-    /// that pipeline. The list is resolved once per transaction, with the OR of its values'
-    /// scans as they are; per pipeline, only the values it changes by more than ASCII case are
-    /// transformed and scanned again. (A changed value's scan as it is counts too: more bits
-    /// than needed, never fewer.)
-    pub fn universe(
-        &mut self,
-        l: u32,
-        targets: &[Target],
-        data: &Data,
-        r: &Rule,
-        pf: &Prefilter,
-    ) -> Vec<u64> {
-        let (mut start, mut len, mut at) = self.lspans[l as usize];
-        if start == NONE {
-            let mut items = Vec::new();
-            for t in targets {
-                data.resolve(t, &|_, _| false, &mut items);
+    /// (the collections that the prefiltered rules of `r`'s pipeline read), after that
+    /// pipeline. Each collection is resolved once per transaction, with the OR of its values'
+    /// scans as they are and the bytes they hold; per pipeline, only the values it changes by
+    /// more than ASCII case are transformed and scanned again, and a collection none of whose
+    /// values it changes is not visited. (A changed value's scan as it is counts too: more
+    /// bits than needed, never fewer.)
+    pub fn universe(&mut self, l: u32, data: &Data, r: &Rule, pf: &Prefilter) -> Vec<u64> {
+        let mut bits = vec![0u64; self.words];
+        for &c in &pf.lists[l as usize] {
+            let (start, len, at, held) = self.collection(c, data, pf);
+            for (b, w) in bits.iter_mut().zip(&self.cbits[at as usize..]) {
+                *b |= w;
             }
-            (start, len) = (self.lmembers.len() as u32, items.len() as u32);
-            at = self.lbits.len() as u32;
-            self.lbits.resize(self.lbits.len() + self.words, 0);
-            for it in &items {
-                let (vid, _) = self.number_item(it);
-                self.lmembers.push(vid);
-                let c = self.raw_scan(vid as usize, pf) as usize;
-                for k in 0..self.words {
-                    self.lbits[at as usize + k] |= self.cand[c + k];
-                }
-            }
-            self.lspans[l as usize] = (start, len, at);
-        }
-        let mut bits = self.lbits[at as usize..at as usize + self.words].to_vec();
-        for k in start..start + len {
-            let vid = self.lmembers[k as usize];
-            if !self.present[vid as usize].meets(&r.alters_beyond_case) {
+            if !held.meets(&r.alters_beyond_case) {
                 continue;
             }
-            let f = self.form(vid, r);
-            if let Some(c) = self.scan(f, r, Some(pf)) {
-                for (b, w) in bits.iter_mut().zip(c) {
-                    *b |= w;
+            for k in start..start + len {
+                let vid = self.cmembers[k as usize];
+                if !self.present[vid as usize].meets(&r.alters_beyond_case) {
+                    continue;
+                }
+                let f = self.form(vid, r);
+                if let Some(c) = self.scan(f, r, Some(pf)) {
+                    for (b, w) in bits.iter_mut().zip(c) {
+                        *b |= w;
+                    }
                 }
             }
         }
         bits
+    }
+
+    /// Prefilter collection `c` resolved and numbered, its values scanned as they are (on
+    /// first use): see [`Values::cspans`].
+    fn collection(&mut self, c: u32, data: &Data, pf: &Prefilter) -> (u32, u32, u32, ByteSet) {
+        let span = self.cspans[c as usize];
+        if span.0 != NONE {
+            return span;
+        }
+        let mut items = Vec::new();
+        data.resolve(&pf.colls[c as usize], &|_, _| false, &mut items);
+        let (start, len) = (self.cmembers.len() as u32, items.len() as u32);
+        let at = self.cbits.len();
+        self.cbits.resize(at + self.words, 0);
+        let mut held = ByteSet::default();
+        for it in &items {
+            let (vid, _) = self.number_item(it);
+            self.cmembers.push(vid);
+            held = held.union(self.present[vid as usize]);
+            let s = self.raw_scan(vid as usize, pf) as usize;
+            for k in 0..self.words {
+                self.cbits[at + k] |= self.cand[s + k];
+            }
+        }
+        let span = (start, len, at as u32, held);
+        self.cspans[c as usize] = span;
+        span
     }
 
     /// Whether form `f` holds one of slot `slot`'s literals (`None`: the pipeline has no
