@@ -75,6 +75,10 @@ struct Group {
     /// The numbers of the values the target list resolves to, in order, with the collection
     /// each comes from.
     members: Vec<(u32, Coll)>,
+    /// Where the OR of the members' scans as they are starts in `ucand` ([`NONE`]: not
+    /// worked out), and the bytes any member holds.
+    raw: u32,
+    held: ByteSet,
     unions: Vec<Union>,
 }
 
@@ -146,7 +150,13 @@ impl Values {
             ucand: Vec::new(),
             words,
             seen: Vec::new(),
-            groups: vec![Group::default(); groups],
+            groups: vec![
+                Group {
+                    raw: NONE,
+                    ..Group::default()
+                };
+                groups
+            ],
             tspans: vec![(NONE, 0); targets],
             tmembers: Vec::with_capacity(VALUES * 4),
             cspans: vec![(NONE, 0, 0, ByteSet::default()); colls],
@@ -174,6 +184,7 @@ impl Values {
         self.cbits.clear();
         for g in &mut self.groups {
             g.built = false;
+            g.raw = NONE;
             g.members.clear();
             g.unions.clear();
         }
@@ -495,6 +506,30 @@ impl Values {
         }
     }
 
+    /// Where in `ucand` the OR of group `g`'s members' scans as they are starts, and the bytes
+    /// any member holds (worked out on first use).
+    fn group_raw(&mut self, g: u32, pf: &Prefilter) -> (usize, ByteSet) {
+        let grp = &self.groups[g as usize];
+        if grp.raw != NONE {
+            return (grp.raw as usize, grp.held);
+        }
+        let start = self.ucand.len();
+        self.ucand.resize(start + self.words, 0);
+        let mut held = ByteSet::default();
+        for i in 0..self.group_len(g) {
+            let vid = self.member(g, i);
+            held = held.union(self.present[vid as usize]);
+            let s = self.raw_scan(vid as usize, pf) as usize;
+            for k in 0..self.words {
+                self.ucand[start + k] |= self.cand[s + k];
+            }
+        }
+        let grp = &mut self.groups[g as usize];
+        grp.raw = start as u32;
+        grp.held = held;
+        (start, held)
+    }
+
     /// Could any of group `g`'s values, after `r`'s pipeline, hold one of slot `slot`'s
     /// literals? `None` when the pipeline has no automaton.
     pub fn group_has_literal(
@@ -508,14 +543,24 @@ impl Values {
         let u = self.union_at(g, r.pipeline);
         let mut at = self.groups[g as usize].unions[u].cand;
         if at == NONE {
+            // The members' scans as they are (once per group), and then only the members this
+            // pipeline changes. (A changed member's scan as it is counts too: more bits than
+            // needed, never fewer.)
+            let (raw, held) = self.group_raw(g, pf?);
             let start = self.ucand.len();
-            self.ucand.resize(start + self.words, 0);
-            for i in 0..self.group_len(g) {
-                let f = self.form(self.member(g, i), r);
-                self.scan(f, r, pf);
-                let fa = self.forms[f as usize].cand as usize;
-                for k in 0..self.words {
-                    self.ucand[start + k] |= self.cand[fa + k];
+            self.ucand.extend_from_within(raw..raw + self.words);
+            if held.meets(&r.alters_beyond_case) {
+                for i in 0..self.group_len(g) {
+                    let vid = self.member(g, i);
+                    if !self.present[vid as usize].meets(&r.alters_beyond_case) {
+                        continue;
+                    }
+                    let f = self.form(vid, r);
+                    self.scan(f, r, pf);
+                    let fa = self.forms[f as usize].cand as usize;
+                    for k in 0..self.words {
+                        self.ucand[start + k] |= self.cand[fa + k];
+                    }
                 }
             }
             at = start as u32;
