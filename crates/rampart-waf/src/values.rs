@@ -12,9 +12,11 @@
 //! the raw value by every pipeline's literals.
 //!
 //! The phase-level prefilter asks, per pipeline, whether any value of the collections its
-//! prefiltered rules read holds a rule's literal ([`Values::universe`]). Pipelines that read
-//! the same collections share one resolution of them and the OR of their values' raw scans;
-//! only the values a pipeline changes are transformed and scanned for it.
+//! prefiltered rules read holds a rule's literal ([`Values::universe`]). Each collection is
+//! resolved once per transaction, with the OR of its values' raw scans and the bytes they
+//! hold; only the values a pipeline changes are transformed and scanned for it, and a
+//! collection none of whose values it changes is passed over. A group's union per pipeline
+//! is built the same way from the OR of its members' raw scans.
 //!
 //! Rules whose target lists are identical (most CRS argument rules read the same
 //! `REQUEST_COOKIES|!REQUEST_COOKIES:/__utm/|REQUEST_COOKIES_NAMES|ARGS_NAMES|ARGS|XML:/*`)
