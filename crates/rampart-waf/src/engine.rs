@@ -692,17 +692,9 @@ impl Transaction {
                         if stays_put(it) && !(r.transforms.is_empty() && r.pf.is_none()) {
                             // Transformed and scanned once per value and pipeline.
                             let vid = values.number(&it.value, true);
-                            let f = values.form(vid, r);
-                            if let Some(slot) = r.pf {
-                                if values.literal(f, r, pf, slot) == Some(false) {
-                                    // No literal of this rule in this value: no match.
-                                    continue;
-                                }
-                            }
-                            if r.need.is_some_and(|n| !n.meets(&values.form_present(f))) {
-                                // None of the bytes every match contains: no match.
+                            let Some(f) = values.candidate(vid, r, pf) else {
                                 continue;
-                            }
+                            };
                             Cow::Borrowed(values.text(f))
                         } else {
                             let v = transform_all(&r.transforms, &it.value);
@@ -759,16 +751,9 @@ impl Transaction {
                     &mut caps,
                 )
             } else {
-                let f = values.form(vid, r);
-                if let Some(slot) = r.pf {
-                    if values.literal(f, r, pf, slot) == Some(false) {
-                        continue;
-                    }
-                }
-                if r.need.is_some_and(|n| !n.meets(&values.form_present(f))) {
-                    // None of the bytes every match contains: no match.
+                let Some(f) = values.candidate(vid, r, pf) else {
                     continue;
-                }
+                };
                 let v = values.text(f);
                 caps.clear();
                 op.matches(&self.data, v, r.capture.then_some(&mut caps))

@@ -969,24 +969,22 @@ mod tests {
         }
     }
 
-    /// A value that holds none of a transformation's trigger bytes comes out unchanged, and
-    /// `apply_all` (which skips such transformations) agrees with applying every one.
-    #[test]
-    fn quick_triggers_never_skip_a_change() {
-        use super::{apply_all, Transform::*};
-        use crate::prefilter::ByteSet;
-        use std::borrow::Cow;
-        let alphabet: &[u8] = b" \t\n\r\x0c/*\\%+&;#-.aB0\x00\x0b\xa0\xc3\xa9u\"'^,(";
-        let all = [
+    /// Every transformation.
+    const EVERY: [super::Transform; 35] = {
+        use super::Transform::*;
+        [
             Lowercase,
+            Uppercase,
             UrlDecode,
             UrlDecodeUni,
+            UrlEncode,
             JsDecode,
             HtmlEntityDecode,
             Utf8ToUnicode,
             RemoveNulls,
             ReplaceNulls,
             CssDecode,
+            CmdLine,
             RemoveWhitespace,
             CompressWhitespace,
             ReplaceComments,
@@ -995,15 +993,46 @@ mod tests {
             NormalizePath,
             NormalizePathWin,
             EscapeSeqDecode,
+            Length,
+            Base64Decode,
+            Base64DecodeExt,
+            Base64Encode,
+            HexDecode,
+            HexEncode,
             SqlHexDecode,
+            Sha1,
+            Md5,
             Trim,
             TrimLeft,
             TrimRight,
-            CmdLine,
-        ];
+            ParityEven7bit,
+            ParityOdd7bit,
+            ParityZero7bit,
+        ]
+    };
+
+    /// The transformations that claim trigger bytes: each claim is held to `apply`.
+    fn with_triggers() -> Vec<super::Transform> {
+        let all: Vec<_> = EVERY
+            .into_iter()
+            .filter(|t| t.trigger().is_some())
+            .collect();
+        assert!(all.len() >= 22, "{} with triggers", all.len());
+        all
+    }
+
+    /// A value that holds none of a transformation's trigger bytes comes out unchanged, and
+    /// `apply_all` (which skips such transformations) agrees with applying every one.
+    #[test]
+    fn quick_triggers_never_skip_a_change() {
+        use super::apply_all;
+        use crate::prefilter::ByteSet;
+        use std::borrow::Cow;
+        let alphabet: &[u8] = b" \t\n\r\x0c/*\\%+&;#-.aB0\x00\x0b\xa0\xc3\xa9u\"'^,(";
+        let all = with_triggers();
         for (x, v) in crate::testgen::values(0x2545_f491_4f6c_dd1d, alphabet, 0..=8, 20_000) {
             let present = ByteSet::in_value(&v);
-            for t in all {
+            for &t in &all {
                 let set = t.trigger().expect("has a trigger set");
                 if !set.meets(&present) {
                     assert_eq!(t.apply(&v).as_ref(), v.as_slice(), "{t:?} on {v:?}");
@@ -1035,18 +1064,9 @@ mod tests {
         use super::{pipeline_alters, Transform::*};
         use crate::prefilter::ByteSet;
         let alphabet: &[u8] = b" \t/*\\%+&;#-.aBz0\x00\xa0\xc3u\"'^,(";
-        let steps = [
-            Lowercase,
-            UrlDecodeUni,
-            HtmlEntityDecode,
-            JsDecode,
-            RemoveWhitespace,
-            NormalizePath,
-            CmdLine,
-            RemoveCommentsChar,
-            Base64Decode,
-            Utf8ToUnicode,
-        ];
+        // Every step with trigger bytes, and one that may change any value.
+        let mut steps = with_triggers();
+        steps.push(Base64Decode);
         let (mut same, mut lowered) = (0, 0);
         for (x, v) in crate::testgen::values(0x9e37_79b9_7f4a_7c15, alphabet, 0..=8, 20_000) {
             let pipe: Vec<_> = (0..1 + x as usize % 3)

@@ -292,9 +292,24 @@ impl Values {
         f
     }
 
-    /// The bytes form `f` holds.
-    pub fn form_present(&self, f: u32) -> ByteSet {
-        self.forms[f as usize].present
+    /// Value `vid` after `r`'s pipeline (its form's index), or `None` when the prefilter shows
+    /// `r`'s operator cannot match it: none of the rule's literals, or none of the bytes
+    /// every match contains. (Inlined into both evaluation loops: as a call it cost the JSON
+    /// POST 1.4 % more instructions.)
+    #[inline(always)]
+    pub fn candidate(&mut self, vid: u32, r: &Rule, pf: Option<&Prefilter>) -> Option<u32> {
+        let f = self.form(vid, r);
+        if let Some(slot) = r.pf {
+            if self.literal(f, r, pf, slot) == Some(false) {
+                return None;
+            }
+        }
+        if r.need
+            .is_some_and(|n| !n.meets(&self.forms[f as usize].present))
+        {
+            return None;
+        }
+        Some(f)
     }
 
     /// A form's value.
@@ -414,7 +429,7 @@ impl Values {
 
     /// Whether form `f` holds one of slot `slot`'s literals (`None`: the pipeline has no
     /// automaton).
-    pub fn literal(&mut self, f: u32, r: &Rule, pf: Option<&Prefilter>, slot: u32) -> Option<bool> {
+    fn literal(&mut self, f: u32, r: &Rule, pf: Option<&Prefilter>, slot: u32) -> Option<bool> {
         self.scan(f, r, pf).map(|c| bit(c, slot))
     }
 
