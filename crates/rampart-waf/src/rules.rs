@@ -189,7 +189,7 @@ pub struct RuleSet {
     /// How many distinct transformation pipelines and target-list groups the rules have.
     pub pipelines: usize,
     pub groups: usize,
-    /// How many distinct targets the groups without exclusions read ([`Rule::target_ids`]).
+    /// How many distinct targets the groups read ([`Rule::target_ids`]).
     pub group_targets: usize,
     /// The TX names the rules spell out, each with a slot (TX:0..9 first).
     pub tx_names: std::sync::Arc<crate::vars::TxNames>,
