@@ -113,7 +113,12 @@ fn multi_match<'v>(
 ) -> Option<Cow<'v, [u8]>> {
     // `present` holds exactly the bytes of the current form: the needed-byte check is a test
     // on two sets.
-    let may = |present: &crate::prefilter::ByteSet| r.need.is_none_or(|n| n.meets(present));
+    let may = |present: &crate::prefilter::ByteSet| {
+        r.need.is_none_or(|n| n.meets(present))
+            && r.unmatchable
+                .as_ref()
+                .is_none_or(|u| !u.excludes(crate::prefilter::alphabet(present)))
+    };
     caps.clear();
     if may(&present) && op.matches(data, value, r.capture.then_some(&mut *caps)) {
         return Some(Cow::Borrowed(value));
@@ -700,6 +705,12 @@ impl Transaction {
                             let v = transform_all(&r.transforms, &it.value);
                             if r.need.is_some_and(|n| !n.any_in(&v)) {
                                 continue;
+                            }
+                            if let Some(u) = &r.unmatchable {
+                                let present = crate::prefilter::ByteSet::in_value(&v);
+                                if u.excludes(crate::prefilter::alphabet(&present)) {
+                                    continue;
+                                }
                             }
                             v
                         };

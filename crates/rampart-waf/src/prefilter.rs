@@ -16,7 +16,7 @@
 //! that part of the pattern "anything", and a rule with no provable set is always run.
 //!
 //! Regexes without a literal set often still need one of a few bytes (`<`, `=`, `(`, `|`):
-//! [`required_bytes`] works that set out the same way, and the engine does not run the regex
+//! [`byte_checks`] works that set out the same way, and the engine does not run the regex
 //! on a value holding none of them.
 
 use regex_syntax::hir::{Class, Hir, HirKind};
@@ -305,8 +305,6 @@ impl ByteSet {
     /// How likely an ordinary value is to hold one of these bytes, roughly: letters and digits
     /// are in nearly every value, separators in many, most punctuation in few.
     fn cost(&self) -> u32 {
-        const ALNUM: ByteSet =
-            ByteSet::of(b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789");
         const SEP: ByteSet = ByteSet::of(b" -./_");
         const PUNCT: ByteSet = ByteSet::of(b",;:=()+%&?");
         let mut cost = 0;
@@ -339,10 +337,18 @@ const MAX_BYTES_COST: u32 = 48;
 /// be proven and the set is selective enough to be worth checking before running the regex.
 /// For the patterns without a literal set: e.g. an XSS pattern that needs `<` or `=` never
 /// runs on a value of letters and digits.
-pub fn required_bytes(pattern: &str, caseless: bool) -> Option<ByteSet> {
+///
+/// With it, the alphabets over which the pattern cannot match ([`Unmatchable`]): the syntax
+/// tree is parsed once for both.
+pub fn byte_checks(pattern: &str) -> (Option<ByteSet>, Option<Unmatchable>) {
     // Long patterns too: see `parse_any`.
-    let hir = parse_any(pattern, caseless)?;
-    needed(&hir).filter(|s| s.cost() <= MAX_BYTES_COST)
+    let Some(hir) = parse_any(pattern, false) else {
+        return (None, None);
+    };
+    (
+        needed(&hir).filter(|s| s.cost() <= MAX_BYTES_COST),
+        Unmatchable::of_hir(&hir),
+    )
 }
 
 /// The syntax tree of a pattern as the engine compiles it (bytes, Unicode off, dot matches
@@ -645,7 +651,7 @@ mod tests {
     #[test]
     fn required_bytes_are_a_necessary_condition() {
         let set = |p: &str| {
-            super::required_bytes(p, false).map(|s| {
+            super::byte_checks(p).0.map(|s| {
                 (0..=255u8)
                     .filter(|&b| s.contains(b))
                     .map(|b| b as char)
@@ -678,6 +684,81 @@ mod tests {
             None,
             "letters are in most values: not worth a check"
         );
+    }
+
+    #[test]
+    fn unmatchable_alphabets_are_a_necessary_condition() {
+        use super::{alphabet, ByteSet, Unmatchable};
+        // The check for pattern `p`, held to the regex on each value it is asked about.
+        let checker = |p: &str| {
+            let u = super::byte_checks(p).1;
+            let re = regex::bytes::Regex::new(p).unwrap();
+            let p = p.to_string();
+            move |v: &str| {
+                let a = alphabet(&ByteSet::in_value(v.as_bytes()));
+                let excluded = u.as_ref().is_some_and(|u| u.excludes(a));
+                assert!(
+                    !(excluded && re.is_match(v.as_bytes())),
+                    "{p} excludes {v:?}, which it matches"
+                );
+                excluded
+            }
+        };
+        let excluded = |p: &str, v: &str| checker(p)(v);
+        // A shell command after a separator.
+        let cmd = r"(?i)(?:[;|&`]|\$\(|\s)(?:ls|cat)\b";
+        assert!(excluded(cmd, "json.items.0.sku"));
+        assert!(excluded(cmd, "SKU-00001"));
+        assert!(
+            !excluded(cmd, "wrap please, thanks"),
+            "a space may come before"
+        );
+        assert!(!excluded(cmd, "x;ls"), "`;` is not an ordinary byte");
+        // Event handlers need `=`.
+        let on = r#"(?i)[\s"'/]on[a-z]{3,50}\s*=[^=]"#;
+        assert!(excluded(on, "json.customer.name"));
+        assert!(!excluded(on, "a onload=x"));
+        assert!(!excluded("^$", "x"), "matches empty: no alphabet excluded");
+        assert!(!excluded("(?i)ab", "AB"), "either case");
+        assert!(
+            !excluded("a{2}", "a"),
+            "bytes it could match: tried, too short or not"
+        );
+        // Phrases: a phrase made of ordinary bytes matches over their alphabet.
+        let pm = |v: &[&str], value: &str| {
+            Unmatchable::of_phrases(v.iter().map(|p| p.as_bytes()))
+                .is_some_and(|u| u.excludes(alphabet(&ByteSet::in_value(value.as_bytes()))))
+        };
+        assert!(pm(&["/etc/passwd", "~root"], "ann smith"));
+        assert!(!pm(&["/etc/passwd", "~root"], "/x/"));
+        assert!(
+            !pm(&["/etc/passwd", "cmd"], "ann smith"),
+            "a word of letters"
+        );
+        assert_eq!(alphabet(&ByteSet::in_value(b"a<b")), super::NO_ALPHABET);
+        // Small patterns of the shapes CRS uses, against many short values over a few
+        // letters, ordinary punctuation and bytes beyond it: every value the check rules out
+        // must be one the regex does not match, and the check must rule some out.
+        let patterns = [
+            r"(?:^|[;|])\s*ls\b",
+            r"a[.\-]b|x@",
+            r"(?i)[ (]on[a-z]+\s*=",
+            r"(?:ab|b\.)+c?;?",
+            r"^[a-z]+$|=\(",
+            r"[^a-z0-9]{2}",
+            r"\bl(?:s|[@_]x)",
+        ];
+        let mut ruled_out = 0;
+        for p in patterns {
+            let excluded = checker(p);
+            for (_, v) in
+                crate::testgen::values(0x9e37_79b9_7f4a_7c15, b"abxlsonc .-@=(_;<", 0..=6, 20_000)
+            {
+                let v = String::from_utf8(v).unwrap();
+                ruled_out += excluded(&v) as usize;
+            }
+        }
+        assert!(ruled_out > 10_000, "{ruled_out} values ruled out");
     }
 
     use super::required_literals as req;
@@ -751,6 +832,215 @@ mod tests {
                     );
                 }
             }
+        }
+    }
+}
+
+/// The punctuation ordinary values are mostly made of, beside letters and digits: names like
+/// `json.items.0.sku`, `SKU-00001`, `ann@example.com`, `gift wrap please, thanks`, header
+/// values like `en-US,en;q=0.5`.
+pub const COMMON: &[u8; 12] = b" .-_,@:/;=()";
+
+/// Letters (both cases) and digits.
+const ALNUM: ByteSet =
+    ByteSet::of(b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789");
+
+/// A value's alphabet when it holds nothing but letters, digits and [`COMMON`] bytes: the
+/// set of the [`COMMON`] bytes it holds, bit `i` for `COMMON[i]`. A value holding any other
+/// byte has none ([`NO_ALPHABET`]).
+pub fn alphabet(present: &ByteSet) -> u16 {
+    const ORDINARY: ByteSet = ALNUM.union(ByteSet::of(COMMON));
+    let p = present.0;
+    let o = ORDINARY.0;
+    if (p[0] & !o[0]) | (p[1] & !o[1]) | p[2] | p[3] != 0 {
+        return NO_ALPHABET;
+    }
+    let mut x = 0;
+    for (i, &b) in COMMON.iter().enumerate() {
+        x |= (present.contains(b) as u16) << i;
+    }
+    x
+}
+
+/// The alphabet of a value holding bytes beyond letters, digits and [`COMMON`].
+pub const NO_ALPHABET: u16 = u16::MAX;
+
+/// One bit per alphabet (letters, digits and a subset of [`COMMON`]).
+#[derive(Clone, Copy, PartialEq, Eq)]
+struct Alphabets([u64; 64]);
+
+impl Alphabets {
+    const NONE: Alphabets = Alphabets([0; 64]);
+    const ALL: Alphabets = Alphabets([u64::MAX; 64]);
+
+    fn and(mut self, o: &Alphabets) -> Alphabets {
+        self.0.iter_mut().zip(&o.0).for_each(|(a, b)| *a &= b);
+        self
+    }
+
+    fn or(mut self, o: &Alphabets) -> Alphabets {
+        self.0.iter_mut().zip(&o.0).for_each(|(a, b)| *a |= b);
+        self
+    }
+
+    /// The alphabets holding `COMMON[i]`.
+    const fn with(i: usize) -> Alphabets {
+        let mut s = [0u64; 64];
+        let mut x = 0;
+        while x < 1 << COMMON.len() {
+            if x >> i & 1 == 1 {
+                s[x >> 6] |= 1 << (x & 63);
+            }
+            x += 1;
+        }
+        Alphabets(s)
+    }
+}
+
+/// [`Alphabets::with`] for each [`COMMON`] byte.
+static WITH: [Alphabets; COMMON.len()] = {
+    let mut w = [Alphabets::NONE; COMMON.len()];
+    let mut i = 0;
+    while i < COMMON.len() {
+        w[i] = Alphabets::with(i);
+        i += 1;
+    }
+    w
+};
+
+/// The alphabets over which a pattern cannot match at all: a value of letters, digits and
+/// [`COMMON`] bytes whose alphabet is one of them is not tried. E.g. 932230's shell commands
+/// need a separator such as `;`, `|` or a space before them, so it never runs on
+/// `json.items.0.sku` or `SKU-00001`; 941120's event handlers need a `=`.
+///
+/// A necessary condition like the others here: any match of the pattern on a value is made of
+/// the value's bytes, so it is a string over the value's alphabet; when the syntax tree shows
+/// that no string over that alphabet matches (look-arounds taken as always holding, which only
+/// widens the answer), neither can the value.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Unmatchable(Box<[u64; 64]>);
+
+impl std::fmt::Debug for Unmatchable {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let n: u32 = self.0.iter().map(|w| w.count_ones()).sum();
+        write!(f, "Unmatchable({n} of {} alphabets)", 1 << COMMON.len())
+    }
+}
+
+impl Unmatchable {
+    /// For an `@rx` pattern; `None` when it can match over every alphabet.
+    fn of_hir(hir: &Hir) -> Option<Unmatchable> {
+        Unmatchable::from_matchable(matchable(hir, &WITH))
+    }
+
+    /// For `@pm` phrases (compared without ASCII case).
+    pub fn of_phrases<'a>(phrases: impl Iterator<Item = &'a [u8]>) -> Option<Unmatchable> {
+        let mut any = Alphabets::NONE;
+        for p in phrases {
+            let mut all = Alphabets::ALL;
+            for &b in p {
+                all = all.and(&byte_alphabets(b, &WITH));
+            }
+            any = any.or(&all);
+            if any == Alphabets::ALL {
+                return None;
+            }
+        }
+        Unmatchable::from_matchable(any)
+    }
+
+    fn from_matchable(m: Alphabets) -> Option<Unmatchable> {
+        let mut u = Box::new([0u64; 64]);
+        for (o, w) in u.iter_mut().zip(m.0) {
+            *o = !w;
+        }
+        u.iter().any(|&w| w != 0).then_some(Unmatchable(u))
+    }
+
+    /// Is a value with this [`alphabet`] sure not to match?
+    #[inline(always)]
+    pub fn excludes(&self, alphabet: u16) -> bool {
+        alphabet != NO_ALPHABET && self.0[(alphabet >> 6) as usize] >> (alphabet & 63) & 1 == 1
+    }
+}
+
+/// The alphabets holding byte `b` (either ASCII case).
+fn byte_alphabets(b: u8, with: &[Alphabets]) -> Alphabets {
+    if ALNUM.contains(b) {
+        return Alphabets::ALL;
+    }
+    match COMMON.iter().position(|&c| c == b) {
+        Some(i) => with[i],
+        None => Alphabets::NONE,
+    }
+}
+
+/// The alphabets holding some byte of `s`.
+fn set_alphabets(s: &ByteSet, with: &[Alphabets]) -> Alphabets {
+    if s.meets(&ALNUM) {
+        return Alphabets::ALL;
+    }
+    let mut m = Alphabets::NONE;
+    for (i, &c) in COMMON.iter().enumerate() {
+        if s.contains(c) {
+            m = m.or(&with[i]);
+        }
+    }
+    m
+}
+
+/// The alphabets over which `h` matches some string.
+fn matchable(h: &Hir, with: &[Alphabets]) -> Alphabets {
+    match h.kind() {
+        HirKind::Empty | HirKind::Look(_) => Alphabets::ALL,
+        HirKind::Literal(l) => {
+            let mut m = Alphabets::ALL;
+            for &b in l.0.iter() {
+                m = m.and(&byte_alphabets(b, with));
+            }
+            m
+        }
+        HirKind::Class(Class::Bytes(c)) => {
+            let mut s = ByteSet::default();
+            for r in c.ranges() {
+                s = s.union(ByteSet::range(r.start(), r.end()));
+            }
+            set_alphabets(&s, with)
+        }
+        HirKind::Class(Class::Unicode(c)) => {
+            let mut s = ByteSet::default();
+            for r in c.ranges() {
+                if (r.start() as u32) < 0x80 {
+                    s = s.union(ByteSet::range(
+                        r.start() as u8,
+                        (r.end() as u32).min(0x7f) as u8,
+                    ));
+                }
+            }
+            set_alphabets(&s, with)
+        }
+        HirKind::Capture(c) => matchable(&c.sub, with),
+        HirKind::Repetition(r) if r.min == 0 => Alphabets::ALL,
+        HirKind::Repetition(r) => matchable(&r.sub, with),
+        HirKind::Concat(parts) => {
+            let mut m = Alphabets::ALL;
+            for p in parts {
+                m = m.and(&matchable(p, with));
+                if m == Alphabets::NONE {
+                    break;
+                }
+            }
+            m
+        }
+        HirKind::Alternation(alts) => {
+            let mut m = Alphabets::NONE;
+            for a in alts {
+                m = m.or(&matchable(a, with));
+                if m == Alphabets::ALL {
+                    break;
+                }
+            }
+            m
         }
     }
 }

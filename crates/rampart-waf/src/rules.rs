@@ -109,9 +109,12 @@ pub struct Rule {
     pub alters_beyond_case: crate::prefilter::ByteSet,
     /// The rule's slot in the [`crate::prefilter::Prefilter`], when it has one.
     pub pf: Option<u32>,
-    /// For an `@rx` without a prefilter slot: bytes one of which every match contains
+    /// For an `@rx`: bytes one of which every match contains
     /// (set when the rule set is finished); a value with none of them is not tried.
     pub need: Option<crate::prefilter::ByteSet>,
+    /// For an `@rx` or `@pm`: the alphabets of ordinary values it cannot match (set when the
+    /// rule set is finished); a value with one of them is not tried.
+    pub unmatchable: Option<crate::prefilter::Unmatchable>,
     /// The link's target-list group (set when the rule set is finished), when every
     /// collection it reads stays put in memory: links with the same target list share it, and
     /// a transaction resolves each group once (see [`crate::values`]).
@@ -534,16 +537,20 @@ impl Loader {
                 r.pf = None;
             }
         }
-        // Byte checks for the regexes the literal prefilter does not cover.
+        // Byte checks before running a regex or phrase list on a value.
         each_link_mut(&mut self.rules, |l| {
-            l.need = match &l.op {
-                Some(op) if l.pf.is_none() && !op.negated => match &op.op {
+            (l.need, l.unmatchable) = match &l.op {
+                Some(op) if !op.negated => match &op.op {
                     crate::operator::Op::Rx(crate::operator::Rx::Bytes(re)) => {
-                        crate::prefilter::required_bytes(re.as_str(), false)
+                        crate::prefilter::byte_checks(re.as_str())
                     }
-                    _ => None,
+                    crate::operator::Op::Pm(_, phrases) => (
+                        None,
+                        crate::prefilter::Unmatchable::of_phrases(phrases.iter().map(|p| &p[..])),
+                    ),
+                    _ => (None, None),
                 },
-                _ => None,
+                _ => (None, None),
             };
         });
         let mut phases: [Vec<Entry>; 5] = Default::default();
@@ -845,6 +852,7 @@ impl Loader {
             alters: crate::prefilter::ByteSet::ALL,
             alters_beyond_case: crate::prefilter::ByteSet::ALL,
             need: None,
+            unmatchable: None,
             group: None,
             target_ids: Vec::new(),
             pf: None,

@@ -58,6 +58,8 @@ struct Form {
     out: Option<Vec<u8>>,
     /// The bytes the form holds.
     present: ByteSet,
+    /// Its [`crate::prefilter::alphabet`].
+    alphabet: u16,
     /// Where its prefilter bits start in [`Values::cand`] ([`NONE`]: not scanned yet).
     cand: u32,
 }
@@ -287,6 +289,7 @@ impl Values {
             vid,
             out,
             present,
+            alphabet: crate::prefilter::alphabet(&present),
             cand: NONE,
         });
         f
@@ -304,8 +307,13 @@ impl Values {
                 return None;
             }
         }
-        if r.need
-            .is_some_and(|n| !n.meets(&self.forms[f as usize].present))
+        let form = &self.forms[f as usize];
+        if r.need.is_some_and(|n| !n.meets(&form.present)) {
+            return None;
+        }
+        if r.unmatchable
+            .as_ref()
+            .is_some_and(|u| u.excludes(form.alphabet))
         {
             return None;
         }
