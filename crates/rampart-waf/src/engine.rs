@@ -797,7 +797,8 @@ impl Transaction {
             let full: Cow<str> = match &sv.fixed {
                 Some(f) => Cow::Borrowed(f),
                 None => {
-                    let key = String::from_utf8_lossy(&self.expand(&sv.key, head)).into_owned();
+                    let key = String::from_utf8(self.expand(&sv.key, head))
+                        .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned());
                     if sv.coll == "tx" {
                         Cow::Owned(key)
                     } else {

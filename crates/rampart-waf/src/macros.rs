@@ -96,7 +96,17 @@ impl Macro {
         if let Some(l) = self.literal() {
             return l.to_vec();
         }
-        let mut out = Vec::new();
+        // Room for the literal parts and a short value or two: most expansions then fit
+        // without growing.
+        let lits: usize = self
+            .parts
+            .iter()
+            .map(|p| match p {
+                Part::Lit(l) => l.len(),
+                _ => 24,
+            })
+            .sum();
+        let mut out = Vec::with_capacity(lits);
         for p in &self.parts {
             match p {
                 Part::Lit(l) => out.extend_from_slice(l),

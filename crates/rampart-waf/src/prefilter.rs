@@ -518,6 +518,7 @@ impl Prefilter {
                 count: false,
                 exclude: false,
                 tx_slot: None,
+                tx_slots: None,
             };
             let mut ts = Vec::new();
             for &c in cs.iter().filter(|c| !covered(c)) {

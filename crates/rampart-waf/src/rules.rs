@@ -398,6 +398,7 @@ impl Loader {
                     count: false,
                     exclude: true,
                     tx_slot: None,
+                    tx_slots: None,
                 });
             }
             if let Some(ch) = r.chain.as_deref_mut() {
@@ -458,6 +459,14 @@ impl Loader {
             }
             if let Some(m) = l.op.as_mut().and_then(|op| op.arg_macro_mut()) {
                 m.intern(&mut tx_names);
+            }
+        });
+        // Every name has its slot now: the slots each TX selector picks.
+        each_link_mut(&mut self.rules, |l| {
+            for t in &mut l.targets {
+                if t.coll == Coll::Tx && !matches!(t.sel, vars::Selector::Key(_)) {
+                    t.tx_slots = Some(tx_names.picked_by(&t.sel));
+                }
             }
         });
         // Number the distinct transformation pipelines.
@@ -969,6 +978,7 @@ pub(crate) fn parse_targets(s: &str) -> Result<Vec<Target>, String> {
             count: t.count,
             exclude: t.exclude,
             tx_slot: None,
+            tx_slots: None,
         });
     }
     Ok(out)

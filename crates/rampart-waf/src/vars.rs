@@ -33,6 +33,13 @@ impl TxNames {
         self.names.len()
     }
 
+    /// The slots whose (lower-cased) names `sel` picks, in slot order.
+    pub fn picked_by(&self, sel: &Selector) -> Box<[u32]> {
+        (0..self.names.len() as u32)
+            .filter(|&i| sel.matches(self.names[i as usize].as_bytes()))
+            .collect()
+    }
+
     pub fn is_empty(&self) -> bool {
         self.names.is_empty()
     }
@@ -132,6 +139,17 @@ impl TxMap {
             }
             None => {}
         }
+    }
+
+    /// The variable in slot `s`, with its lower-cased name.
+    pub fn in_slot(&self, s: u32) -> Option<(&str, &TxVar)> {
+        let v = self.slots.get(s as usize)?.as_ref()?;
+        Some((self.names.names[s as usize].as_str(), v))
+    }
+
+    /// The variables without a slot (names made at run time), with their lower-cased names.
+    pub fn unslotted(&self) -> impl Iterator<Item = (&str, &TxVar)> {
+        self.other.iter().map(|(k, v)| (k.as_str(), v))
     }
 
     /// Every variable with its lower-cased name.
@@ -314,6 +332,10 @@ pub struct Target {
     pub exclude: bool,
     /// For `TX:name`: the name's slot ([`TxNames`], set when the rule set is finished).
     pub tx_slot: Option<u32>,
+    /// For `TX:/regex/` and the like: the slots whose names the selector picks (set when
+    /// the rule set is finished, after every name has its slot). A transaction then tries
+    /// the selector only on the names made at run time.
+    pub tx_slots: Option<Box<[u32]>>,
 }
 
 impl Target {
@@ -710,13 +732,36 @@ impl Data {
                     }
                     return;
                 }
-                for (lk, (k, v)) in self.tx.iter() {
-                    if t.sel.matches(lk.as_bytes()) && !excluded(c, k) {
+                let mut push = |k: &'a [u8], v: &'a [u8]| {
+                    if !excluded(c, k) {
                         out.push(Item {
                             coll: c,
                             key: Cow::Borrowed(k),
                             value: Cow::Borrowed(v),
                         });
+                    }
+                };
+                match &t.tx_slots {
+                    // The slotted names the selector picks are known: only the names made at
+                    // run time are tried.
+                    Some(slots) => {
+                        for &s in slots.iter() {
+                            if let Some((_, (k, v))) = self.tx.in_slot(s) {
+                                push(k, v);
+                            }
+                        }
+                        for (lk, (k, v)) in self.tx.unslotted() {
+                            if t.sel.matches(lk.as_bytes()) {
+                                push(k, v);
+                            }
+                        }
+                    }
+                    None => {
+                        for (lk, (k, v)) in self.tx.iter() {
+                            if t.sel.matches(lk.as_bytes()) {
+                                push(k, v);
+                            }
+                        }
                     }
                 }
             }
@@ -881,6 +926,7 @@ impl Data {
             count: false,
             exclude: false,
             tx_slot: None,
+            tx_slots: None,
         };
         let mut v = Vec::new();
         self.resolve(&t, &|_, _| false, &mut v);
@@ -916,6 +962,7 @@ mod tests {
             count: false,
             exclude: false,
             tx_slot: None,
+            tx_slots: None,
         };
         let mut out = Vec::new();
         d.resolve(&t, excluded, &mut out);
@@ -944,6 +991,62 @@ mod tests {
         let not_it = |_: Coll, k: &[u8]| k.eq_ignore_ascii_case(b"detection_paranoia_level");
         assert!(tx_values(&d, key(b"detection_paranoia_level"), &not_it).is_empty());
         assert_eq!(tx_values(&d, Selector::All, &none).len(), 2);
+    }
+
+    /// `TX:/regex/` with the slots it picks worked out at load finds what matching every
+    /// name finds, in the same order: slotted names and names made at run time.
+    #[test]
+    fn tx_selectors_pick_slots_and_run_time_names() {
+        let mut names = TxNames::default();
+        for n in ["header_name_920450_host", "Blocking_Score", "header_name_x", "other"] {
+            names.intern(n);
+        }
+        let names = std::sync::Arc::new(names);
+        let mut d = Data {
+            tx: TxMap::new(names.clone()),
+            ..Data::default()
+        };
+        d.tx_set("header_name_920450_host", b"/host/".to_vec());
+        d.tx_set("blocking_score", b"5".to_vec());
+        d.tx_set("Header_Name_920450_Cookie", b"/cookie/".to_vec());
+        d.tx_set("other", b"1".to_vec());
+        let none = |_: Coll, _: &[u8]| false;
+        let not_cookie = |_: Coll, k: &[u8]| k.ends_with(b"Cookie");
+        for raw in ["/^header_name_920450_/", "/SCORE$/", "/./", "/^nothing/"] {
+            let sel = super::selector(Coll::Tx, Some(raw)).unwrap();
+            for excluded in [&none as &dyn Fn(Coll, &[u8]) -> bool, &not_cookie] {
+                let scan = |slots: Option<Box<[u32]>>| {
+                    let t = Target {
+                        coll: Coll::Tx,
+                        sel: sel.clone(),
+                        count: false,
+                        exclude: false,
+                        tx_slot: None,
+                        tx_slots: slots,
+                    };
+                    let mut out = Vec::new();
+                    d.resolve(&t, excluded, &mut out);
+                    out.iter()
+                        .map(|i| (i.key.to_vec(), i.value.to_vec()))
+                        .collect::<Vec<_>>()
+                };
+                assert_eq!(scan(Some(names.picked_by(&sel))), scan(None), "{raw}");
+            }
+        }
+        let sel = super::selector(Coll::Tx, Some("/^header_name_920450_/")).unwrap();
+        assert_eq!(&*names.picked_by(&sel), &[0]);
+        let t = Target {
+            coll: Coll::Tx,
+            sel: sel.clone(),
+            count: false,
+            exclude: false,
+            tx_slot: None,
+            tx_slots: Some(names.picked_by(&sel)),
+        };
+        let mut out = Vec::new();
+        d.resolve(&t, &none, &mut out);
+        let values: Vec<_> = out.iter().map(|i| i.value.to_vec()).collect();
+        assert_eq!(values, [b"/host/".to_vec(), b"/cookie/".to_vec()]);
     }
 
     /// A name with a slot is one variable, whether reached by its slot or by its name.
