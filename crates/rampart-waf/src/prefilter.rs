@@ -453,7 +453,7 @@ pub struct Prefilter {
 pub struct Automaton {
     /// One pattern per distinct literal of two bytes or more, matched without ASCII case
     /// (`None`: there are none).
-    pub ac: Option<aho_corasick::AhoCorasick>,
+    pub ac: Option<Dfa>,
     /// Pattern number -> the rule slots it stands for.
     pub slots_of: Vec<Vec<u32>>,
     /// The one-byte literals (`"`, `(`, `;`, a space...), answered from the bytes a value
@@ -462,6 +462,49 @@ pub struct Automaton {
     pub singles: Vec<Vec<u32>>,
     /// Every byte with slots in `singles`.
     pub single_bytes: ByteSet,
+}
+
+/// A full Aho-Corasick DFA walked byte by byte: one table lookup per byte, and at a match
+/// state every pattern that ends there. (The crate's overlapping iterator does the same walk
+/// but stops and resumes at each match, which costs more than the walk on ordinary values,
+/// where short literals such as `on` or `or` match often.)
+#[derive(Clone, Debug)]
+pub struct Dfa {
+    dfa: aho_corasick::dfa::DFA,
+    start: aho_corasick::automaton::StateID,
+}
+
+impl Dfa {
+    fn build(pats: &[&[u8]]) -> Option<Dfa> {
+        use aho_corasick::automaton::Automaton as _;
+        let dfa = aho_corasick::dfa::DFA::builder()
+            .ascii_case_insensitive(true)
+            .match_kind(aho_corasick::MatchKind::Standard)
+            .prefilter(false)
+            .start_kind(aho_corasick::StartKind::Unanchored)
+            .build(pats)
+            .ok()?;
+        let start = dfa.start_state(aho_corasick::Anchored::No).ok()?;
+        Some(Dfa { dfa, start })
+    }
+
+    /// Call `each` with the number of every pattern occurring in `v`, once per occurrence.
+    #[inline]
+    fn each_match(&self, v: &[u8], mut each: impl FnMut(usize)) {
+        use aho_corasick::automaton::Automaton as _;
+        let d = &self.dfa;
+        let mut sid = self.start;
+        for &b in v {
+            sid = d.next_state(aho_corasick::Anchored::No, sid, b);
+            // With no prefilter, only match states (and the dead state, which an unanchored
+            // search never enters) are special.
+            if d.is_special(sid) && d.is_match(sid) {
+                for i in 0..d.match_len(sid) {
+                    each(d.match_pattern(sid, i).as_usize());
+                }
+            }
+        }
+    }
 }
 
 impl Prefilter {
@@ -595,18 +638,12 @@ impl Automaton {
                 }
             }
         }
+        // A full DFA: one table lookup per byte. The scan runs over every value once per
+        // pipeline, and an NFA's failure transitions cost several times that.
         let ac = if pats.is_empty() {
             None
         } else {
-            let ac = aho_corasick::AhoCorasickBuilder::new()
-                .ascii_case_insensitive(true)
-                .match_kind(aho_corasick::MatchKind::Standard)
-                // A full DFA: one table lookup per byte. The scan runs over every value once
-                // per pipeline, and the NFA's failure transitions cost several times that.
-                .kind(Some(aho_corasick::AhoCorasickKind::DFA))
-                .build(&pats)
-                .ok()?;
-            Some(ac)
+            Some(Dfa::build(&pats)?)
         };
         Some(Automaton {
             ac,
@@ -635,15 +672,13 @@ impl Automaton {
         let Some(ac) = &self.ac else { return };
         seen.clear();
         seen.resize(self.slots_of.len().div_ceil(64), 0);
-        for m in ac.find_overlapping_iter(v) {
-            let p = m.pattern().as_usize();
+        ac.each_match(v, |p| {
             let (w, b) = (p / 64, 1u64 << (p % 64));
-            if seen[w] & b != 0 {
-                continue;
+            if seen[w] & b == 0 {
+                seen[w] |= b;
+                self.slots_of[p].iter().for_each(|&s| set(s));
             }
-            seen[w] |= b;
-            self.slots_of[p].iter().for_each(|&s| set(s));
-        }
+        });
     }
 }
 
@@ -760,6 +795,33 @@ mod tests {
             }
         }
         assert!(ruled_out > 10_000, "{ruled_out} values ruled out");
+    }
+
+    /// The DFA walk finds every pattern occurring in a value, overlapping or not, in either
+    /// case: the same set as a plain substring search.
+    #[test]
+    fn dfa_walk_finds_every_pattern() {
+        let pats: [&[u8]; 7] = [b"on", b"no", b"onon", b"Or", b"ro", b"oon", b"n o"];
+        let dfa = super::Dfa::build(&pats).unwrap();
+        let mut checked = 0;
+        for (_, v) in crate::testgen::values(0x2545_f491_4f6c_dd1d, b"onORx ", 0..=9, 20_000) {
+            let mut found = vec![false; pats.len()];
+            dfa.each_match(&v, |p| found[p] = true);
+            let lower = v.to_ascii_lowercase();
+            for (p, pat) in pats.iter().enumerate() {
+                let pat = pat.to_ascii_lowercase();
+                let naive = lower.windows(pat.len()).any(|w| w == pat.as_slice());
+                assert_eq!(
+                    found[p],
+                    naive,
+                    "{:?} in {:?}",
+                    pat,
+                    String::from_utf8_lossy(&v)
+                );
+                checked += naive as usize;
+            }
+        }
+        assert!(checked > 10_000, "{checked} occurrences");
     }
 
     use super::required_literals as req;

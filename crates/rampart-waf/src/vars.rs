@@ -998,7 +998,12 @@ mod tests {
     #[test]
     fn tx_selectors_pick_slots_and_run_time_names() {
         let mut names = TxNames::default();
-        for n in ["header_name_920450_host", "Blocking_Score", "header_name_x", "other"] {
+        for n in [
+            "header_name_920450_host",
+            "Blocking_Score",
+            "header_name_x",
+            "other",
+        ] {
             names.intern(n);
         }
         let names = std::sync::Arc::new(names);
