@@ -10,6 +10,7 @@ use crate::rules::{
 };
 use crate::transform::Transform;
 use crate::values::Values;
+use crate::vars::recycle;
 use crate::vars::{Coll, Data, Item, Selector, Target};
 use std::borrow::Cow;
 use std::sync::Arc;
@@ -170,17 +171,14 @@ fn stays_put(it: &Item<'_>) -> bool {
     matches!(it.value, Cow::Borrowed(_)) && crate::vars::is_stable(it.coll)
 }
 
-/// An emptied buffer of items with any lifetime, keeping its allocation.
-fn recycle<'b>(mut v: Vec<Item<'_>>) -> Vec<Item<'b>> {
-    v.clear();
-    // In-place collection: same layout, so the allocation is reused. (`filter_map` changes
-    // the item's lifetime, which `filter` cannot.)
-    #[allow(clippy::unnecessary_filter_map)]
-    v.into_iter().filter_map(|_| None).collect()
-}
-
 fn pairs_from<'a>(it: impl Iterator<Item = (&'a [u8], &'a [u8])>) -> Vec<(Vec<u8>, Vec<u8>)> {
     it.map(|(k, v)| (k.to_vec(), v.to_vec())).collect()
+}
+
+impl Drop for Transaction {
+    fn drop(&mut self) {
+        std::mem::take(&mut self.values).give_back();
+    }
 }
 
 impl Transaction {
@@ -192,7 +190,7 @@ impl Transaction {
             tx: crate::vars::TxMap::new(rs.tx_names.clone()),
             ..Data::default()
         };
-        let values = Values::new(
+        let values = Values::take(
             rs.pipelines,
             rs.prefilter.as_ref().map_or(0, |p| p.slots),
             rs.groups,

@@ -86,6 +86,11 @@ struct Group {
     unions: Vec<Union>,
 }
 
+thread_local! {
+    /// The values the last transaction on this thread left behind, emptied.
+    static SPARE: std::cell::RefCell<Option<Values>> = const { std::cell::RefCell::new(None) };
+}
+
 /// The numbered values of one transaction.
 #[derive(Clone, Debug, Default)]
 pub(crate) struct Values {
@@ -125,6 +130,8 @@ pub(crate) struct Values {
     cspans: Vec<(u32, u32, u32, ByteSet)>,
     cmembers: Vec<u32>,
     cbits: Vec<u64>,
+    /// An empty buffer for resolving targets, kept for its allocation.
+    scratch: Vec<crate::vars::Item<'static>>,
 }
 
 impl Values {
@@ -166,7 +173,60 @@ impl Values {
             cspans: vec![(NONE, 0, 0, ByteSet::default()); colls],
             cmembers: Vec::with_capacity(VALUES),
             cbits: Vec::new(),
+            scratch: Vec::with_capacity(VALUES),
         }
+    }
+
+    /// A transaction's values, empty: the ones the last transaction on this thread left
+    /// behind ([`Values::give_back`]) when they are of the same rule set's shape, so that
+    /// their allocations (a few dozen kilobytes for CRS, and every group's member list) are
+    /// reused instead of made again per request.
+    pub fn take(
+        pipelines: usize,
+        slots: u32,
+        groups: usize,
+        targets: usize,
+        colls: usize,
+    ) -> Values {
+        let spare = SPARE.with(|s| s.borrow_mut().take());
+        if let Some(v) = spare {
+            let shape = (
+                pipelines.max(1),
+                (slots as usize).div_ceil(64),
+                groups,
+                targets,
+                colls,
+            );
+            if v.shape() == shape {
+                return v;
+            }
+        }
+        Values::new(pipelines, slots, groups, targets, colls)
+    }
+
+    /// Leave these values, emptied, for the next transaction on this thread, unless a large
+    /// request made them big: those allocations are let go.
+    pub fn give_back(mut self) {
+        const MAX_KEPT: usize = 256 * 1024;
+        let big = self.arena.capacity()
+            + self.forms.capacity() * std::mem::size_of::<Form>()
+            + (self.cand.capacity() + self.ucand.capacity() + self.cbits.capacity()) * 8
+            + self.form_of.capacity() * 4;
+        if big > MAX_KEPT {
+            return;
+        }
+        self.clear();
+        SPARE.with(|s| *s.borrow_mut() = Some(self));
+    }
+
+    fn shape(&self) -> (usize, usize, usize, usize, usize) {
+        (
+            self.pipelines,
+            self.words,
+            self.groups.len(),
+            self.tspans.len(),
+            self.cspans.len(),
+        )
     }
 
     /// Forget everything (the collections changed); allocations are kept.
@@ -415,7 +475,7 @@ impl Values {
         if span.0 != NONE {
             return span;
         }
-        let mut items = Vec::new();
+        let mut items = crate::vars::recycle(std::mem::take(&mut self.scratch));
         data.resolve(&pf.colls[c as usize], &|_, _| false, &mut items);
         let (start, len) = (self.cmembers.len() as u32, items.len() as u32);
         let at = self.cbits.len();
@@ -430,6 +490,7 @@ impl Values {
                 self.cbits[at + k] |= self.cand[s + k];
             }
         }
+        self.scratch = crate::vars::recycle(items);
         let span = (start, len, at as u32, held);
         self.cspans[c as usize] = span;
         span
@@ -449,7 +510,7 @@ impl Values {
         if self.groups[g as usize].built {
             return;
         }
-        let mut items = Vec::new();
+        let mut items = crate::vars::recycle(std::mem::take(&mut self.scratch));
         let mut members = std::mem::take(&mut self.groups[g as usize].members);
         if !r.target_ids.is_empty() {
             // The group is its targets' values one after the other, and groups that share a
@@ -489,6 +550,7 @@ impl Values {
                 members.push(self.number_item(it));
             }
         }
+        self.scratch = crate::vars::recycle(items);
         let group = &mut self.groups[g as usize];
         group.members = members;
         group.built = true;

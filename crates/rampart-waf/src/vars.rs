@@ -401,7 +401,7 @@ pub fn selector(coll: Coll, raw: Option<&str>) -> Result<Selector, String> {
 }
 
 /// One resolved variable: its name as logged (`ARGS:id`) and value.
-#[derive(Clone)]
+#[derive(Clone, Debug)]
 pub struct Item<'a> {
     pub coll: Coll,
     pub key: Cow<'a, [u8]>,
@@ -949,6 +949,16 @@ fn time_value(c: Coll) -> String {
         Coll::Duration => "0".to_string(),
         _ => secs.to_string(),
     }
+}
+
+/// An emptied buffer of items with any lifetime, keeping its allocation.
+#[inline]
+pub(crate) fn recycle<'b>(mut v: Vec<Item<'_>>) -> Vec<Item<'b>> {
+    v.clear();
+    // In-place collection: same layout, so the allocation is reused. (`filter_map` changes
+    // the item's lifetime, which `filter` cannot.)
+    #[allow(clippy::unnecessary_filter_map)]
+    v.into_iter().filter_map(|_| None).collect()
 }
 
 #[cfg(test)]
