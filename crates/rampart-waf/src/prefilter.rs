@@ -15,9 +15,12 @@
 //! widens it). Anything the analysis cannot prove (`.`, large classes, optional parts) makes
 //! that part of the pattern "anything", and a rule with no provable set is always run.
 //!
-//! Regexes without a literal set often still need one of a few bytes (`<`, `=`, `(`, `|`):
-//! [`byte_checks`] works that set out the same way, and the engine does not run the regex
-//! on a value holding none of them.
+//! Regexes often also need one of a few bytes (`<`, `=`, `(`, `|`): [`byte_checks`] works that
+//! set out the same way, and the engine does not run the regex on a value holding none of
+//! them. It also works out the alphabets over which the regex cannot match at all
+//! ([`Unmatchable`], for `@pm` too). An alphabet is letters and digits plus some of
+//! [`COMMON`]'s ordinary punctuation. A value made only of such bytes is not tried by a rule
+//! that cannot match over its alphabet: 932230's shell commands never run on `SKU-00001`.
 
 use regex_syntax::hir::{Class, Hir, HirKind};
 use std::collections::BTreeSet;
