@@ -207,11 +207,22 @@ impl Values {
     /// Leave these values, emptied, for the next transaction on this thread, unless a large
     /// request made them big: those allocations are let go.
     pub fn give_back(mut self) {
-        const MAX_KEPT: usize = 256 * 1024;
+        const MAX_KEPT: usize = 1024 * 1024;
+        use std::mem::size_of;
+        let per_value = size_of::<(u32, u32)>() + size_of::<ByteSet>() + 4 + 8 + 16;
+        let members: usize = self
+            .groups
+            .iter()
+            .map(|g| g.members.capacity())
+            .sum::<usize>()
+            + self.tmembers.capacity();
         let big = self.arena.capacity()
-            + self.forms.capacity() * std::mem::size_of::<Form>()
+            + self.spans.capacity() * per_value
+            + self.forms.capacity() * size_of::<Form>()
             + (self.cand.capacity() + self.ucand.capacity() + self.cbits.capacity()) * 8
-            + self.form_of.capacity() * 4;
+            + (self.form_of.capacity() + self.cmembers.capacity()) * 4
+            + members * size_of::<(u32, Coll)>()
+            + self.scratch.capacity() * size_of::<crate::vars::Item>();
         if big > MAX_KEPT {
             return;
         }
@@ -676,4 +687,33 @@ fn bit(words: &[u64], slot: u32) -> bool {
     words
         .get(slot as usize / 64)
         .is_some_and(|w| w & (1 << (slot % 64)) != 0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Values;
+
+    /// The buffers a transaction leaves behind are taken by the next one of the same shape,
+    /// emptied; big ones (a request with thousands of values) are let go, and another shape
+    /// gets buffers of its own.
+    #[test]
+    fn spare_values_are_kept_empty_and_small() {
+        let mut v = Values::take(3, 70, 2, 1, 1);
+        v.number(b"hello", false);
+        let arena = v.arena.capacity();
+        v.give_back();
+        let v = Values::take(3, 70, 2, 1, 1);
+        assert_eq!((v.spans.len(), v.arena.len()), (0, 0), "emptied");
+        assert_eq!(v.arena.capacity(), arena, "the same buffers");
+        v.give_back();
+        let v = Values::take(4, 70, 2, 1, 1);
+        assert_eq!(v.pipelines, 4, "another shape: new buffers");
+        let mut v = Values::take(3, 70, 2, 1, 1);
+        for i in 0..20_000u32 {
+            v.number(&i.to_le_bytes().repeat(16), false);
+        }
+        v.give_back();
+        let v = Values::take(3, 70, 2, 1, 1);
+        assert!(v.arena.capacity() < 64 * 1024, "a big one is not kept");
+    }
 }
