@@ -115,10 +115,7 @@ fn multi_match<'v>(
     // `present` holds exactly the bytes of the current form: the needed-byte check is a test
     // on two sets.
     let may = |present: &crate::prefilter::ByteSet| {
-        r.need.is_none_or(|n| n.meets(present))
-            && r.unmatchable
-                .as_ref()
-                .is_none_or(|u| !u.excludes(crate::prefilter::alphabet(present)))
+        r.bytes_may_match(present, || crate::prefilter::alphabet(present))
     };
     caps.clear();
     if may(&present) && op.matches(data, value, r.capture.then_some(&mut *caps)) {
@@ -701,6 +698,9 @@ impl Transaction {
                             Cow::Borrowed(values.text(f))
                         } else {
                             let v = transform_all(&r.transforms, &it.value);
+                            // A value computed here can be long (a body): the needed bytes
+                            // are looked for with an early exit, and the value's byte set is
+                            // built only for the alphabet check.
                             if r.need.is_some_and(|n| !n.any_in(&v)) {
                                 continue;
                             }

@@ -151,6 +151,23 @@ impl Rule {
             Some(r)
         })
     }
+
+    /// Could the link's operator match a value holding exactly the bytes `present`, whose
+    /// [`crate::prefilter::alphabet`] `alphabet` gives (asked only when the link has an
+    /// alphabet check)? The needed-byte and alphabet checks of the form cache and of
+    /// multiMatch, which know a value's bytes already.
+    #[inline(always)]
+    pub fn bytes_may_match(
+        &self,
+        present: &crate::prefilter::ByteSet,
+        alphabet: impl FnOnce() -> u16,
+    ) -> bool {
+        self.need.is_none_or(|n| n.meets(present))
+            && self
+                .unmatchable
+                .as_ref()
+                .is_none_or(|u| !u.excludes(alphabet()))
+    }
 }
 
 /// What runs in a phase, in order.

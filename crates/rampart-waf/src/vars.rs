@@ -965,18 +965,34 @@ pub(crate) fn recycle<'b>(mut v: Vec<Item<'_>>) -> Vec<Item<'b>> {
 mod tests {
     use super::{Coll, Data, Selector, Target, TxKey, TxMap, TxNames};
 
-    fn tx_values(d: &Data, sel: Selector, excluded: &dyn Fn(Coll, &[u8]) -> bool) -> Vec<Vec<u8>> {
+    /// The (name, value) pairs a `TX` target with selector `sel` (and, when given, the slots
+    /// it picks) resolves to.
+    fn tx_items(
+        d: &Data,
+        sel: &Selector,
+        tx_slots: Option<Box<[u32]>>,
+        excluded: &dyn Fn(Coll, &[u8]) -> bool,
+    ) -> Vec<(Vec<u8>, Vec<u8>)> {
         let t = Target {
             coll: Coll::Tx,
-            sel,
+            sel: sel.clone(),
             count: false,
             exclude: false,
             tx_slot: None,
-            tx_slots: None,
+            tx_slots,
         };
         let mut out = Vec::new();
         d.resolve(&t, excluded, &mut out);
-        out.iter().map(|i| i.value.to_vec()).collect()
+        out.iter()
+            .map(|i| (i.key.to_vec(), i.value.to_vec()))
+            .collect()
+    }
+
+    fn tx_values(d: &Data, sel: Selector, excluded: &dyn Fn(Coll, &[u8]) -> bool) -> Vec<Vec<u8>> {
+        tx_items(d, &sel, None, excluded)
+            .into_iter()
+            .map(|(_, v)| v)
+            .collect()
     }
 
     /// `TX:name` is looked up, not searched for: the same answers as matching every name.
@@ -1030,37 +1046,19 @@ mod tests {
         for raw in ["/^header_name_920450_/", "/SCORE$/", "/./", "/^nothing/"] {
             let sel = super::selector(Coll::Tx, Some(raw)).unwrap();
             for excluded in [&none as &dyn Fn(Coll, &[u8]) -> bool, &not_cookie] {
-                let scan = |slots: Option<Box<[u32]>>| {
-                    let t = Target {
-                        coll: Coll::Tx,
-                        sel: sel.clone(),
-                        count: false,
-                        exclude: false,
-                        tx_slot: None,
-                        tx_slots: slots,
-                    };
-                    let mut out = Vec::new();
-                    d.resolve(&t, excluded, &mut out);
-                    out.iter()
-                        .map(|i| (i.key.to_vec(), i.value.to_vec()))
-                        .collect::<Vec<_>>()
-                };
-                assert_eq!(scan(Some(names.picked_by(&sel))), scan(None), "{raw}");
+                assert_eq!(
+                    tx_items(&d, &sel, Some(names.picked_by(&sel)), excluded),
+                    tx_items(&d, &sel, None, excluded),
+                    "{raw}"
+                );
             }
         }
         let sel = super::selector(Coll::Tx, Some("/^header_name_920450_/")).unwrap();
         assert_eq!(&*names.picked_by(&sel), &[0]);
-        let t = Target {
-            coll: Coll::Tx,
-            sel: sel.clone(),
-            count: false,
-            exclude: false,
-            tx_slot: None,
-            tx_slots: Some(names.picked_by(&sel)),
-        };
-        let mut out = Vec::new();
-        d.resolve(&t, &none, &mut out);
-        let values: Vec<_> = out.iter().map(|i| i.value.to_vec()).collect();
+        let values: Vec<_> = tx_items(&d, &sel, Some(names.picked_by(&sel)), &none)
+            .into_iter()
+            .map(|(_, v)| v)
+            .collect();
         assert_eq!(values, [b"/host/".to_vec(), b"/cookie/".to_vec()]);
     }
 

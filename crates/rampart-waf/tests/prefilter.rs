@@ -1,49 +1,80 @@
-//! The prefilters never change a verdict: every request of CRS's regression suite (5,003
-//! tests, read from ../shared/crs) runs through the request phases with the literal prefilter,
-//! the regexes' needed-byte and alphabet checks and the shared target-list groups, and without any of
-//! them (each rule resolving its own targets and trying every value), at paranoia level 4,
-//! and must fire exactly the same rules with the same values.
+//! The engine's shortcuts never change a verdict, on every request of CRS's regression suite
+//! (5,003 tests, read from ../shared/crs), at paranoia level 4:
+//! - with the literal prefilter, the regexes' needed-byte and alphabet checks and the shared
+//!   target-list groups, and without any of them (each rule resolving its own targets and
+//!   trying every value), the same rules fire with the same values;
+//! - a transaction reuses the buffers the one before it on its thread left behind, and
+//!   nothing of one request leaks into the next: each request fires the same rules whether
+//!   it runs after the request before it in the suite or after the one after it.
 
-use rampart_waf::{explain, ftw, load_crs, CrsOptions};
+use rampart_waf::rules::Rule;
+use rampart_waf::{explain, ftw, load_crs, CrsOptions, RuleSet};
 use std::path::PathBuf;
 use std::sync::Arc;
 
+fn crs_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/crs")
+}
+
+/// CRS at paranoia level 4 (every rule runs).
+fn crs_pl4() -> Arc<RuleSet> {
+    let mut o = CrsOptions::new(crs_dir());
+    o.paranoia_level = 4;
+    Arc::new(load_crs(&o).unwrap_or_else(|e| panic!("{e}")))
+}
+
+/// Every request of the suite that parses, with its test's name.
+fn crs_requests() -> Vec<(String, explain::RawRequest)> {
+    let cases = ftw::load_dir(&crs_dir().join("tests/regression/tests")).expect("CRS tests");
+    let mut requests = Vec::new();
+    for case in &cases {
+        for stage in &case.test.stages {
+            let Ok(raw) = ftw::raw_request(&stage.input, &[]) else {
+                continue;
+            };
+            if let Ok(req) = explain::parse_raw(&raw) {
+                requests.push((case.name.clone(), req));
+            }
+        }
+    }
+    assert!(requests.len() > 4500, "only {} requests", requests.len());
+    requests
+}
+
+/// The rules a request fires, with the variable and value each matched.
+fn fired(rs: &Arc<RuleSet>, req: &explain::RawRequest) -> Vec<(u32, String, Vec<u8>)> {
+    explain::run(rs.clone(), req)
+        .matched
+        .iter()
+        .map(|m| (m.id, m.var.clone(), m.value.clone()))
+        .collect()
+}
+
+/// How many rule links (chain links included) `pick` picks.
+fn links(rs: &RuleSet, pick: impl Fn(&Rule) -> bool) -> usize {
+    rs.rules
+        .iter()
+        .flat_map(|r| r.links())
+        .filter(|l| pick(l))
+        .count()
+}
+
 #[test]
 fn prefilters_fire_the_same_rules_on_the_whole_crs_suite() {
-    let crs = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/crs");
-    let mut o = CrsOptions::new(&crs);
-    o.paranoia_level = 4;
-    let with = Arc::new(load_crs(&o).unwrap_or_else(|e| panic!("{e}")));
+    let with = crs_pl4();
     assert!(
         with.prefilter.is_some() && with.rules.iter().filter(|r| r.pf.is_some()).count() > 100,
         "the prefilter covers most rules"
     );
-    let links = |rs: &rampart_waf::RuleSet| {
-        rs.rules
-            .iter()
-            .flat_map(|r| r.links())
-            .filter(|l| l.need.is_some())
-            .count()
-    };
-    assert!(links(&with) > 60, "byte checks on {} links", links(&with));
-    let alphabets = |rs: &rampart_waf::RuleSet| {
-        rs.rules
-            .iter()
-            .flat_map(|r| r.links())
-            .filter(|l| l.unmatchable.is_some())
-            .count()
-    };
+    let needs = |rs: &RuleSet| links(rs, |l| l.need.is_some());
+    let alphabets = |rs: &RuleSet| links(rs, |l| l.unmatchable.is_some());
+    assert!(needs(&with) > 60, "byte checks on {} links", needs(&with));
     assert!(
         alphabets(&with) > 100,
         "alphabet checks on {} links",
         alphabets(&with)
     );
-    let grouped = with
-        .rules
-        .iter()
-        .flat_map(|r| r.links())
-        .filter(|l| l.group.is_some())
-        .count();
+    let grouped = links(&with, |l| l.group.is_some());
     assert!(grouped > 200, "{grouped} links in groups");
     let mut plain = (*with).clone();
     plain.prefilter = None;
@@ -56,28 +87,24 @@ fn prefilters_fire_the_same_rules_on_the_whole_crs_suite() {
             link = l.chain.as_deref_mut();
         }
     }
-    assert_eq!(links(&plain) + alphabets(&plain), 0);
+    assert_eq!(needs(&plain) + alphabets(&plain), 0);
     let without = Arc::new(plain);
-    let cases = ftw::load_dir(&crs.join("tests/regression/tests")).expect("CRS tests");
-    let mut compared = 0;
-    for case in &cases {
-        for stage in &case.test.stages {
-            let Ok(raw) = ftw::raw_request(&stage.input, &[]) else {
-                continue;
-            };
-            let Ok(req) = explain::parse_raw(&raw) else {
-                continue;
-            };
-            let fired = |rs: &Arc<rampart_waf::RuleSet>| {
-                explain::run(rs.clone(), &req)
-                    .matched
-                    .iter()
-                    .map(|m| (m.id, m.var.clone(), m.value.clone()))
-                    .collect::<Vec<_>>()
-            };
-            assert_eq!(fired(&with), fired(&without), "{}", case.name);
-            compared += 1;
-        }
+    for (name, req) in &crs_requests() {
+        assert_eq!(fired(&with, req), fired(&without, req), "{name}");
     }
-    assert!(compared > 4500, "only {compared} requests compared");
+}
+
+#[test]
+fn a_request_fires_the_same_rules_whatever_ran_before_it() {
+    let rs = crs_pl4();
+    let requests = crs_requests();
+    let forward: Vec<_> = requests.iter().map(|(_, r)| fired(&rs, r)).collect();
+    let mut backward: Vec<_> = requests.iter().rev().map(|(_, r)| fired(&rs, r)).collect();
+    backward.reverse();
+    let mut fired_any = 0;
+    for (((name, _), f), b) in requests.iter().zip(&forward).zip(&backward) {
+        assert_eq!(f, b, "{name}");
+        fired_any += !f.is_empty() as usize;
+    }
+    assert!(fired_any > 4000, "{fired_any} requests fired rules");
 }
