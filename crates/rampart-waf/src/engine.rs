@@ -175,6 +175,7 @@ fn pairs_from<'a>(it: impl Iterator<Item = (&'a [u8], &'a [u8])>) -> Vec<(Vec<u8
 impl Drop for Transaction {
     fn drop(&mut self) {
         std::mem::take(&mut self.values).give_back();
+        std::mem::take(&mut self.data.tx).give_back();
     }
 }
 
@@ -184,7 +185,7 @@ impl Transaction {
         // caches a few hundred transformed values per request: sized once instead of grown
         // step by step.
         let data = Data {
-            tx: crate::vars::TxMap::new(rs.tx_names.clone()),
+            tx: crate::vars::TxMap::take(rs.tx_names.clone()),
             ..Data::default()
         };
         let values = Values::take(
@@ -811,10 +812,15 @@ impl Transaction {
             };
             match &sv.op {
                 SetOp::Unset => self.data.tx.remove(key),
-                SetOp::Set(m) => {
-                    let v = self.expand(m, head);
-                    self.data.tx_set(key, v);
-                }
+                SetOp::Set(m) => match m.literal() {
+                    // Most values are literal (`setvar:tx.blocking_paranoia_level=1`): copied
+                    // into the buffer the slot kept.
+                    Some(l) => self.data.tx_set_bytes(key, l),
+                    None => {
+                        let v = self.expand(m, head);
+                        self.data.tx_set(key, v);
+                    }
+                },
                 SetOp::Add(m) | SetOp::Sub(m) => {
                     let n =
                         crate::operator::atoi(&m.expand_cow(&self.data, &|f| rule_field(head, f)));

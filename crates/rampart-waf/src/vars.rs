@@ -67,8 +67,21 @@ impl<'a> From<&'a str> for TxKey<'a> {
 #[derive(Clone, Debug, Default)]
 pub struct TxMap {
     names: std::sync::Arc<TxNames>,
-    slots: Vec<Option<TxVar>>,
+    slots: Vec<TxSlot>,
     other: HashMap<String, TxVar, BuildHasherDefault<Fnv>>,
+}
+
+/// A slot keeps its buffers when unset, so a map handed on to the next transaction
+/// ([`TxMap::take`]) sets CRS's ~100 variables without allocating their names and values.
+#[derive(Clone, Debug, Default)]
+struct TxSlot {
+    set: bool,
+    var: TxVar,
+}
+
+thread_local! {
+    /// The TX map the last transaction on this thread left behind, unset.
+    static SPARE_TX: std::cell::RefCell<Option<TxMap>> = const { std::cell::RefCell::new(None) };
 }
 
 /// Where a TX variable lives.
@@ -81,10 +94,38 @@ impl TxMap {
     /// An empty map with a slot for every name of `names` (the rule set the transaction runs).
     pub fn new(names: std::sync::Arc<TxNames>) -> TxMap {
         TxMap {
-            slots: vec![None; names.len()],
+            slots: vec![TxSlot::default(); names.len()],
             names,
             other: HashMap::default(),
         }
+    }
+
+    /// [`TxMap::new`], reusing the buffers of the map the previous transaction on this thread
+    /// gave back when it ran the same rule set.
+    pub fn take(names: std::sync::Arc<TxNames>) -> TxMap {
+        match SPARE_TX.with(|s| s.borrow_mut().take()) {
+            Some(m) if std::sync::Arc::ptr_eq(&m.names, &names) => m,
+            _ => TxMap::new(names),
+        }
+    }
+
+    /// Keep this map's buffers for the next transaction on this thread, every variable unset
+    /// (and only while they hold at most 64 KiB: a request that set huge values gives them up).
+    pub fn give_back(mut self) {
+        const MAX_KEPT: usize = 64 * 1024;
+        let held: usize = self
+            .slots
+            .iter()
+            .map(|s| s.var.0.capacity() + s.var.1.capacity())
+            .sum();
+        if held > MAX_KEPT {
+            return;
+        }
+        for s in &mut self.slots {
+            s.set = false;
+        }
+        self.other.clear();
+        SPARE_TX.with(|s| *s.borrow_mut() = Some(self));
     }
 
     /// Where `k` lives (`None`: a name that is not UTF-8, which `setvar` cannot make).
@@ -101,39 +142,61 @@ impl TxMap {
 
     pub fn get<'k>(&self, k: impl Into<TxKey<'k>>) -> Option<&TxVar> {
         match self.at(k.into())? {
-            TxAt::Slot(s) => self.slots[s].as_ref(),
+            TxAt::Slot(s) => {
+                let s = &self.slots[s];
+                s.set.then_some(&s.var)
+            }
             TxAt::Other(n) => self.other.get(n.as_ref()),
         }
     }
 
     pub fn get_mut<'k>(&mut self, k: impl Into<TxKey<'k>>) -> Option<&mut TxVar> {
         match self.at(k.into())? {
-            TxAt::Slot(s) => self.slots[s].as_mut(),
+            TxAt::Slot(s) => {
+                let s = &mut self.slots[s];
+                s.set.then_some(&mut s.var)
+            }
             TxAt::Other(n) => self.other.get_mut(n.as_ref()),
         }
     }
 
     /// Set `k` (named as `k` spells it when it is new).
     pub fn insert<'k>(&mut self, k: impl Into<TxKey<'k>>, value: Vec<u8>) {
+        let mut value = Some(value);
+        self.set_with(k, |v| {
+            if let Some(new) = value.take() {
+                *v = new;
+            }
+        });
+    }
+
+    /// Set `k` (named as `k` spells it when it is new) to what `fill` writes into the emptied
+    /// value buffer, reusing the buffers a slot kept.
+    pub fn set_with<'k>(&mut self, k: impl Into<TxKey<'k>>, fill: impl FnOnce(&mut Vec<u8>)) {
         let k = k.into();
-        match self.at(k) {
-            Some(TxAt::Slot(s)) => match &mut self.slots[s] {
-                Some(v) => v.1 = value,
-                none => *none = Some((k.name.to_vec(), value)),
-            },
-            Some(TxAt::Other(n)) => match self.other.get_mut(n.as_ref()) {
-                Some(v) => v.1 = value,
-                None => {
-                    self.other.insert(n.into_owned(), (k.name.to_vec(), value));
+        let var = match self.at(k) {
+            Some(TxAt::Slot(s)) => {
+                let slot = &mut self.slots[s];
+                if !slot.set {
+                    slot.set = true;
+                    slot.var.0.clear();
+                    slot.var.0.extend_from_slice(k.name);
                 }
-            },
-            None => {}
-        }
+                &mut slot.var
+            }
+            Some(TxAt::Other(n)) => self
+                .other
+                .entry(n.into_owned())
+                .or_insert_with(|| (k.name.to_vec(), Vec::new())),
+            None => return,
+        };
+        var.1.clear();
+        fill(&mut var.1);
     }
 
     pub fn remove<'k>(&mut self, k: impl Into<TxKey<'k>>) {
         match self.at(k.into()) {
-            Some(TxAt::Slot(s)) => self.slots[s] = None,
+            Some(TxAt::Slot(s)) => self.slots[s].set = false,
             Some(TxAt::Other(n)) => {
                 self.other.remove(n.as_ref());
             }
@@ -143,8 +206,8 @@ impl TxMap {
 
     /// The variable in slot `s`, with its lower-cased name.
     pub fn in_slot(&self, s: u32) -> Option<(&str, &TxVar)> {
-        let v = self.slots.get(s as usize)?.as_ref()?;
-        Some((self.names.names[s as usize].as_str(), v))
+        let v = self.slots.get(s as usize).filter(|v| v.set)?;
+        Some((self.names.names[s as usize].as_str(), &v.var))
     }
 
     /// The variables without a slot (names made at run time), with their lower-cased names.
@@ -156,7 +219,8 @@ impl TxMap {
     pub fn iter(&self) -> impl Iterator<Item = (&str, &TxVar)> {
         let slots = self.slots.iter().enumerate();
         slots
-            .filter_map(|(i, v)| Some((self.names.names[i].as_str(), v.as_ref()?)))
+            .filter(|(_, v)| v.set)
+            .map(|(i, v)| (self.names.names[i].as_str(), &v.var))
             .chain(self.other.iter().map(|(k, v)| (k.as_str(), v)))
     }
 }
@@ -590,26 +654,14 @@ impl Data {
     /// Set a TX variable to a number, reusing the old value's buffer.
     pub fn tx_set_int<'k>(&mut self, key: impl Into<TxKey<'k>>, n: i64) {
         use std::io::Write;
-        let key = key.into();
-        match self.tx.get_mut(key) {
-            Some(slot) => {
-                slot.1.clear();
-                let _ = write!(slot.1, "{n}");
-            }
-            None => self.tx.insert(key, n.to_string().into_bytes()),
-        }
+        self.tx.set_with(key, |v| {
+            let _ = write!(v, "{n}");
+        });
     }
 
     /// Set a TX variable to a copy of `value`, reusing the old value's buffer.
     pub fn tx_set_bytes<'k>(&mut self, key: impl Into<TxKey<'k>>, value: &[u8]) {
-        let key = key.into();
-        match self.tx.get_mut(key) {
-            Some(slot) => {
-                slot.1.clear();
-                slot.1.extend_from_slice(value);
-            }
-            None => self.tx.insert(key, value.to_vec()),
-        }
+        self.tx.set_with(key, |v| v.extend_from_slice(value));
     }
 
     pub fn tx_set<'k>(&mut self, key: impl Into<TxKey<'k>>, value: Vec<u8>) {
@@ -986,6 +1038,52 @@ mod tests {
         out.iter()
             .map(|i| (i.key.to_vec(), i.value.to_vec()))
             .collect()
+    }
+
+    #[test]
+    fn spare_tx_maps_are_handed_on_unset_and_small() {
+        let mut names = TxNames::default();
+        let score = names.intern("score");
+        let names = std::sync::Arc::new(names);
+        let key = TxKey {
+            name: b"Score",
+            slot: Some(score),
+        };
+        let mut m = TxMap::take(names.clone());
+        m.insert(key, b"5".to_vec());
+        m.insert("made_at_run_time", b"x".to_vec());
+        m.give_back();
+        let mut m = TxMap::take(names.clone());
+        assert!(m.get(key).is_none(), "slot unset");
+        assert!(m.get("made_at_run_time").is_none(), "run-time name gone");
+        assert_eq!(m.iter().count(), 0);
+        assert!(
+            m.slots[score as usize].var.0.capacity() >= 5,
+            "the same buffers"
+        );
+        // A name set again is spelled the way this transaction spells it.
+        let key2 = TxKey {
+            name: b"SCORE",
+            slot: Some(score),
+        };
+        m.set_with(key2, |v| v.extend_from_slice(b"7"));
+        assert_eq!(m.get(key), Some(&(b"SCORE".to_vec(), b"7".to_vec())));
+        m.remove(key);
+        assert!(m.get(key).is_none());
+        assert_eq!(m.in_slot(score), None);
+        // A map that held big values is not kept; another rule set gets a fresh map.
+        m.insert(key, vec![b'a'; 100_000]);
+        m.give_back();
+        assert_eq!(
+            TxMap::take(names.clone()).slots[score as usize]
+                .var
+                .1
+                .capacity(),
+            0
+        );
+        TxMap::new(names.clone()).give_back();
+        let other = std::sync::Arc::new(TxNames::default());
+        assert_eq!(TxMap::take(other).slots.len(), 0);
     }
 
     fn tx_values(d: &Data, sel: Selector, excluded: &dyn Fn(Coll, &[u8]) -> bool) -> Vec<Vec<u8>> {
