@@ -673,7 +673,7 @@ impl Values {
 
 /// The values of link `r`'s targets, less its own `!` exclusions (not `ctl` removals), in
 /// order: what a group holds.
-pub(crate) fn resolve_own<'a>(data: &'a Data, r: &Rule, out: &mut Vec<Item<'a>>) {
+pub(crate) fn resolve_own<'a>(data: &'a Data, r: &'a Rule, out: &mut Vec<Item<'a>>) {
     let ex = |c: Coll, k: &[u8]| r.targets.iter().any(|t| t.excludes(c, k));
     let none = |_: Coll, _: &[u8]| false;
     let ex: &dyn Fn(Coll, &[u8]) -> bool = if r.targets.iter().any(|t| t.exclude) {

@@ -671,7 +671,7 @@ impl Data {
     /// Resolve one (non-exclusion) target into items, skipping members `excluded` says to.
     pub fn resolve<'a>(
         &'a self,
-        t: &Target,
+        t: &'a Target,
         excluded: &dyn Fn(Coll, &[u8]) -> bool,
         out: &mut Vec<Item<'a>>,
     ) {
@@ -680,13 +680,19 @@ impl Data {
         if t.count {
             let n = out.len() - start;
             out.truncate(start);
+            // `&TX:x`, `&REQUEST_HEADERS:Host`: counts are nearly always small, spelled
+            // without allocating.
+            const SMALL: [&[u8]; 10] = [b"0", b"1", b"2", b"3", b"4", b"5", b"6", b"7", b"8", b"9"];
             out.push(Item {
                 coll: t.coll,
                 key: match &t.sel {
-                    Selector::Key(k) => Cow::Owned(k.clone()),
+                    Selector::Key(k) => Cow::Borrowed(k),
                     _ => Cow::Borrowed(b""),
                 },
-                value: Cow::Owned(n.to_string().into_bytes()),
+                value: match SMALL.get(n) {
+                    Some(s) => Cow::Borrowed(s),
+                    None => Cow::Owned(n.to_string().into_bytes()),
+                },
             });
         }
     }
@@ -981,7 +987,7 @@ impl Data {
             tx_slots: None,
         };
         let mut v = Vec::new();
-        self.resolve(&t, &|_, _| false, &mut v);
+        self.collect(&t, &|_, _| false, &mut v);
         v.into_iter().next().map(|i| i.value)
     }
 }
@@ -1038,6 +1044,47 @@ mod tests {
         out.iter()
             .map(|i| (i.key.to_vec(), i.value.to_vec()))
             .collect()
+    }
+
+    #[test]
+    fn counts_of_any_size() {
+        for n in [0usize, 1, 9, 10, 123] {
+            let d = Data {
+                args_get: (0..n)
+                    .map(|i| (format!("a{i}").into_bytes(), Vec::new()))
+                    .collect(),
+                ..Data::default()
+            };
+            for sel in [Selector::All, Selector::Key(b"a0".to_vec())] {
+                let t = Target {
+                    coll: Coll::ArgsGet,
+                    sel: sel.clone(),
+                    count: true,
+                    exclude: false,
+                    tx_slot: None,
+                    tx_slots: None,
+                };
+                let mut out = Vec::new();
+                d.resolve(&t, &|_, _| false, &mut out);
+                let want = if matches!(sel, Selector::All) {
+                    n
+                } else {
+                    n.min(1)
+                };
+                assert_eq!(out.len(), 1);
+                assert_eq!(
+                    out[0].value.as_ref(),
+                    want.to_string().as_bytes(),
+                    "{n} {sel:?}"
+                );
+                let key: &[u8] = if matches!(sel, Selector::All) {
+                    b""
+                } else {
+                    b"a0"
+                };
+                assert_eq!(out[0].key.as_ref(), key);
+            }
+        }
     }
 
     #[test]
