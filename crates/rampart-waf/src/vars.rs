@@ -113,11 +113,13 @@ impl TxMap {
     /// (and only while they hold at most 64 KiB: a request that set huge values gives them up).
     pub fn give_back(mut self) {
         const MAX_KEPT: usize = 64 * 1024;
+        // The run-time names are dropped, but their table keeps its size.
         let held: usize = self
             .slots
             .iter()
             .map(|s| s.var.0.capacity() + s.var.1.capacity())
-            .sum();
+            .sum::<usize>()
+            + self.other.capacity() * std::mem::size_of::<(String, TxVar)>();
         if held > MAX_KEPT {
             return;
         }
@@ -184,10 +186,17 @@ impl TxMap {
                 }
                 &mut slot.var
             }
-            Some(TxAt::Other(n)) => self
-                .other
-                .entry(n.into_owned())
-                .or_insert_with(|| (k.name.to_vec(), Vec::new())),
+            Some(TxAt::Other(n)) => {
+                // The name is copied only when it is new.
+                if !self.other.contains_key(n.as_ref()) {
+                    self.other
+                        .insert(n.as_ref().to_owned(), (k.name.to_vec(), Vec::new()));
+                }
+                match self.other.get_mut(n.as_ref()) {
+                    Some(var) => var,
+                    None => return,
+                }
+            }
             None => return,
         };
         var.1.clear();
@@ -1128,6 +1137,13 @@ mod tests {
                 .capacity(),
             0
         );
+        // Nor one whose run-time names grew its table.
+        let mut m = TxMap::take(names.clone());
+        for i in 0..5_000 {
+            m.insert(format!("n{i}").as_str(), Vec::new());
+        }
+        m.give_back();
+        assert!(TxMap::take(names.clone()).other.capacity() < 5_000);
         TxMap::new(names.clone()).give_back();
         let other = std::sync::Arc::new(TxNames::default());
         assert_eq!(TxMap::take(other).slots.len(), 0);
