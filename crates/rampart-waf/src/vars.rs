@@ -188,13 +188,14 @@ impl TxMap {
             }
             Some(TxAt::Other(n)) => {
                 // The name is copied only when it is new.
-                if !self.other.contains_key(n.as_ref()) {
-                    self.other
-                        .insert(n.as_ref().to_owned(), (k.name.to_vec(), Vec::new()));
-                }
                 match self.other.get_mut(n.as_ref()) {
                     Some(var) => var,
-                    None => return,
+                    None => {
+                        let mut v = Vec::new();
+                        fill(&mut v);
+                        self.other.insert(n.into_owned(), (k.name.to_vec(), v));
+                        return;
+                    }
                 }
             }
             None => return,
