@@ -558,23 +558,18 @@ impl Prefilter {
                 Coll::ArgsGetNames | Coll::ArgsPostNames => cs.contains(&Coll::ArgsNames),
                 _ => false,
             };
-            let target = |coll, sel| crate::vars::Target {
-                coll,
-                sel,
-                count: false,
-                exclude: false,
-                tx_slot: None,
-                tx_slots: None,
-            };
             let mut ts = Vec::new();
             for &c in cs.iter().filter(|c| !covered(c)) {
                 if c == Coll::Xml {
                     // XML's selectors pick different values: text and attributes.
                     for x in ["/*", "//@*"] {
-                        ts.push(target(c, crate::vars::Selector::XPath(x.into())));
+                        ts.push(crate::vars::Target::of(
+                            c,
+                            crate::vars::Selector::XPath(x.into()),
+                        ));
                     }
                 } else {
-                    ts.push(target(c, crate::vars::Selector::All));
+                    ts.push(crate::vars::Target::of(c, crate::vars::Selector::All));
                 }
             }
             let sig: Vec<String> = ts.iter().map(crate::vars::Target::signature).collect();

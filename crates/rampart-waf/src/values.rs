@@ -379,8 +379,8 @@ impl Values {
 
     /// Value `vid` after `r`'s pipeline (its form's index), or `None` when the prefilter shows
     /// `r`'s operator cannot match it: none of the rule's literals, none of the bytes every
-    /// match contains, or an alphabet it cannot match over. (Inlined into both evaluation loops: as a call it cost the JSON
-    /// POST 1.4 % more instructions.)
+    /// match contains, or an alphabet it cannot match over. (Inlined into both evaluation
+    /// loops: as a call it cost the JSON POST 1.4 % more instructions.)
     #[inline(always)]
     pub fn candidate(&mut self, vid: u32, r: &Rule, pf: Option<&Prefilter>) -> Option<u32> {
         let f = self.form(vid, r);

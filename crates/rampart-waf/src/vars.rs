@@ -164,12 +164,7 @@ impl TxMap {
 
     /// Set `k` (named as `k` spells it when it is new).
     pub fn insert<'k>(&mut self, k: impl Into<TxKey<'k>>, value: Vec<u8>) {
-        let mut value = Some(value);
-        self.set_with(k, |v| {
-            if let Some(new) = value.take() {
-                *v = new;
-            }
-        });
+        self.set_with(k, move |v| *v = value);
     }
 
     /// Set `k` (named as `k` spells it when it is new) to what `fill` writes into the emptied
@@ -413,6 +408,18 @@ pub struct Target {
 }
 
 impl Target {
+    /// The plain target `coll` (`:sel`): no count, no exclusion, no TX slots yet.
+    pub fn of(coll: Coll, sel: Selector) -> Target {
+        Target {
+            coll,
+            sel,
+            count: false,
+            exclude: false,
+            tx_slot: None,
+            tx_slots: None,
+        }
+    }
+
     /// The target as text, the same for two targets that pick the same members
     /// (`!REQUEST_COOKIES:/__utm/`).
     pub fn signature(&self) -> String {
@@ -988,14 +995,10 @@ impl Data {
                 })
                 .map(Cow::Borrowed);
         }
-        let t = Target {
+        let t = Target::of(
             coll,
-            sel: key.map_or(Selector::All, |k| Selector::Key(k.to_vec())),
-            count: false,
-            exclude: false,
-            tx_slot: None,
-            tx_slots: None,
-        };
+            key.map_or(Selector::All, |k| Selector::Key(k.to_vec())),
+        );
         let mut v = Vec::new();
         self.collect(&t, &|_, _| false, &mut v);
         v.into_iter().next().map(|i| i.value)
@@ -1042,12 +1045,8 @@ mod tests {
         excluded: &dyn Fn(Coll, &[u8]) -> bool,
     ) -> Vec<(Vec<u8>, Vec<u8>)> {
         let t = Target {
-            coll: Coll::Tx,
-            sel: sel.clone(),
-            count: false,
-            exclude: false,
-            tx_slot: None,
             tx_slots,
+            ..Target::of(Coll::Tx, sel.clone())
         };
         let mut out = Vec::new();
         d.resolve(&t, excluded, &mut out);
@@ -1067,12 +1066,8 @@ mod tests {
             };
             for sel in [Selector::All, Selector::Key(b"a0".to_vec())] {
                 let t = Target {
-                    coll: Coll::ArgsGet,
-                    sel: sel.clone(),
                     count: true,
-                    exclude: false,
-                    tx_slot: None,
-                    tx_slots: None,
+                    ..Target::of(Coll::ArgsGet, sel.clone())
                 };
                 let mut out = Vec::new();
                 d.resolve(&t, &|_, _| false, &mut out);

@@ -44,11 +44,7 @@ fn crs_requests() -> Vec<(String, explain::RawRequest)> {
 
 /// The rules a request fires, with the variable and value each matched.
 fn fired(rs: &Arc<RuleSet>, req: &explain::RawRequest) -> Vec<(u32, String, Vec<u8>)> {
-    explain::run(rs.clone(), req)
-        .matched
-        .iter()
-        .map(|m| (m.id, m.var.clone(), m.value.clone()))
-        .collect()
+    outcome(rs, req).0
 }
 
 /// How many rule links (chain links included) `pick` picks.
@@ -95,7 +91,8 @@ fn prefilters_fire_the_same_rules_on_the_whole_crs_suite() {
     }
 }
 
-/// The rules a request fires and the TX variables it ends with (sorted by name).
+/// The rules a request fires (with the variable and value each matched) and the TX
+/// variables it ends with (sorted by name).
 type Outcome = (Vec<(u32, String, Vec<u8>)>, Vec<(String, Vec<u8>, Vec<u8>)>);
 
 fn outcome(rs: &Arc<RuleSet>, req: &explain::RawRequest) -> Outcome {
