@@ -1,5 +1,6 @@
 //! The WAF engine per request kind, with the real CRS v4 at paranoia level 1 (blocking), as
-//! `rampart proxy --crs` runs it: a browser-like GET with a query, and a 1 KB JSON POST.
+//! `rampart proxy --crs` runs it: a browser-like GET with a query, a 1 KB JSON POST, and the
+//! end-to-end benchmark's 0.5 KB JSON order (`../shared/bench/wrk/post_json.lua`).
 //! Also reports CRS load time. Run: `cargo bench -p rampart-waf`.
 
 use criterion::{criterion_group, criterion_main, Criterion};
@@ -60,6 +61,25 @@ fn bench(c: &mut Criterion) {
             );
             tx.phase(1);
             tx.request_body(body.as_bytes());
+            tx.phase(2);
+            assert!(tx.interruption.is_none());
+        })
+    });
+    let order = common::order_headers();
+    c.bench_function("crs_pl1_json_order", |b| {
+        b.iter(|| {
+            let mut tx = Transaction::new(rs.clone());
+            tx.request_head(
+                b"POST",
+                b"/api/v1/orders",
+                b"HTTP/1.1",
+                order.clone().into_iter(),
+                peer,
+                local,
+                "bench",
+            );
+            tx.phase(1);
+            tx.request_body(common::ORDER_BODY.as_bytes());
             tx.phase(2);
             assert!(tx.interruption.is_none());
         })

@@ -3,7 +3,8 @@
 //! input, where wall-clock time on a shared VM varies by ±15 %. Same requests as the criterion
 //! benchmark (`benches/engine.rs`): CRS v4 from ../shared/crs at paranoia level 1, blocking.
 //!
-//! `cargo run --release -p rampart-waf --example engine_loop -- get|post|none N`
+//! `cargo run --release -p rampart-waf --example engine_loop -- get|post|order|none N`
+//! (`order`: the end-to-end benchmark's POST, `../shared/bench/wrk/post_json.lua`)
 //! (`REMOVE=ID ...` runs without the rules `SecRuleRemoveById ID` names)
 
 #[global_allocator]
@@ -21,8 +22,8 @@ fn main() {
         .nth(2)
         .and_then(|s| s.parse().ok())
         .unwrap_or(1000);
-    if !matches!(kind.as_str(), "get" | "post" | "none") {
-        eprintln!("usage: engine_loop get|post|none [N]");
+    if !matches!(kind.as_str(), "get" | "post" | "order" | "none") {
+        eprintln!("usage: engine_loop get|post|order|none [N]");
         std::process::exit(2);
     }
     let crs = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/crs");
@@ -40,9 +41,13 @@ fn main() {
         }
     };
     let mut headers = common::headers();
-    let body = common::json_body();
+    let mut body = common::json_body();
     if kind == "post" {
         headers.push((b"content-type", b"application/json"));
+    }
+    if kind == "order" {
+        headers = common::order_headers();
+        body = common::ORDER_BODY.to_string();
     }
     let (peer, local) = (
         std::net::SocketAddr::from(([10, 1, 2, 3], 50000)),
@@ -56,6 +61,8 @@ fn main() {
         let mut tx = Transaction::new(rs.clone());
         let (method, target): (&[u8], &[u8]) = if kind == "post" {
             (b"POST", b"/v1/orders")
+        } else if kind == "order" {
+            (b"POST", b"/api/v1/orders")
         } else {
             (b"GET", common::GET_TARGET)
         };
@@ -63,7 +70,7 @@ fn main() {
         tx.request_head(method, target, b"HTTP/1.1", h, peer, local, "bench");
         tx.phase(1);
         // As the guard does: the body phase runs with an empty body when there is none.
-        tx.request_body(if kind == "post" { body.as_bytes() } else { b"" });
+        tx.request_body(if kind == "get" { b"" } else { body.as_bytes() });
         tx.phase(2);
         if tx.interruption.is_some() {
             eprintln!("the benign request was blocked");

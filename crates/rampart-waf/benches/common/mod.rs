@@ -31,3 +31,22 @@ pub fn json_body() -> String {
     body.push_str("],\"customer\":{\"name\":\"Ann Smith\",\"email\":\"ann@example.com\"}}");
     body
 }
+
+/// The end-to-end benchmark's POST (`../shared/bench/wrk/post_json.lua`): its headers and its
+/// ~0.6 KB JSON order, as `bench/waf.sh` sends them through the proxy.
+pub fn order_headers() -> Vec<(&'static [u8], &'static [u8])> {
+    vec![
+        (b"host", b"api.example.com"),
+        (b"content-type", b"application/json"),
+        (b"accept", b"application/json"),
+        (b"user-agent", b"acme-mobile/3.2.1 (iPhone; iOS 17.1)"),
+        (
+            b"authorization",
+            b"Bearer eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiI0MiJ9.dGVzdHNpZ25hdHVyZQ",
+        ),
+        (b"content-length", b"515"),
+    ]
+}
+
+/// The body `order_headers` goes with.
+pub const ORDER_BODY: &str = r#"{"customer":{"id":"c_81724","name":"Maria Garcia","email":"maria.garcia@example.com","phone":"+1-415-555-0142"},"shipping":{"line1":"742 Evergreen Terrace","line2":"Apt 3B","city":"Springfield","postal_code":"97403","country":"US"},"items":[{"sku":"SKU-10023","name":"Trail running shoes","qty":2,"unit_price":89.99},{"sku":"SKU-20417","name":"Water bottle, 750 ml","qty":1,"unit_price":14.5}],"coupon":"WELCOME10","currency":"USD","gift":false,"notes":"Please leave the parcel at the back door if nobody answers."}"#;
