@@ -23,6 +23,7 @@ pub mod operator;
 pub mod prefilter;
 pub mod rules;
 pub mod seclang;
+mod spare;
 pub mod sqli;
 #[cfg(test)]
 mod testgen;

@@ -101,8 +101,9 @@ fn shape_of(pipelines: usize, slots: u32, groups: usize, targets: usize, colls: 
 }
 
 thread_local! {
-    /// The values the last transaction on this thread left behind, emptied.
-    static SPARE: std::cell::RefCell<Option<Values>> = const { std::cell::RefCell::new(None) };
+    /// The values transactions on this thread left behind, emptied.
+    static SPARE: std::cell::RefCell<crate::spare::Spares<Values>> =
+        const { std::cell::RefCell::new(crate::spare::Spares::new()) };
 }
 
 /// The numbered values of one transaction.
@@ -190,7 +191,7 @@ impl Values {
         }
     }
 
-    /// A transaction's values, empty: the ones the last transaction on this thread left
+    /// A transaction's values, empty: ones an earlier transaction on this thread left
     /// behind ([`Values::give_back`]) when they are of the same rule set's shape, so that
     /// their allocations (a few dozen kilobytes for CRS, and every group's member list) are
     /// reused instead of made again per request.
@@ -201,19 +202,19 @@ impl Values {
         targets: usize,
         colls: usize,
     ) -> Values {
-        let spare = SPARE.with(|s| s.borrow_mut().take());
-        if let Some(v) = spare {
-            if v.shape() == shape_of(pipelines, slots, groups, targets, colls) {
-                return v;
-            }
-        }
-        Values::new(pipelines, slots, groups, targets, colls)
+        let shape = shape_of(pipelines, slots, groups, targets, colls);
+        SPARE
+            .with(|s| s.borrow_mut().take(|v| v.shape() == shape))
+            .unwrap_or_else(|| Values::new(pipelines, slots, groups, targets, colls))
     }
 
-    /// Leave these values, emptied, for the next transaction on this thread, unless a large
-    /// request made them big: those allocations are let go.
+    /// Leave these values, emptied, for a later transaction on this thread, unless a large
+    /// request made them big: those allocations are let go. A thread keeps up to 64 spares
+    /// in 8 MiB (CRS's values for an ordinary request take ~80-110 KiB).
     pub fn give_back(mut self) {
         const MAX_KEPT: usize = 1024 * 1024;
+        const SPARES: usize = 64;
+        const BUDGET: usize = 8 * 1024 * 1024;
         use std::mem::size_of;
         // spans, present, raw_cand, shared, by_addr
         let per_value = size_of::<(u32, u32)>()
@@ -238,7 +239,7 @@ impl Values {
             return;
         }
         self.clear();
-        SPARE.with(|s| *s.borrow_mut() = Some(self));
+        SPARE.with(|s| s.borrow_mut().put(self, big, SPARES, BUDGET));
     }
 
     fn shape(&self) -> Shape {

@@ -80,8 +80,9 @@ struct TxSlot {
 }
 
 thread_local! {
-    /// The TX map the last transaction on this thread left behind, unset.
-    static SPARE_TX: std::cell::RefCell<Option<TxMap>> = const { std::cell::RefCell::new(None) };
+    /// The TX maps transactions on this thread left behind, unset.
+    static SPARE_TX: std::cell::RefCell<crate::spare::Spares<TxMap>> =
+        const { std::cell::RefCell::new(crate::spare::Spares::new()) };
 }
 
 /// Where a TX variable lives.
@@ -100,19 +101,24 @@ impl TxMap {
         }
     }
 
-    /// [`TxMap::new`], reusing the buffers of the map the previous transaction on this thread
+    /// [`TxMap::new`], reusing the buffers of a map an earlier transaction on this thread
     /// gave back when it ran the same rule set.
     pub fn take(names: std::sync::Arc<TxNames>) -> TxMap {
-        match SPARE_TX.with(|s| s.borrow_mut().take()) {
-            Some(m) if std::sync::Arc::ptr_eq(&m.names, &names) => m,
-            _ => TxMap::new(names),
-        }
+        SPARE_TX
+            .with(|s| {
+                s.borrow_mut()
+                    .take(|m| std::sync::Arc::ptr_eq(&m.names, &names))
+            })
+            .unwrap_or_else(|| TxMap::new(names))
     }
 
-    /// Keep this map's buffers for the next transaction on this thread, every variable unset
+    /// Keep this map's buffers for a later transaction on this thread, every variable unset
     /// (and only while they hold at most 64 KiB: a request that set huge values gives them up).
     pub fn give_back(mut self) {
         const MAX_KEPT: usize = 64 * 1024;
+        // Up to 64 spares per thread in 2 MiB (CRS's map holds ~8 KiB).
+        const SPARES: usize = 64;
+        const BUDGET: usize = 2 * 1024 * 1024;
         // The run-time names are dropped, but their table keeps its size.
         let held: usize = self
             .slots
@@ -127,7 +133,8 @@ impl TxMap {
             s.set = false;
         }
         self.other.clear();
-        SPARE_TX.with(|s| *s.borrow_mut() = Some(self));
+        let size = held + self.slots.capacity() * std::mem::size_of::<TxSlot>();
+        SPARE_TX.with(|s| s.borrow_mut().put(self, size, SPARES, BUDGET));
     }
 
     /// Where `k` lives (`None`: a name that is not UTF-8, which `setvar` cannot make).
