@@ -148,24 +148,36 @@ const FUNCTIONS: &[&str] = &[
     "exists",
 ];
 
-struct Tok {
+struct Tok<'a> {
     class: u8,
-    word: String,
+    /// The word, as the input spells it (compared without ASCII case); empty for tokens that
+    /// are not words. Borrowed: a tokenization allocates only its token list.
+    word: &'a [u8],
+}
+
+/// Whether word `w` is `k` (ASCII case ignored).
+fn is(w: &[u8], k: &str) -> bool {
+    w.eq_ignore_ascii_case(k.as_bytes())
+}
+
+/// Whether word `w` is one of `list` (ASCII case ignored).
+fn one_of(list: &[&str], w: &[u8]) -> bool {
+    list.iter().any(|k| is(w, k))
 }
 
 fn is_ident(c: u8) -> bool {
     c.is_ascii_alphanumeric() || c == b'_' || c == b'$' || c >= 0x80
 }
 
-fn tokenize(s: &[u8], quote: Option<u8>, limit: usize) -> Vec<Tok> {
-    let mut out = Vec::new();
+fn tokenize(s: &[u8], quote: Option<u8>, limit: usize) -> Vec<Tok<'_>> {
+    let mut out = Vec::with_capacity(limit);
     let mut i = 0;
     if let Some(q) = quote {
         // The input continues a string opened by the query.
         let end = find_quote_end(s, 0, q);
         out.push(Tok {
             class: STRING,
-            word: String::new(),
+            word: &[],
         });
         match end {
             Some(e) => i = e + 1,
@@ -182,7 +194,7 @@ fn tokenize(s: &[u8], quote: Option<u8>, limit: usize) -> Vec<Tok> {
         if c == b'#' || (c == b'-' && s.get(i + 1) == Some(&b'-')) {
             out.push(Tok {
                 class: COMMENT,
-                word: String::new(),
+                word: &[],
             });
             break;
         }
@@ -204,14 +216,14 @@ fn tokenize(s: &[u8], quote: Option<u8>, limit: usize) -> Vec<Tok> {
                     if out.len() <= 2 {
                         out.push(Tok {
                             class: COMMENT,
-                            word: String::new(),
+                            word: &[],
                         });
                     }
                 }
                 None => {
                     out.push(Tok {
                         class: COMMENT,
-                        word: String::new(),
+                        word: &[],
                     });
                     break;
                 }
@@ -223,7 +235,7 @@ fn tokenize(s: &[u8], quote: Option<u8>, limit: usize) -> Vec<Tok> {
             let cls = if c == b'`' { BAREWORD } else { STRING };
             out.push(Tok {
                 class: cls,
-                word: String::new(),
+                word: &[],
             });
             match end {
                 Some(e) => i = e + 1,
@@ -264,12 +276,12 @@ fn tokenize(s: &[u8], quote: Option<u8>, limit: usize) -> Vec<Tok> {
                 }
                 out.push(Tok {
                     class: BAREWORD,
-                    word: String::from_utf8_lossy(&s[st..i]).to_ascii_lowercase(),
+                    word: &s[st..i],
                 });
             } else {
                 out.push(Tok {
                     class: NUMBER,
-                    word: String::new(),
+                    word: &[],
                 });
             }
             continue;
@@ -282,7 +294,7 @@ fn tokenize(s: &[u8], quote: Option<u8>, limit: usize) -> Vec<Tok> {
             }
             out.push(Tok {
                 class: VARIABLE,
-                word: String::from_utf8_lossy(&s[st..i]).to_string(),
+                word: &s[st..i],
             });
             continue;
         }
@@ -291,24 +303,24 @@ fn tokenize(s: &[u8], quote: Option<u8>, limit: usize) -> Vec<Tok> {
             while i < s.len() && (is_ident(s[i]) || s[i] == b'.') {
                 i += 1;
             }
-            let w = String::from_utf8_lossy(&s[st..i]).to_ascii_lowercase();
+            let w = &s[st..i];
             let mut j = i;
             while j < s.len() && s[j].is_ascii_whitespace() {
                 j += 1;
             }
             let call = s.get(j) == Some(&b'(');
-            let last = w.rsplit('.').next().unwrap_or(&w).to_string();
-            let class = if w == "union" {
+            let last = w.rsplit(|&b| b == b'.').next().unwrap_or(w);
+            let class = if is(w, "union") {
                 UNION
-            } else if LOGICS.contains(&w.as_str()) {
+            } else if one_of(LOGICS, w) {
                 LOGIC
-            } else if WORD_OPS.contains(&w.as_str()) {
+            } else if one_of(WORD_OPS, w) {
                 OPERATOR
             } else if call {
                 FUNCTION
-            } else if STATEMENTS.contains(&w.as_str()) {
+            } else if one_of(STATEMENTS, w) {
                 STATEMENT
-            } else if KEYWORDS.contains(&w.as_str()) {
+            } else if one_of(KEYWORDS, w) {
                 KEYWORD
             } else {
                 BAREWORD
@@ -320,7 +332,7 @@ fn tokenize(s: &[u8], quote: Option<u8>, limit: usize) -> Vec<Tok> {
         if two == Some(b"||") || two == Some(b"&&") {
             out.push(Tok {
                 class: LOGIC,
-                word: String::new(),
+                word: &[],
             });
             i += 2;
             continue;
@@ -343,10 +355,7 @@ fn tokenize(s: &[u8], quote: Option<u8>, limit: usize) -> Vec<Tok> {
         if class == OPERATOR && out.last().is_some_and(|t| t.class == OPERATOR) {
             continue;
         }
-        out.push(Tok {
-            class,
-            word: String::new(),
-        });
+        out.push(Tok { class, word: &[] });
     }
     out
 }
@@ -371,7 +380,7 @@ fn find_quote_end(s: &[u8], mut i: usize, q: u8) -> Option<usize> {
 }
 
 fn known_fn(t: &Tok) -> bool {
-    t.class == FUNCTION && FUNCTIONS.contains(&t.word.as_str())
+    t.class == FUNCTION && one_of(FUNCTIONS, t.word)
 }
 
 /// The token after `i` once closing parentheses are skipped.
@@ -400,12 +409,12 @@ fn injection(t: &[Tok], broke_out: bool) -> Option<&'static str> {
             {
                 j += 1;
             }
-            let all = t
-                .get(i + 1)
-                .is_some_and(|x| x.class == KEYWORD && (x.word == "all" || x.word == "distinct"));
+            let all = t.get(i + 1).is_some_and(|x| {
+                x.class == KEYWORD && (is(x.word, "all") || is(x.word, "distinct"))
+            });
             if all
                 || t.get(j).is_some_and(|x| {
-                    x.class == STATEMENT || (x.class == FUNCTION && x.word == "select")
+                    x.class == STATEMENT || (x.class == FUNCTION && is(x.word, "select"))
                 })
             {
                 return Some("union");
@@ -413,8 +422,7 @@ fn injection(t: &[Tok], broke_out: bool) -> Option<&'static str> {
         }
         if tok.class == SEMI
             && t.get(i + 1).is_some_and(|x| {
-                x.class == STATEMENT
-                    || (x.class == FUNCTION && STATEMENTS.contains(&x.word.as_str()))
+                x.class == STATEMENT || (x.class == FUNCTION && one_of(STATEMENTS, x.word))
             })
             && i <= 4
         {
@@ -430,7 +438,7 @@ fn injection(t: &[Tok], broke_out: bool) -> Option<&'static str> {
             Some(LOGIC) => {
                 let j = if t
                     .get(i + 1)
-                    .is_some_and(|x| x.class == LOGIC && x.word == "not")
+                    .is_some_and(|x| x.class == LOGIC && is(x.word, "not"))
                 {
                     i + 2
                 } else {
@@ -457,16 +465,18 @@ fn injection(t: &[Tok], broke_out: bool) -> Option<&'static str> {
             Some(STATEMENT) if broke_out || closes => return Some("statement"),
             Some(KEYWORD)
                 if (broke_out || closes)
-                    && matches!(
-                        t[i].word.as_str(),
-                        "order"
-                            | "group"
-                            | "having"
-                            | "limit"
-                            | "procedure"
-                            | "into"
-                            | "where"
-                            | "from"
+                    && one_of(
+                        &[
+                            "order",
+                            "group",
+                            "having",
+                            "limit",
+                            "procedure",
+                            "into",
+                            "where",
+                            "from",
+                        ],
+                        t[i].word,
                     ) =>
             {
                 return Some("clause");
@@ -503,10 +513,10 @@ fn injection(t: &[Tok], broke_out: bool) -> Option<&'static str> {
             return Some("function");
         }
     }
-    if first == STATEMENT && t[0].word == "select" {
+    if first == STATEMENT && is(t[0].word, "select") {
         if t.iter()
             .take(8)
-            .any(|x| x.class == KEYWORD && x.word == "from")
+            .any(|x| x.class == KEYWORD && is(x.word, "from"))
         {
             return Some("select");
         }
