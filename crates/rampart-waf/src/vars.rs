@@ -1030,13 +1030,19 @@ fn time_value(c: Coll) -> String {
 }
 
 /// An emptied buffer of items with any lifetime, keeping its allocation.
+///
+/// The engine calls this twice per rule it evaluates. (It was an in-place `collect`, which is
+/// safe code and the same allocation, but not always inlined: out of line it cost a GET 13k
+/// instructions.)
 #[inline]
 pub(crate) fn recycle<'b>(mut v: Vec<Item<'_>>) -> Vec<Item<'b>> {
     v.clear();
-    // In-place collection: same layout, so the allocation is reused. (`filter_map` changes
-    // the item's lifetime, which `filter` cannot.)
-    #[allow(clippy::unnecessary_filter_map)]
-    v.into_iter().filter_map(|_| None).collect()
+    let mut v = std::mem::ManuallyDrop::new(v);
+    let (ptr, cap) = (v.as_mut_ptr(), v.capacity());
+    // SAFETY: the vector is empty, so no item of the old lifetime outlives it; `Item<'a>` and
+    // `Item<'b>` differ only in a lifetime, so they have the same size and alignment; and the
+    // allocation passes from the old vector (which is not dropped) to the new one.
+    unsafe { Vec::from_raw_parts(ptr.cast::<Item<'b>>(), 0, cap) }
 }
 
 #[cfg(test)]
