@@ -280,8 +280,14 @@ impl Rx {
 #[derive(Clone, Debug)]
 pub enum Op {
     Rx(Rx),
-    /// The phrases (kept for the rule prefilter) and their automaton.
-    Pm(AhoCorasick, Vec<Vec<u8>>),
+    /// The phrases' automaton, the phrases (kept for the rule prefilter), and for a list too
+    /// long for the rule prefilter, a DFA that answers "no phrase here" at one table lookup
+    /// per byte (the crate's NFA took ~900 instructions on an 18-byte value).
+    Pm(
+        AhoCorasick,
+        Vec<Vec<u8>>,
+        Option<Box<crate::prefilter::Dfa>>,
+    ),
     DetectSqli,
     DetectXss,
     Within(Arg),
@@ -410,7 +416,8 @@ impl Operator {
                 Some(c) => re.captures(v, c),
                 None => re.is_match(v),
             },
-            Op::Pm(ac, _) => match ac.find(v) {
+            Op::Pm(_, _, Some(dfa)) if !dfa.any(v) => false,
+            Op::Pm(ac, _, _) => match ac.find(v) {
                 Some(m) => {
                     if let Some(c) = capture {
                         c.clear();
@@ -492,6 +499,16 @@ pub(crate) fn contains(h: &[u8], n: &[u8]) -> bool {
     find(h, n).is_some()
 }
 
+/// `@pm` lists longer than this keep their own automata only (the word lists CRS reads with
+/// `@pmFromFile` would make every pipeline's prefilter automaton much larger).
+pub(crate) const MAX_PM_PHRASES: usize = 256;
+
+/// The largest table a long list's DFA may take, counted as one state per phrase byte (an
+/// upper bound). CRS's request-side lists come to 0.9-2.3 MB so (0.4-1.2 MB built); its PHP
+/// error messages (1,833 phrases, response bodies) to 18 MB, and keep only the crate's
+/// automaton.
+const MAX_PM_DFA_BYTES: usize = 4 << 20;
+
 fn pm(phrases: Vec<String>) -> Result<Op, String> {
     if phrases.is_empty() {
         return Err("@pm needs at least one phrase".into());
@@ -501,10 +518,15 @@ fn pm(phrases: Vec<String>) -> Result<Op, String> {
         .match_kind(MatchKind::LeftmostFirst)
         .build(&phrases)
         .map_err(|e| format!("@pm: {e}"))?;
-    Ok(Op::Pm(
-        ac,
-        phrases.into_iter().map(String::into_bytes).collect(),
-    ))
+    let phrases: Vec<Vec<u8>> = phrases.into_iter().map(String::into_bytes).collect();
+    // (Every phrase is non-empty: the DFA leaves empty patterns out.)
+    let dfa = if phrases.len() > MAX_PM_PHRASES && phrases.iter().all(|p| !p.is_empty()) {
+        let refs: Vec<&[u8]> = phrases.iter().map(|p| &p[..]).collect();
+        crate::prefilter::Dfa::build_within(&refs, MAX_PM_DFA_BYTES).map(Box::new)
+    } else {
+        None
+    };
+    Ok(Op::Pm(ac, phrases, dfa))
 }
 
 fn ip_list(items: impl Iterator<Item = String>) -> Result<Vec<ipnet::IpNet>, String> {
@@ -620,6 +642,57 @@ mod tests {
             let mut c = Vec::new();
             assert!(whole.captures(v, &mut c));
             assert_eq!(c, vec![re.find(v).unwrap().as_bytes().to_vec()]);
+        }
+    }
+
+    /// A long `@pm` list's DFA says "no phrase" exactly when the crate's automaton finds none:
+    /// CRS's own lists, on values with and without their phrases (in either ASCII case).
+    #[test]
+    fn long_phrase_lists_answer_as_their_automaton() {
+        let rules =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/crs/rules");
+        for file in [
+            "lfi-os-files.data",
+            "windows-powershell-commands.data",
+            "unix-shell.data",
+        ] {
+            let text = std::fs::read_to_string(rules.join(file)).unwrap();
+            let phrases: Vec<String> = text
+                .lines()
+                .map(str::trim)
+                .filter(|l| !l.is_empty() && !l.starts_with('#'))
+                .map(str::to_string)
+                .collect();
+            let Ok(Op::Pm(ac, list, Some(dfa))) = pm(phrases) else {
+                panic!("{file}: no DFA");
+            };
+            let mut hits = 0;
+            for (state, noise) in
+                crate::testgen::values(0x51ed_2701_f3a5_c7b9, b"ab./\\-_ etcwinEXE", 0..=24, 20_000)
+            {
+                let mut v = noise.clone();
+                if state % 4 == 0 {
+                    let p = &list[(state >> 8) as usize % list.len()];
+                    let p = if state % 8 == 0 {
+                        p.to_ascii_uppercase()
+                    } else {
+                        p.clone()
+                    };
+                    // The whole phrase, or all but its last byte.
+                    let keep = if state % 3 == 0 { p.len() - 1 } else { p.len() };
+                    v.extend_from_slice(&p[..keep]);
+                    v.extend_from_slice(&noise);
+                }
+                let found = ac.find(&v[..]).is_some();
+                assert_eq!(
+                    dfa.any(&v),
+                    found,
+                    "{file}: {:?}",
+                    String::from_utf8_lossy(&v)
+                );
+                hits += found as usize;
+            }
+            assert!(hits > 2_000, "{file}: {hits} values hold a phrase");
         }
     }
 

@@ -497,6 +497,12 @@ impl Dfa {
     /// The automaton of `pats` (ASCII case ignored). Empty patterns are left out: the callers
     /// give literals of two bytes or more.
     fn build(pats: &[&[u8]]) -> Option<Dfa> {
+        Dfa::build_within(pats, usize::MAX)
+    }
+
+    /// [`Dfa::build`], or `None` when its table could take more than `max_bytes` (one state
+    /// per pattern byte).
+    pub(crate) fn build_within(pats: &[&[u8]], max_bytes: usize) -> Option<Dfa> {
         let mut class = [0u8; 256];
         let mut stride = 1;
         for p in pats {
@@ -511,6 +517,12 @@ impl Dfa {
         }
         for b in b'A'..=b'Z' {
             class[b as usize] = class[b.to_ascii_lowercase() as usize];
+        }
+        // At most one state per pattern byte, and the trie is built dense: the bound is checked
+        // before anything that size is made.
+        let bound = pats.iter().map(|p| p.len()).sum::<usize>() + 1;
+        if bound.checked_mul(stride * 4)? > max_bytes {
+            return None;
         }
         // The trie, one dense row per state.
         let mut trans = vec![NO_STATE; stride];
@@ -594,6 +606,19 @@ impl Dfa {
             outs_at,
             outs: flat,
         })
+    }
+
+    /// Whether any pattern occurs in `v` (stops at the first).
+    pub(crate) fn any(&self, v: &[u8]) -> bool {
+        let mut at = 0;
+        for &b in v {
+            let e = self.table[at + self.class[b as usize] as usize];
+            if e & MATCH_FLAG != 0 {
+                return true;
+            }
+            at = e as usize;
+        }
+        false
     }
 
     /// Call `each` with the number of every pattern occurring in `v`, once per occurrence.

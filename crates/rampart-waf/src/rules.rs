@@ -275,18 +275,15 @@ fn prefilterable(r: &Rule) -> Option<Vec<Vec<u8>>> {
         }
         // `@pm` matches exactly when one of its phrases occurs (ASCII case ignored, as the
         // prefilter compares): its phrases are its literal set.
-        crate::operator::Op::Pm(_, phrases)
-            if phrases.iter().all(|p| !p.is_empty()) && phrases.len() <= MAX_PM_PHRASES =>
+        crate::operator::Op::Pm(_, phrases, _)
+            if phrases.iter().all(|p| !p.is_empty())
+                && phrases.len() <= crate::operator::MAX_PM_PHRASES =>
         {
             Some(phrases.iter().map(|p| p.to_ascii_lowercase()).collect())
         }
         _ => None,
     }
 }
-
-/// `@pm` lists longer than this keep their own automaton only (the word lists CRS reads with
-/// `@pmFromFile` would make every pipeline's automaton much larger).
-const MAX_PM_PHRASES: usize = 256;
 
 fn is_response(c: Coll) -> bool {
     matches!(
@@ -570,7 +567,7 @@ impl Loader {
                     crate::operator::Op::Rx(crate::operator::Rx::Bytes(re)) => {
                         crate::prefilter::byte_checks(re.as_str())
                     }
-                    crate::operator::Op::Pm(_, phrases) => (
+                    crate::operator::Op::Pm(_, phrases, _) => (
                         None,
                         crate::prefilter::Unmatchable::of_phrases(phrases.iter().map(|p| &p[..])),
                     ),
