@@ -110,7 +110,7 @@ impl Transform {
         const ASCII_WS: ByteSet = ByteSet::of(b" \t\n\r\x0c");
         // What `cmd_line_changes` looks for: a byte it deletes, replaces or lower-cases, and
         // the space every run of separators or space before `/` or `(` holds.
-        const CMD_LINE: ByteSet = ByteSet::of(b"\"'\\^ \t\r\n,;").union(UPPER);
+        const CMD_LINE: ByteSet = CMD_LINE_BEYOND_CASE.union(UPPER);
         Some(match self {
             Lowercase => UPPER,
             UrlDecode | UrlDecodeUni => PERCENT_PLUS,
@@ -130,6 +130,18 @@ impl Transform {
             | HexDecode | HexEncode | Sha1 | Md5 | ParityEven7bit | ParityOdd7bit
             | ParityZero7bit => return None,
         })
+    }
+
+    /// [`Transform::trigger`] less the capitals a transformation only lower-cases: a value
+    /// holding none of these comes out at most lower-cased. (`cmdLine` lower-cases as well as
+    /// deleting and replacing separators: `SKU-10023` or `USD` only lose their capitals,
+    /// which the lower-cased form every such pipeline shares already holds.)
+    pub fn beyond_case_trigger(self) -> Option<ByteSet> {
+        match self {
+            Transform::Lowercase => Some(ByteSet::default()),
+            Transform::CmdLine => Some(CMD_LINE_BEYOND_CASE),
+            t => t.trigger(),
+        }
     }
 
     /// Apply to a value. Borrowed when nothing changed (or, for the trims, a part of `v`).
@@ -234,18 +246,17 @@ impl Transform {
 /// in upper case too, since a `lowercase` before it may make them.
 pub fn pipeline_alters(ts: &[Transform]) -> (ByteSet, ByteSet) {
     let (mut any, mut beyond) = (ByteSet::default(), ByteSet::default());
+    let widen = |set: Option<ByteSet>| set.map_or(ByteSet::ALL, ByteSet::or_uppercase);
     for &t in ts {
-        match t.trigger() {
-            Some(set) if t == Transform::Lowercase => any = any.union(set),
-            set => {
-                let set = set.map_or(ByteSet::ALL, ByteSet::or_uppercase);
-                any = any.union(set);
-                beyond = beyond.union(set);
-            }
-        }
+        any = any.union(widen(t.trigger()));
+        beyond = beyond.union(widen(t.beyond_case_trigger()));
     }
     (any, beyond)
 }
+
+/// The bytes `cmdLine` deletes or replaces, and the space every run of separators (or space
+/// before `/` or `(`) it folds holds: all it acts on but capitals.
+const CMD_LINE_BEYOND_CASE: ByteSet = ByteSet::of(b"\"'\\^ \t\r\n,;");
 
 /// Apply `ts` in order to `v`, which holds the bytes `present`. A transformation none of whose
 /// trigger bytes the current value holds is not run; the set is worked out again only when a
