@@ -193,7 +193,7 @@ impl Values {
 
     /// A transaction's values, empty: ones an earlier transaction on this thread left
     /// behind ([`Values::give_back`]) when they are of the same rule set's shape, so that
-    /// their allocations (a few dozen kilobytes for CRS, and every group's member list) are
+    /// their allocations (~80-110 KiB for CRS, and every group's member list) are
     /// reused instead of made again per request.
     pub fn take(
         pipelines: usize,
