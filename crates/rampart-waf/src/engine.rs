@@ -124,7 +124,7 @@ fn multi_match<'v>(
     let mut v: Cow<[u8]> = Cow::Borrowed(value);
     for t in &r.transforms {
         // A transformation leaves a value without any of its trigger bytes as it is.
-        if t.trigger().is_some_and(|set| !set.meets(&present)) {
+        if !t.may_change(&present) {
             continue;
         }
         let next = t.apply(&v);

@@ -254,6 +254,15 @@ impl ByteSet {
         self.0[w] & bit != 0
     }
 
+    /// Whether the set is exactly `{b}`.
+    #[inline]
+    pub fn is_only(&self, b: u8) -> bool {
+        let (w, bit) = ByteSet::at(b);
+        let mut only = [0u64; 4];
+        only[w] = bit;
+        self.0 == only
+    }
+
     /// Does `v` hold any byte of the set?
     #[inline]
     pub fn any_in(&self, v: &[u8]) -> bool {

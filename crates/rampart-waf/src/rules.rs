@@ -102,11 +102,10 @@ pub struct Rule {
     /// The pipeline's number, shared by every rule with the same transformations (set when
     /// the rule set is finished): transformed values are cached per value and pipeline.
     pub pipeline: u32,
-    /// What the pipeline can do to a value, by the bytes it holds (set with `pipeline`): a
-    /// value with none of `alters` comes out as it went in, one with none of
-    /// `alters_beyond_case` at most lower-cased ([`crate::transform::pipeline_alters`]).
-    pub alters: crate::prefilter::ByteSet,
-    pub alters_beyond_case: crate::prefilter::ByteSet,
+    /// What the pipeline can do to a value, by the bytes it holds (set with `pipeline`):
+    /// which values come out as they went in, and which at most lower-cased
+    /// ([`crate::transform::pipeline_alters`]).
+    pub alters: crate::transform::Alters,
     /// The rule's slot in the [`crate::prefilter::Prefilter`], when it has one.
     pub pf: Option<u32>,
     /// For an `@rx`: bytes one of which every match contains
@@ -487,7 +486,7 @@ impl Loader {
         let mut ids: std::collections::HashMap<Vec<Transform>, u32> = Default::default();
         each_link_mut(&mut self.rules, |l| {
             l.pipeline = id_of(&mut ids, l.transforms.clone());
-            (l.alters, l.alters_beyond_case) = crate::transform::pipeline_alters(&l.transforms);
+            l.alters = crate::transform::pipeline_alters(&l.transforms);
         });
         let pipelines = ids.len();
         // Number the distinct target lists that read only collections that stay put.
@@ -872,8 +871,7 @@ impl Loader {
             op: None,
             transforms: Vec::new(),
             pipeline: 0,
-            alters: crate::prefilter::ByteSet::ALL,
-            alters_beyond_case: crate::prefilter::ByteSet::ALL,
+            alters: crate::transform::Alters::ALL,
             need: None,
             unmatchable: None,
             group: None,

@@ -104,8 +104,9 @@ impl Transform {
         // `/*` and `*/` both hold a `*`.
         const STAR: ByteSet = ByteSet::of(b"*");
         const COMMENT: ByteSet = ByteSet::of(b"/*-#");
-        const PATH: ByteSet = ByteSet::of(b"/.");
-        const PATH_WIN: ByteSet = ByteSet::of(b"/.\\");
+        // Without a slash, only a value made of dots can change (see `changes_dots`).
+        const PATH: ByteSet = ByteSet::of(b"/");
+        const PATH_WIN: ByteSet = ByteSet::of(b"/\\");
         const ZERO: ByteSet = ByteSet::of(b"0");
         const ASCII_WS: ByteSet = ByteSet::of(b" \t\n\r\x0c");
         // What `cmd_line_changes` looks for: a byte it deletes, replaces or lower-cases, and
@@ -130,6 +131,21 @@ impl Transform {
             | HexDecode | HexEncode | Sha1 | Md5 | ParityEven7bit | ParityOdd7bit
             | ParityZero7bit => return None,
         })
+    }
+
+    /// Whether a value made only of dots may change though it holds no trigger byte:
+    /// `normalizePath` turns `.` into an empty value (and `..` into `../`). Counting `.` as a
+    /// trigger byte instead would send every dotted name (`json.customer.id`), e-mail address
+    /// and decimal through the pipelines that hold it.
+    pub fn changes_dots(self) -> bool {
+        matches!(self, Transform::NormalizePath | Transform::NormalizePathWin)
+    }
+
+    /// Whether this transformation may change a value that holds the bytes `present`.
+    #[inline]
+    pub fn may_change(self, present: &ByteSet) -> bool {
+        self.trigger().is_none_or(|set| set.meets(present))
+            || (self.changes_dots() && present.is_only(b'.'))
     }
 
     /// [`Transform::trigger`] less the capitals a transformation only lower-cases: a value
@@ -240,18 +256,62 @@ impl Transform {
     }
 }
 
-/// What a pipeline can do to a value, by the bytes it holds: `(alters, beyond_case)`. A value
-/// holding none of `alters` leaves the pipeline as it came; one holding none of `beyond_case`
-/// leaves it at most lower-cased (only `lowercase` ran). A later step's trigger letters count
-/// in upper case too, since a `lowercase` before it may make them.
-pub fn pipeline_alters(ts: &[Transform]) -> (ByteSet, ByteSet) {
-    let (mut any, mut beyond) = (ByteSet::default(), ByteSet::default());
+/// What a pipeline can do to a value, by the bytes it holds ([`pipeline_alters`]).
+#[derive(Clone, Copy, Debug)]
+pub struct Alters {
+    /// A value holding none of these leaves the pipeline as it came (unless `dots`).
+    pub any: ByteSet,
+    /// A value holding none of these leaves it at most lower-cased (unless `dots`).
+    pub beyond_case: ByteSet,
+    /// A step may change a value made only of dots ([`Transform::changes_dots`]).
+    pub dots: bool,
+}
+
+impl Alters {
+    /// A pipeline that may change any value.
+    pub const ALL: Alters = Alters {
+        any: ByteSet::ALL,
+        beyond_case: ByteSet::ALL,
+        dots: true,
+    };
+
+    /// Whether a value holding the bytes `present` may come out changed beyond ASCII case.
+    #[inline]
+    pub fn beyond_case(&self, present: &ByteSet) -> bool {
+        present.meets(&self.beyond_case) || (self.dots && present.is_only(b'.'))
+    }
+
+    /// Whether one of some values, which hold the bytes `held` between them, may.
+    #[inline]
+    pub fn beyond_case_any(&self, held: &ByteSet) -> bool {
+        held.meets(&self.beyond_case) || (self.dots && held.contains(b'.'))
+    }
+
+    /// Whether a value holding `present` may come out changed at all.
+    #[inline]
+    pub fn any(&self, present: &ByteSet) -> bool {
+        present.meets(&self.any) || (self.dots && present.is_only(b'.'))
+    }
+}
+
+/// What a pipeline can do to a value, by the bytes it holds. A value that `any` rules out
+/// leaves the pipeline as it came; one that `beyond_case` rules out leaves it at most
+/// lower-cased (only `lowercase`, or `cmdLine`'s lower-casing, ran). A later step's trigger
+/// letters count in upper case too, since a `lowercase` before it may make them. (A value that
+/// an earlier step changes holds that step's trigger bytes, so the dots of a value made only
+/// of dots are its own.)
+pub fn pipeline_alters(ts: &[Transform]) -> Alters {
+    let (mut any, mut beyond_case) = (ByteSet::default(), ByteSet::default());
     let widen = |set: Option<ByteSet>| set.map_or(ByteSet::ALL, ByteSet::or_uppercase);
     for &t in ts {
         any = any.union(widen(t.trigger()));
-        beyond = beyond.union(widen(t.beyond_case_trigger()));
+        beyond_case = beyond_case.union(widen(t.beyond_case_trigger()));
     }
-    (any, beyond)
+    Alters {
+        any,
+        beyond_case,
+        dots: ts.iter().any(|t| t.changes_dots()),
+    }
 }
 
 /// The bytes `cmdLine` deletes or replaces, and the space every run of separators (or space
@@ -264,7 +324,7 @@ const CMD_LINE_BEYOND_CASE: ByteSet = ByteSet::of(b"\"'\\^ \t\r\n,;");
 pub fn apply_all(ts: &[Transform], v: &[u8], mut present: ByteSet) -> Option<Vec<u8>> {
     let mut cur: Option<Vec<u8>> = None;
     for &t in ts {
-        if t.trigger().is_some_and(|set| !set.meets(&present)) {
+        if !t.may_change(&present) {
             continue;
         }
         let now = cur.as_deref().unwrap_or(v);
@@ -1044,8 +1104,7 @@ mod tests {
         for (x, v) in crate::testgen::values(0x2545_f491_4f6c_dd1d, alphabet, 0..=8, 20_000) {
             let present = ByteSet::in_value(&v);
             for &t in &all {
-                let set = t.trigger().expect("has a trigger set");
-                if !set.meets(&present) {
+                if !t.may_change(&present) {
                     assert_eq!(t.apply(&v).as_ref(), v.as_slice(), "{t:?} on {v:?}");
                 }
             }
@@ -1079,20 +1138,28 @@ mod tests {
         let mut steps = with_triggers();
         steps.push(Base64Decode);
         let (mut same, mut lowered) = (0, 0);
+        let mut previous = ByteSet::default();
         for (x, v) in crate::testgen::values(0x9e37_79b9_7f4a_7c15, alphabet, 0..=8, 20_000) {
             let pipe: Vec<_> = (0..1 + x as usize % 3)
                 .map(|i| steps[(x >> (4 + 5 * i)) as usize % steps.len()])
                 .collect();
-            let (alters, beyond) = pipeline_alters(&pipe);
+            let alters = pipeline_alters(&pipe);
             let present = ByteSet::in_value(&v);
+            // Values held together answer for each of them.
+            let held = present.union(previous);
+            previous = present;
+            assert!(
+                !alters.beyond_case(&present) || alters.beyond_case_any(&held),
+                "{pipe:?} on {v:?} among {held:?}"
+            );
             let mut got = v.clone();
             for &t in &pipe {
                 got = t.apply(&got).into_owned();
             }
-            if !present.meets(&alters) {
+            if !alters.any(&present) {
                 assert_eq!(got, v, "{pipe:?} on {v:?}");
                 same += 1;
-            } else if !present.meets(&beyond) {
+            } else if !alters.beyond_case(&present) {
                 assert_eq!(got, v.to_ascii_lowercase(), "{pipe:?} on {v:?}");
                 lowered += 1;
             }

@@ -7,7 +7,7 @@
 //! holds), with the bytes it holds and the prefilter's findings on it (which rule slots'
 //! literals occur). A value holding none of the bytes that could make a pipeline's steps
 //! (other than `lowercase`) change it has one form as it is and one lower-cased, shared by
-//! every such pipeline ([`Rule::alters_beyond_case`]); on ordinary requests that is nine
+//! every such pipeline ([`Rule::alters`]); on ordinary requests that is nine
 //! forms out of ten. A form that a pipeline left unchanged up to ASCII case shares one scan of
 //! the raw value by every pipeline's literals.
 //!
@@ -327,10 +327,10 @@ impl Values {
     #[inline]
     pub fn form(&mut self, vid: u32, r: &Rule) -> u32 {
         let present = self.present[vid as usize];
-        if !present.meets(&r.alters_beyond_case) {
+        if !r.alters.beyond_case(&present) {
             // Most values: no step but `lowercase` would run. One form per value (as it is,
             // or lower-cased) serves every such pipeline.
-            let lowered = present.meets(&r.alters);
+            let lowered = r.alters.any(&present);
             let f = self.shared[vid as usize][lowered as usize];
             if f != NONE {
                 return f;
@@ -464,12 +464,12 @@ impl Values {
             for (b, w) in bits.iter_mut().zip(&self.cbits[at as usize..]) {
                 *b |= w;
             }
-            if !held.meets(&r.alters_beyond_case) {
+            if !r.alters.beyond_case_any(&held) {
                 continue;
             }
             for k in start..start + len {
                 let vid = self.cmembers[k as usize];
-                if !self.present[vid as usize].meets(&r.alters_beyond_case) {
+                if !r.alters.beyond_case(&self.present[vid as usize]) {
                     continue;
                 }
                 let f = self.form(vid, r);
@@ -651,10 +651,10 @@ impl Values {
             let (raw, held) = self.group_raw(g, pf?);
             let start = self.ucand.len();
             self.ucand.extend_from_within(raw..raw + self.words);
-            if held.meets(&r.alters_beyond_case) {
+            if r.alters.beyond_case_any(&held) {
                 for i in 0..self.group_len(g) {
                     let vid = self.member(g, i);
-                    if !self.present[vid as usize].meets(&r.alters_beyond_case) {
+                    if !r.alters.beyond_case(&self.present[vid as usize]) {
                         continue;
                     }
                     let f = self.form(vid, r);
