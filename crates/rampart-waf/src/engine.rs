@@ -102,7 +102,7 @@ struct Found {
 }
 
 /// multiMatch: the operator runs on the value and after each transformation that changes it
-/// (a form without any needed byte cannot match). `present`: the value's bytes. Returns the
+/// (a form without any needed byte, or without any of the regex's literals, cannot match). `present`: the value's bytes. Returns the
 /// form that matched.
 fn multi_match<'v>(
     data: &Data,
@@ -114,11 +114,12 @@ fn multi_match<'v>(
 ) -> Option<Cow<'v, [u8]>> {
     // `present` holds exactly the bytes of the current form: the needed-byte check is a test
     // on two sets.
-    let may = |present: &crate::prefilter::ByteSet| {
+    let may = |v: &[u8], present: &crate::prefilter::ByteSet| {
         r.bytes_may_match(present, || crate::prefilter::alphabet(present))
+            && r.literals.as_ref().is_none_or(|l| l.any(v))
     };
     caps.clear();
-    if may(&present) && op.matches(data, value, r.capture.then_some(&mut *caps)) {
+    if may(value, &present) && op.matches(data, value, r.capture.then_some(&mut *caps)) {
         return Some(Cow::Borrowed(value));
     }
     let mut v: Cow<[u8]> = Cow::Borrowed(value);
@@ -133,7 +134,7 @@ fn multi_match<'v>(
         }
         v = Cow::Owned(next.into_owned());
         present = crate::prefilter::ByteSet::in_value(&v);
-        if may(&present) && op.matches(data, &v, r.capture.then_some(&mut *caps)) {
+        if may(&v, &present) && op.matches(data, &v, r.capture.then_some(&mut *caps)) {
             return Some(v);
         }
     }

@@ -125,6 +125,10 @@ pub struct Rule {
     /// `!REQUEST_COOKIES:/__utm/`), which the group resolves itself. Empty when not grouped.
     pub target_ids: Vec<u32>,
     pub multi_match: bool,
+    /// For a multiMatch regex (which has no prefilter slot: it runs on every intermediate
+    /// form), an automaton of the literals one of which every match holds: a form without
+    /// any is not tried.
+    pub literals: Option<Box<crate::prefilter::Dfa>>,
     pub capture: bool,
     pub msg: Option<Macro>,
     pub msg_text: String,
@@ -559,6 +563,20 @@ impl Loader {
                 r.pf = None;
             }
         }
+        each_link_mut(&mut self.rules, |l| {
+            l.literals = match &l.op {
+                Some(op) if l.multi_match && !op.negated => match &op.op {
+                    crate::operator::Op::Rx(crate::operator::Rx::Bytes(re)) => {
+                        crate::prefilter::required_literals(re.as_str(), false).and_then(|lits| {
+                            let refs: Vec<&[u8]> = lits.iter().map(|l| &l[..]).collect();
+                            crate::prefilter::Dfa::build_within(&refs, 1 << 20).map(Box::new)
+                        })
+                    }
+                    _ => None,
+                },
+                _ => None,
+            };
+        });
         // Byte checks before running a regex or phrase list on a value.
         each_link_mut(&mut self.rules, |l| {
             (l.need, l.unmatchable) = match &l.op {
@@ -878,6 +896,7 @@ impl Loader {
             target_ids: Vec::new(),
             pf: None,
             multi_match: false,
+            literals: None,
             capture: false,
             msg: None,
             msg_text: String::new(),

@@ -1,7 +1,7 @@
 //! The engine's shortcuts never change a verdict, on every request of CRS's regression suite
 //! (5,003 tests, read from ../shared/crs), at paranoia level 4:
-//! - with the literal prefilter, the regexes' needed-byte and alphabet checks and the shared
-//!   target-list groups, and without any of them (each rule resolving its own targets and
+//! - with the literal prefilter, the regexes' needed-byte and alphabet checks, the multiMatch
+//!   links' literal automata and the shared target-list groups, and without any of them (each rule resolving its own targets and
 //!   trying every value), the same rules fire with the same values;
 //! - a transaction reuses the buffers the one before it on its thread left behind (values,
 //!   TX slots), and nothing of one request leaks into the next: each request fires the same
@@ -65,6 +65,11 @@ fn prefilters_fire_the_same_rules_on_the_whole_crs_suite() {
     );
     let needs = |rs: &RuleSet| links(rs, |l| l.need.is_some());
     let alphabets = |rs: &RuleSet| links(rs, |l| l.unmatchable.is_some());
+    let literal_sets = links(&with, |l| l.literals.is_some());
+    assert!(
+        literal_sets >= 4,
+        "literal automata on {literal_sets} multiMatch links"
+    );
     assert!(needs(&with) > 60, "byte checks on {} links", needs(&with));
     assert!(
         alphabets(&with) > 100,
@@ -81,6 +86,7 @@ fn prefilters_fire_the_same_rules_on_the_whole_crs_suite() {
             l.need = None;
             l.unmatchable = None;
             l.group = None;
+            l.literals = None;
             link = l.chain.as_deref_mut();
         }
     }
