@@ -102,8 +102,8 @@ struct Found {
 }
 
 /// multiMatch: the operator runs on the value and after each transformation that changes it
-/// (a form without any needed byte, or without any of the regex's literals, cannot match). `present`: the value's bytes. Returns the
-/// form that matched.
+/// (a form without any needed byte, or without any of the regex's literals, cannot match).
+/// `present`: the value's bytes. Returns the form that matched.
 fn multi_match<'v>(
     data: &Data,
     r: &Rule,

@@ -941,23 +941,30 @@ mod tests {
         let dfa = super::Dfa::build(&pats).unwrap();
         let mut checked = 0;
         for (_, v) in crate::testgen::values(0x2545_f491_4f6c_dd1d, b"onORx ", 0..=9, 20_000) {
-            let mut found = vec![false; pats.len()];
-            dfa.each_match(&v, |p| found[p] = true);
-            let lower = v.to_ascii_lowercase();
-            for (p, pat) in pats.iter().enumerate() {
-                let pat = pat.to_ascii_lowercase();
-                let naive = lower.windows(pat.len()).any(|w| w == pat.as_slice());
-                assert_eq!(
-                    found[p],
-                    naive,
-                    "{:?} in {:?}",
-                    pat,
-                    String::from_utf8_lossy(&v)
-                );
-                checked += naive as usize;
-            }
+            checked += finds_as_substring_search(&dfa, &pats, &v);
         }
         assert!(checked > 10_000, "{checked} occurrences");
+    }
+
+    /// Holds `dfa.each_match` on `v` to a substring search (ASCII case ignored) for each
+    /// pattern; returns how many of the patterns occur.
+    fn finds_as_substring_search<P: AsRef<[u8]>>(dfa: &super::Dfa, pats: &[P], v: &[u8]) -> usize {
+        let mut found = vec![false; pats.len()];
+        dfa.each_match(v, |p| found[p] = true);
+        let lower = v.to_ascii_lowercase();
+        let mut occur = 0;
+        for (p, pat) in pats.iter().enumerate() {
+            let pat = pat.as_ref().to_ascii_lowercase();
+            let naive = lower.windows(pat.len()).any(|w| w == pat.as_slice());
+            assert_eq!(
+                found[p],
+                naive,
+                "pattern {p} in {:?}",
+                String::from_utf8_lossy(v)
+            );
+            occur += naive as usize;
+        }
+        occur
     }
 
     #[test]
@@ -981,15 +988,7 @@ mod tests {
                 v.extend_from_slice(&p[..cut]);
             }
             v.extend_from_slice(&noise);
-            let mut found = vec![false; pats.len()];
-            dfa.each_match(&v, |i| found[i] = true);
-            let lower = v.to_ascii_lowercase();
-            for (i, pat) in pats.iter().enumerate() {
-                let pat = pat.to_ascii_lowercase();
-                let naive = lower.windows(pat.len()).any(|w| w == pat.as_slice());
-                assert_eq!(found[i], naive, "pattern {i}");
-                checked += naive as usize;
-            }
+            checked += finds_as_substring_search(&dfa, &pats, &v);
         }
         assert!(checked > 100, "{checked} occurrences");
     }

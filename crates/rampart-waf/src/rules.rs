@@ -563,25 +563,23 @@ impl Loader {
                 r.pf = None;
             }
         }
+        // Byte checks before running a regex or phrase list on a value; for a multiMatch regex
+        // (no prefilter slot: it runs on every intermediate form), its literals' automaton.
         each_link_mut(&mut self.rules, |l| {
-            l.literals = match &l.op {
-                Some(op) if l.multi_match && !op.negated => match &op.op {
-                    crate::operator::Op::Rx(crate::operator::Rx::Bytes(re)) => {
-                        crate::prefilter::required_literals(re.as_str(), false).and_then(|lits| {
-                            let refs: Vec<&[u8]> = lits.iter().map(|l| &l[..]).collect();
-                            crate::prefilter::Dfa::build_within(&refs, 1 << 20).map(Box::new)
-                        })
-                    }
-                    _ => None,
-                },
-                _ => None,
-            };
-        });
-        // Byte checks before running a regex or phrase list on a value.
-        each_link_mut(&mut self.rules, |l| {
+            let multi_match = l.multi_match;
+            let mut literals = None;
             (l.need, l.unmatchable) = match &l.op {
                 Some(op) if !op.negated => match &op.op {
                     crate::operator::Op::Rx(crate::operator::Rx::Bytes(re)) => {
+                        if multi_match {
+                            literals = crate::prefilter::required_literals(re.as_str(), false)
+                                .and_then(|lits| {
+                                    let refs: Vec<&[u8]> = lits.iter().map(|l| &l[..]).collect();
+                                    // (A rule's literal set is small: the bound is never met.)
+                                    crate::prefilter::Dfa::build_within(&refs, 1 << 20)
+                                        .map(Box::new)
+                                });
+                        }
                         crate::prefilter::byte_checks(re.as_str())
                     }
                     crate::operator::Op::Pm(_, phrases, _) => (
@@ -592,6 +590,7 @@ impl Loader {
                 },
                 _ => (None, None),
             };
+            l.literals = literals;
         });
         let mut phases: [Vec<Entry>; 5] = Default::default();
         for (p, e) in self.entries {

@@ -71,7 +71,7 @@ pub struct TxMap {
     other: HashMap<String, TxVar, BuildHasherDefault<Fnv>>,
 }
 
-/// A slot keeps its buffers when unset, so a map handed on to the next transaction
+/// A slot keeps its buffers when unset, so a map handed on to a later transaction
 /// ([`TxMap::take`]) sets CRS's ~100 variables without allocating their names and values.
 #[derive(Clone, Debug, Default)]
 struct TxSlot {

@@ -1,8 +1,9 @@
 //! The engine's shortcuts never change a verdict, on every request of CRS's regression suite
 //! (5,003 tests, read from ../shared/crs), at paranoia level 4:
 //! - with the literal prefilter, the regexes' needed-byte and alphabet checks, the multiMatch
-//!   links' literal automata and the shared target-list groups, and without any of them (each rule resolving its own targets and
-//!   trying every value), the same rules fire with the same values;
+//!   links' literal automata and the shared target-list groups, and without any of them
+//!   (each rule resolving its own targets and trying every value), the same rules fire with
+//!   the same values;
 //! - a transaction reuses the buffers the one before it on its thread left behind (values,
 //!   TX slots), and nothing of one request leaks into the next: each request fires the same
 //!   rules and ends with the same TX variables whether it runs after the request before it

@@ -48,5 +48,7 @@ pub fn order_headers() -> Vec<(&'static [u8], &'static [u8])> {
     ]
 }
 
-/// The body `order_headers` goes with.
+/// The body `order_headers` goes with (its `content-length` says 515).
 pub const ORDER_BODY: &str = r#"{"customer":{"id":"c_81724","name":"Maria Garcia","email":"maria.garcia@example.com","phone":"+1-415-555-0142"},"shipping":{"line1":"742 Evergreen Terrace","line2":"Apt 3B","city":"Springfield","postal_code":"97403","country":"US"},"items":[{"sku":"SKU-10023","name":"Trail running shoes","qty":2,"unit_price":89.99},{"sku":"SKU-20417","name":"Water bottle, 750 ml","qty":1,"unit_price":14.5}],"coupon":"WELCOME10","currency":"USD","gift":false,"notes":"Please leave the parcel at the back door if nobody answers."}"#;
+
+const _: () = assert!(ORDER_BODY.len() == 515, "order_headers' content-length");
