@@ -222,18 +222,24 @@ impl TxMap {
         Some((self.names.names[s as usize].as_str(), &v.var))
     }
 
-    /// The variables without a slot (names made at run time), with their lower-cased names.
+    /// The variables without a slot (names made at run time), with their lower-cased names,
+    /// in name order. (The table's own order depends on its history: a map handed on from
+    /// an earlier transaction would list the same names in another order, and a
+    /// `TX:/regex/` target would report another first match.)
     pub fn unslotted(&self) -> impl Iterator<Item = (&str, &TxVar)> {
-        self.other.iter().map(|(k, v)| (k.as_str(), v))
+        let mut vars: Vec<(&str, &TxVar)> =
+            self.other.iter().map(|(k, v)| (k.as_str(), v)).collect();
+        vars.sort_unstable_by_key(|&(k, _)| k);
+        vars.into_iter()
     }
 
-    /// Every variable with its lower-cased name.
+    /// Every variable with its lower-cased name: the slots in order, then [`TxMap::unslotted`].
     pub fn iter(&self) -> impl Iterator<Item = (&str, &TxVar)> {
         let slots = self.slots.iter().enumerate();
         slots
             .filter(|(_, v)| v.set)
             .map(|(i, v)| (self.names.names[i].as_str(), &v.var))
-            .chain(self.other.iter().map(|(k, v)| (k.as_str(), v)))
+            .chain(self.unslotted())
     }
 }
 
