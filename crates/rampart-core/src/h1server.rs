@@ -526,11 +526,28 @@ fn encode_head(
         || status.is_informational()
         || status == StatusCode::NO_CONTENT
         || status == StatusCode::NOT_MODIFIED;
-    let declared = parts
-        .headers
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.trim().parse::<u64>().ok());
+    // One pass over the fields for the size and the three the framing needs (instead of a
+    // hashed lookup for each).
+    let mut size = 64;
+    let (mut declared, mut has_length, mut has_date) = (None, false, false);
+    for (k, v) in &parts.headers {
+        size += k.as_str().len() + v.len() + 4;
+        if *k == header::CONTENT_LENGTH {
+            if !has_length {
+                declared = v.to_str().ok().and_then(|v| v.trim().parse::<u64>().ok());
+            }
+            has_length = true;
+        } else if *k == header::CONNECTION {
+            if v.as_bytes()
+                .split(|b| *b == b',')
+                .any(|t| t.trim_ascii().eq_ignore_ascii_case(b"close"))
+            {
+                keep_alive = false;
+            }
+        } else if *k == header::DATE {
+            has_date = true;
+        }
+    }
     let out = if no_body {
         Out::None
     } else if let Some(n) = hint.exact() {
@@ -542,22 +559,10 @@ fn encode_head(
     } else {
         Out::Close
     };
-    for v in parts.headers.get_all(header::CONNECTION) {
-        if v.as_bytes()
-            .split(|b| *b == b',')
-            .any(|t| t.trim_ascii().eq_ignore_ascii_case(b"close"))
-        {
-            keep_alive = false;
-        }
-    }
     if out == Out::Close {
         keep_alive = false;
     }
     let switching = status == StatusCode::SWITCHING_PROTOCOLS;
-    let mut size = 64;
-    for (k, v) in &parts.headers {
-        size += k.as_str().len() + v.len() + 4;
-    }
     let mut b = BytesMut::with_capacity(size + 96);
     b.put_slice(b"HTTP/1.1 ");
     b.put_slice(status.as_str().as_bytes());
@@ -588,7 +593,7 @@ fn encode_head(
         Out::None | Out::Close => {}
     }
     // A HEAD answered by the gateway itself says how long its GET answer would be.
-    if head_only && !parts.headers.contains_key(header::CONTENT_LENGTH) {
+    if head_only && !has_length {
         if let Some(n) = hint.exact().filter(|n| *n > 0) {
             b.put_slice(b"content-length: ");
             let mut digits = [0u8; 20];
@@ -603,7 +608,7 @@ fn encode_head(
             b.put_slice(b"connection: keep-alive\r\n");
         }
     }
-    if !parts.headers.contains_key(header::DATE) {
+    if !has_date {
         b.put_slice(b"date: ");
         b.put_slice(date().as_bytes());
         b.put_slice(CRLF);

@@ -51,8 +51,26 @@ fn hex(b: u8) -> Option<u8> {
 
 /// Characters kept literally in a normalized segment (RFC 3986 pchar minus `%`).
 fn is_pchar(b: u8) -> bool {
-    b.is_ascii_alphanumeric() || b"-._~!$&'()*+,;=:@".contains(&b)
+    PCHAR[b as usize]
 }
+
+/// [`is_pchar`] as a table: one load per byte of every request path.
+static PCHAR: [bool; 256] = {
+    let mut t = [false; 256];
+    let mut b = 0;
+    while b < 256 {
+        let c = b as u8;
+        t[b] = c.is_ascii_alphanumeric();
+        b += 1;
+    }
+    let extra = b"-._~!$&'()*+,;=:@";
+    let mut i = 0;
+    while i < extra.len() {
+        t[extra[i] as usize] = true;
+        i += 1;
+    }
+    t
+};
 
 /// A `%2F` kept inside a segment (only with `encoded_slash: keep`).
 const KEPT_SLASH: u16 = 0x100;

@@ -82,11 +82,12 @@ impl RequestIds {
         z ^= z >> 31;
         // Sixteen hex digits, without the formatting machinery.
         const HEX: &[u8; 16] = b"0123456789abcdef";
-        let mut id = String::with_capacity(16);
-        for i in (0..16).rev() {
-            id.push(HEX[(z >> (i * 4)) as usize & 0xf] as char);
+        let mut id = [0u8; 16];
+        for (i, d) in id.iter_mut().enumerate() {
+            *d = HEX[(z >> ((15 - i) * 4)) as usize & 0xf];
         }
-        id
+        // Hex digits only: always UTF-8.
+        String::from_utf8_lossy(&id).into_owned()
     }
 }
 
@@ -455,14 +456,23 @@ impl Done {
         for g in guards {
             g.on_log(&mut self.ctx, self.status);
         }
-        let route_label = self.ctx.route.clone().unwrap_or_else(|| Arc::from("-"));
         let m = &self.shared.metrics;
-        m.requests
-            .get_or_create(&RouteStatus {
-                route: Name(route_label.clone()),
-                status: self.status,
-            })
-            .inc();
+        let count = || {
+            let route_label = self.ctx.route.clone().unwrap_or_else(|| Arc::from("-"));
+            m.requests
+                .get_or_create(&RouteStatus {
+                    route: Name(route_label),
+                    status: self.status,
+                })
+                .clone()
+        };
+        match self.route_idx.and_then(|i| snap.routes.get(i)) {
+            Some(r) => match r.status_counters.get(self.status, count) {
+                Some(c) => c.inc(),
+                None => count().inc(),
+            },
+            None => count().inc(),
+        };
         let log = &self.shared.log;
         if !log.enabled() {
             return;
@@ -677,10 +687,9 @@ pub(crate) async fn handle(
 
 /// The Host the request is for (lower case, no port); checks absolute-form targets.
 fn request_host(parts: &http::request::Parts) -> Result<String, (&'static str, &'static str)> {
-    let header_host = parts
-        .headers
-        .get(header::HOST)
-        .and_then(|h| h.to_str().ok());
+    let mut hosts = parts.headers.get_all(header::HOST).iter();
+    let header_host = hosts.next().and_then(|h| h.to_str().ok());
+    let duplicate = hosts.next().is_some();
     let host: &str = match (parts.version, parts.uri.authority(), header_host) {
         (Version::HTTP_2, Some(a), _) => a.host(),
         (Version::HTTP_2, None, Some(h)) => h,
@@ -699,7 +708,7 @@ fn request_host(parts: &http::request::Parts) -> Result<String, (&'static str, &
         (Version::HTTP_10, None, None) => "",
         (_, None, None) => return Err(("missing_host", "request has no Host header")),
     };
-    if parts.headers.get_all(header::HOST).iter().nth(1).is_some() {
+    if duplicate {
         return Err(("duplicate_host", "more than one Host header"));
     }
     let host = match host.rfind(':') {
@@ -954,7 +963,9 @@ async fn forward(
     };
     // The Host the client asked for: its Host header, else the request target's authority,
     // else the routed host.
-    let host_value = match headers.get(header::HOST).filter(|h| h.to_str().is_ok()) {
+    let host_header = headers.get(header::HOST);
+    let had_host = host_header.is_some();
+    let host_value = match host_header.filter(|h| h.to_str().is_ok()) {
         Some(h) => Some(h.clone()),
         None => {
             HeaderValue::from_str(&parts.uri.authority().map(|a| a.to_string()).unwrap_or(host))
@@ -978,14 +989,21 @@ async fn forward(
     element.push_str(";proto=");
     element.push_str(proto);
     element.push_str(";host=\"");
-    element.extend(host_str.chars().filter(|c| !matches!(c, '"' | '\\')));
+    // A quoted-string holds no `"` or `\\` unescaped: those are left out (a valid Host has none).
+    if host_str.bytes().any(|b| b == b'"' || b == b'\\') {
+        element.extend(host_str.chars().filter(|c| !matches!(c, '"' | '\\')));
+    } else {
+        element.push_str(host_str);
+    }
     element.push('"');
-    let forwarded = match (
-        trusted,
-        headers.get(header::FORWARDED).and_then(|v| v.to_str().ok()),
-    ) {
-        (true, Some(prev)) => format!("{prev}, {element}"),
-        _ => element,
+    let prev_forwarded = if trusted {
+        headers.get(header::FORWARDED).and_then(|v| v.to_str().ok())
+    } else {
+        None
+    };
+    let forwarded = match prev_forwarded {
+        Some(prev) => format!("{prev}, {element}"),
+        None => element,
     };
     if let Some(v) = xff {
         headers.insert(X_FORWARDED_FOR, v);
@@ -1001,7 +1019,7 @@ async fn forward(
     if let Ok(v) = HeaderValue::from_str(&forwarded) {
         headers.insert(header::FORWARDED, v);
     }
-    if !headers.contains_key(header::HOST) {
+    if !had_host {
         if let Some(v) = host_value {
             headers.insert(header::HOST, v);
         }

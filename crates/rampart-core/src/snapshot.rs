@@ -41,6 +41,33 @@ pub struct Route {
     /// Request and upstream latency histograms of this route.
     pub duration: rampart_telemetry::metrics::Histogram,
     pub upstream_duration: rampart_telemetry::metrics::Histogram,
+    /// This route's `requests` counters for the common statuses, taken from the family on
+    /// first use: counting a request is then one atomic add, not a labelled map lookup.
+    pub status_counters: StatusCounters,
+}
+
+/// Cached handles of one route's `rampart_requests_total{route, status}` counters for the
+/// statuses most requests end with. The handles share their counts with the family's
+/// entries (a reload's new snapshot fills its own cache from the same family).
+#[derive(Default)]
+pub struct StatusCounters {
+    slots: [std::sync::OnceLock<rampart_telemetry::metrics::Counter>; CACHED_STATUSES.len()],
+}
+
+/// The statuses [`StatusCounters`] keeps a handle for.
+const CACHED_STATUSES: [u16; 12] = [200, 201, 204, 304, 400, 401, 403, 404, 429, 502, 503, 504];
+
+impl StatusCounters {
+    /// The cached counter of `status`, made by `make` the first time; `None` for a status
+    /// with no slot.
+    pub fn get(
+        &self,
+        status: u16,
+        make: impl FnOnce() -> rampart_telemetry::metrics::Counter,
+    ) -> Option<&rampart_telemetry::metrics::Counter> {
+        let i = CACHED_STATUSES.iter().position(|&s| s == status)?;
+        Some(self.slots[i].get_or_init(make))
+    }
 }
 
 enum HostMatch {
@@ -174,6 +201,7 @@ impl Snapshot {
                 routes.push(Route {
                     duration,
                     upstream_duration,
+                    status_counters: StatusCounters::default(),
                     name: Arc::from(r.name.value.as_str()),
                     host,
                     prefix_len: prefix.trim_end_matches('/').len(),

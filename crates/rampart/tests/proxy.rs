@@ -145,15 +145,28 @@ async fn metrics_and_health_on_admin_listener() {
     let gw = gateway(&config(up.addr, "", "")).await;
     let addr = gw.listen_addrs()[0];
     let admin = gw.admin_addr().unwrap();
-    let (s, _, _) = get(addr, "/hello").await;
-    assert_eq!(s, 200);
+    // Statuses with a cached counter handle (200, 404) and one without (418): each counted
+    // once per request, the first time and after.
+    for (path, status) in [
+        ("/hello", 200),
+        ("/hello", 200),
+        ("/hello", 200),
+        ("/status/404", 404),
+        ("/status/418", 418),
+        ("/status/418", 418),
+    ] {
+        assert_eq!(get(addr, path).await.0, status, "{path}");
+    }
     let (s, _, _) = get(addr, "/a%2Fb").await;
     assert_eq!(s, 400);
     let (s, _, body) = get(admin, "/metrics").await;
     assert_eq!(s, 200);
     let text = String::from_utf8_lossy(&body);
     for needle in [
-        "rampart_requests_total{route=\"api\",status=\"200\"} 1",
+        "rampart_requests_total{route=\"api\",status=\"200\"} 3",
+        "rampart_requests_total{route=\"api\",status=\"404\"} 1",
+        "rampart_requests_total{route=\"api\",status=\"418\"} 2",
+        "rampart_requests_total{route=\"-\",status=\"400\"} 1",
         "rampart_request_duration_seconds_bucket",
         "rampart_upstream_duration_seconds_bucket",
         "rampart_open_connections",

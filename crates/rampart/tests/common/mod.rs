@@ -125,7 +125,12 @@ async fn upstream_handler(
         "headers": parts.headers.iter().map(|(k, v)| (k.as_str().to_string(), String::from_utf8_lossy(v.as_bytes()).into_owned())).collect::<std::collections::BTreeMap<_, _>>(),
     });
     let mut r = Response::new(BodyExt::boxed(Full::new(Bytes::from(echo.to_string()))));
-    *r.status_mut() = StatusCode::OK;
+    // `/status/NNN` answers with that status.
+    *r.status_mut() = path
+        .strip_prefix("/status/")
+        .and_then(|s| s.parse::<u16>().ok())
+        .and_then(|s| StatusCode::from_u16(s).ok())
+        .unwrap_or(StatusCode::OK);
     r.headers_mut()
         .insert("content-type", "application/json".parse().unwrap());
     r.headers_mut()
