@@ -243,10 +243,29 @@ impl TxMap {
     }
 }
 
-/// FNV-1a (whole words mixed at once): TX names are short and set by the rules, not by clients, so a fast non-keyed hash
-/// is fine here (SipHash cost more than the lookups it guards).
-#[derive(Default)]
+/// A word-at-a-time multiplicative hash for the engine's small tables (TX names, value
+/// addresses): SipHash cost more than the lookups it guards.
+///
+/// Some keys come from clients: rules such as 920450 set TX variables named after request
+/// header names. Each process therefore starts the hash from its own random seed, so a
+/// client cannot prepare names that all land in one bucket; the number of such names is
+/// bounded by the header and argument limits besides.
 pub struct Fnv(u64);
+
+impl Default for Fnv {
+    fn default() -> Self {
+        Fnv(seed())
+    }
+}
+
+/// This process's hash seed, drawn once from the standard library's random keys.
+fn seed() -> u64 {
+    static SEED: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+    *SEED.get_or_init(|| {
+        use std::hash::BuildHasher;
+        std::collections::hash_map::RandomState::new().hash_one(0x5eed_u64)
+    })
+}
 
 impl Hasher for Fnv {
     fn finish(&self) -> u64 {
@@ -1053,7 +1072,19 @@ pub(crate) fn recycle<'b>(mut v: Vec<Item<'_>>) -> Vec<Item<'b>> {
 
 #[cfg(test)]
 mod tests {
-    use super::{Coll, Data, Selector, Target, TxKey, TxMap, TxNames};
+    use super::{Coll, Data, Fnv, Selector, Target, TxKey, TxMap, TxNames};
+    use std::hash::Hasher;
+
+    #[test]
+    fn name_hash_is_stable_in_a_process_and_depends_on_the_seed() {
+        let hash = |mut h: Fnv, name: &str| {
+            h.write(name.as_bytes());
+            h.finish()
+        };
+        let name = "header_name_user-agent";
+        assert_eq!(hash(Fnv::default(), name), hash(Fnv::default(), name));
+        assert_ne!(hash(Fnv(1), name), hash(Fnv(2), name));
+    }
 
     /// The (name, value) pairs a `TX` target with selector `sel` (and, when given, the slots
     /// it picks) resolves to.
