@@ -530,6 +530,23 @@ fn parse_head(
         let mut length: Option<u64> = None;
         let mut named: Vec<HeaderName> = Vec::new();
         for h in r.headers.iter() {
+            // Connection (hop-by-hop, and on nearly every response) is read from its bytes
+            // and never becomes a field.
+            if h.name.len() == 10 && h.name.eq_ignore_ascii_case("connection") {
+                for t in h.value.split(|b| *b == b',') {
+                    let t = t.trim_ascii();
+                    if t.eq_ignore_ascii_case(b"close") {
+                        close = true;
+                    } else if t.eq_ignore_ascii_case(b"keep-alive") {
+                        if version == Version::HTTP_10 {
+                            close = false;
+                        }
+                    } else if let Ok(n) = HeaderName::from_bytes(t) {
+                        named.push(n);
+                    }
+                }
+                continue;
+            }
             let name = HeaderName::from_bytes(h.name.as_bytes())
                 .map_err(|_| format!("invalid upstream header name `{}`", h.name))?;
             // httparse's values are slices of the parsed buffer; anything else is copied.
@@ -553,19 +570,6 @@ fn parse_head(
                 // The last coding decides: chunked, or the body runs to the close.
                 let last = h.value.rsplit(|b| *b == b',').next().unwrap_or_default();
                 te_chunked = Some(last.trim_ascii().eq_ignore_ascii_case(b"chunked"));
-            } else if name == header::CONNECTION {
-                for t in h.value.split(|b| *b == b',') {
-                    let t = t.trim_ascii();
-                    if t.eq_ignore_ascii_case(b"close") {
-                        close = true;
-                    } else if t.eq_ignore_ascii_case(b"keep-alive") {
-                        if version == Version::HTTP_10 {
-                            close = false;
-                        }
-                    } else if let Ok(n) = HeaderName::from_bytes(t) {
-                        named.push(n);
-                    }
-                }
             }
             // Hop-by-hop fields describe this connection only (RFC 9110 7.6.1): they are
             // read above and never reach the response the client gets, so the proxy's own
