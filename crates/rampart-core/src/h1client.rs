@@ -520,7 +520,7 @@ fn parse_head(
         };
         // Room for the headers the response guards add (security headers, request id)
         // without growing the map.
-        let mut headers = HeaderMap::with_capacity(r.headers.len() + 6);
+        let mut headers = crate::hmap::take(r.headers.len() + 6);
         // One copy of the head for all the values to share, not an allocation per value.
         let base = conn.start;
         let head = Bytes::copy_from_slice(&conn.buf[base..base + len]);

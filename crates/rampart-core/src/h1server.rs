@@ -31,7 +31,7 @@ use crate::proxy::{handle, Shared};
 use crate::server::ConnActivity;
 use crate::tunnel::UpgradeSlot;
 use bytes::{Buf, BufMut, Bytes, BytesMut};
-use http::{header, HeaderMap, HeaderName, HeaderValue, Method, Request, StatusCode, Uri, Version};
+use http::{header, HeaderName, HeaderValue, Method, Request, StatusCode, Uri, Version};
 use http_body::{Body, Frame, SizeHint};
 use rampart_telemetry::metrics::Gauge;
 use std::collections::VecDeque;
@@ -375,7 +375,7 @@ impl Server {
     /// Checks and parses a complete head in one pass; the request's body reads from `reader`.
     fn parse(&self, reader: &Arc<Mutex<Reader>>, head: Bytes) -> Head {
         let mut line: Option<(&[u8], &[u8], bool)> = None;
-        let mut headers = HeaderMap::with_capacity(12);
+        let mut headers = crate::hmap::take(12);
         let (mut close, mut keep, mut expect) = (false, false, false);
         let mut bad: Option<Violation> = None;
         let checked = check_head_visit(
@@ -762,12 +762,14 @@ pub async fn serve(
         let keep =
             keep_alive && droppable && violation.is_none() && !closing.load(Ordering::Relaxed);
         let (head, out, mut keep) = encode_head(&parts, body.size_hint(), head_only, http10, keep);
+        let status = parts.status;
+        crate::hmap::give(parts.headers);
         let sent = write_response(&mut wr, head, out, &mut body).await;
         drop(body);
         if sent.is_err() {
             return;
         }
-        if parts.status == StatusCode::SWITCHING_PROTOCOLS {
+        if status == StatusCode::SWITCHING_PROTOCOLS {
             if let Some(up) = upgrade.take() {
                 // Boxed: a tunnel's state would otherwise enlarge every connection's future.
                 Box::pin(tunnel(s, &reader, wr, up, shutdown)).await;

@@ -13,6 +13,7 @@ pub mod h1client;
 pub mod h1scan;
 pub mod h1server;
 pub mod h2watch;
+mod hmap;
 pub mod json;
 pub mod path;
 pub mod proxy;

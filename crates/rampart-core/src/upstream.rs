@@ -478,6 +478,8 @@ impl Upstream {
         timing: Timing,
     ) -> Result<Proxied, UpstreamError> {
         let Timing { started, deadline } = timing;
+        // The request's fields go back to the pool when the exchange is over.
+        let headers = crate::hmap::Recycled(headers);
         // The first exchange on a pooled connection times its response from `started` (the
         // caller's clock reading, taken just before); later ones from their own start.
         let mut started = Some(started);
