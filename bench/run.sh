@@ -49,7 +49,21 @@ for _ in $(seq 1 100); do (exec 3<>"/dev/tcp/127.0.0.1/$PORT") 2>/dev/null && br
 rss() { awk '/VmRSS/ {print $2}' "/proc/$RPID/status"; }
 echo "rampart idle RSS: $(( $(rss) / 1024 )) MiB" | tee "$WORK/rss.txt" >&2
 
-EXTRA_TARGET="rampart=http://127.0.0.1:$PORT" "$SHARED/run.sh"
+EXTRA_TARGET="rampart=http://127.0.0.1:$PORT" "$SHARED/run.sh" 2>&1 | tee "$WORK/run.out"
+
+# The issue's bar as ratios: Rampart against nginx-proxy in this run (req/s, p99, req per CPU-s).
+tsv=$(sed -n 's/^tsv: //p' "$WORK/run.out" | tail -1)
+if [[ -n "$tsv" && -f "$tsv" ]]; then
+  awk -F'\t' '
+    $1 == "nginx-proxy" { n[$2] = $3; np[$2] = $6; nc[$2] = $10 }
+    $1 == "rampart" { r[$2] = $3; rp[$2] = $6; rc[$2] = $10 }
+    END {
+      for (m in r) if (n[m] > 0 && np[m] > 0 && nc[m] > 0)
+        printf "rampart / nginx-proxy %-4s req/s %.3f, p99 %.2f (lower is better), req per CPU-s %.3f%s\n",
+          m, r[m] / n[m], rp[m] / np[m], rc[m] / nc[m],
+          (r[m] >= n[m] && rp[m] <= np[m]) ? "  (bar met)" : "  (bar not met)"
+    }' "$tsv" | sort | tee -a "$WORK/rss.txt"
+fi
 
 # 10,000 idle keep-alive connections: each sends one request, reads the answer, stays open.
 started_upstream=0

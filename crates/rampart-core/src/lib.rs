@@ -6,6 +6,7 @@
 //! path; [`guard`] is the contract every protection implements.
 
 pub mod admin;
+pub mod alloc;
 pub mod body;
 pub mod clock;
 pub mod guard;

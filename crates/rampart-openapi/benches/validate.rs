@@ -13,7 +13,7 @@ use std::time::Duration;
 
 // The binary's allocator, so allocation-heavy parsing is measured as it runs in the gateway.
 #[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static GLOBAL: rampart_core::alloc::Mimalloc = rampart_core::alloc::Mimalloc;
 
 fn bench(c: &mut Criterion) {
     let spec = json!({

@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 // The allocator the `rampart` binary uses, so allocation costs are the ones it pays.
 #[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static GLOBAL: rampart_core::alloc::Mimalloc = rampart_core::alloc::Mimalloc;
 
 mod common;
 use common::headers;

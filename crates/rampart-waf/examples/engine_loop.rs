@@ -8,7 +8,7 @@
 //! (`REMOVE=ID ...` runs without the rules `SecRuleRemoveById ID` names)
 
 #[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static GLOBAL: rampart_core::alloc::Mimalloc = rampart_core::alloc::Mimalloc;
 
 #[path = "../benches/common/mod.rs"]
 mod common;

@@ -1,7 +1,6 @@
 //! The `rampart` binary's wiring: it loads the config, hands the core its guards, and runs.
 //! Each command lives in its own module under `cmd`; the sample API of `rampart demo` in `demo`.
 
-pub mod alloc;
 pub mod audit;
 pub mod demo;
 pub mod keys;

@@ -3,7 +3,7 @@
 use clap::{Parser, Subcommand};
 
 #[global_allocator]
-static GLOBAL: rampart::alloc::Mimalloc = rampart::alloc::Mimalloc;
+static GLOBAL: rampart_core::alloc::Mimalloc = rampart_core::alloc::Mimalloc;
 use rampart::{demo, start};
 use rampart_config::validate::check_target;
 use std::net::SocketAddr;
