@@ -332,8 +332,19 @@ impl Server {
                     self.activity.head_begin();
                 }
                 let mut at = r.scan_from;
-                let mut end = None;
-                while let Some(nl) = memchr::memchr(b'\n', &r.buf[at..]) {
+                // Usually the whole head is here and ends at its first CRLF CRLF: one search
+                // instead of one per line. An empty line before that one (a bare LF) makes
+                // the head invalid whichever line ends it, so the answer is the same (400).
+                // From the previous line's CRLF, which may start the final CRLF CRLF.
+                let from = at.saturating_sub(2);
+                let mut end = head_end()
+                    .find(&r.buf[from..])
+                    .map(|i| from + i + 4)
+                    .filter(|&len| len <= self.max_head);
+                while end.is_none() {
+                    let Some(nl) = memchr::memchr(b'\n', &r.buf[at..]) else {
+                        break;
+                    };
                     let empty = nl == 0 || (nl == 1 && r.buf[at] == b'\r');
                     at += nl + 1;
                     if empty {
@@ -458,6 +469,13 @@ impl Server {
             head_only,
         }
     }
+}
+
+/// The searcher for the CRLF CRLF that ends a request head, built once.
+fn head_end() -> &'static memchr::memmem::Finder<'static> {
+    static FINDER: std::sync::LazyLock<memchr::memmem::Finder<'static>> =
+        std::sync::LazyLock::new(|| memchr::memmem::Finder::new(b"\r\n\r\n"));
+    &FINDER
 }
 
 /// A stand-in request for a head that is refused unparsed: its method and target when they

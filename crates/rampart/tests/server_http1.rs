@@ -273,3 +273,54 @@ async fn too_many_header_fields_get_431_and_the_upstream_sees_nothing() {
     assert!(head.starts_with("http/1.1 200"), "{head}");
     assert_eq!(up.count(), 1);
 }
+
+#[tokio::test]
+async fn a_head_split_anywhere_or_pipelined_ends_where_its_empty_line_is() {
+    let (up, _gw, addr) = start("").await;
+    let req: &[u8] = b"GET /split HTTP/1.1\r\nHost: a\r\nAccept: */*\r\n\r\n";
+    // Written in two pieces, cut at every byte near the end and a few before: the server may
+    // read the first piece alone, and the head's end can straddle the reads.
+    let cuts = (1..12).chain([req.len() - 30, req.len() / 2]);
+    let mut sent = 0;
+    for back in cuts {
+        let cut = req.len() - back;
+        let mut s = TcpStream::connect(addr).await.unwrap();
+        s.write_all(&req[..cut]).await.unwrap();
+        s.flush().await.unwrap();
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        s.write_all(&req[cut..]).await.unwrap();
+        let (head, _) = read_response(&mut s).await;
+        assert!(head.starts_with("http/1.1 200"), "cut at {cut}: {head}");
+        sent += 1;
+        assert_eq!(up.count(), sent);
+        assert_eq!(up.last().uri, "/split");
+    }
+    // Two requests in one write: each head ends at its own empty line.
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    s.write_all(b"GET /one HTTP/1.1\r\nHost: a\r\n\r\nGET /two HTTP/1.1\r\nHost: a\r\n\r\n")
+        .await
+        .unwrap();
+    for path in ["/one", "/two"] {
+        let (head, body) = read_response(&mut s).await;
+        assert!(head.starts_with("http/1.1 200"), "{path}: {head}");
+        // The test upstream echoes the target it got.
+        let echo = String::from_utf8_lossy(&body);
+        assert!(
+            echo.contains(&format!("\"uri\":\"{path}\"")),
+            "{path}: {echo}"
+        );
+    }
+    // (The second may reach the upstream before the first answer is read.)
+    sent += 2;
+    assert_eq!(up.count(), sent);
+    // A head ended by a bare LF, with a well-formed request after it in the same write: 400,
+    // and neither reaches the upstream.
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    s.write_all(b"GET /bad HTTP/1.1\r\nHost: a\n\nGET /after HTTP/1.1\r\nHost: a\r\n\r\n")
+        .await
+        .unwrap();
+    let (head, _) = read_response(&mut s).await;
+    assert!(head.starts_with("http/1.1 400"), "{head}");
+    assert!(closes(&mut s).await);
+    assert_eq!(up.count(), sent);
+}
