@@ -364,24 +364,36 @@ fn trim_ows(mut s: &[u8]) -> &[u8] {
 const TCHAR: u8 = 1;
 const CTL: u8 = 2;
 
+/// The bytes that are ASCII letters or digits or one of `extra`, as a table (for the
+/// character classes of HTTP and URI syntax: token characters, path characters).
+pub(crate) const fn alnum_and(extra: &[u8]) -> [bool; 256] {
+    let mut t = [false; 256];
+    let mut i = 0;
+    while i < 256 {
+        t[i] = (i as u8).is_ascii_alphanumeric();
+        i += 1;
+    }
+    let mut j = 0;
+    while j < extra.len() {
+        t[extra[j] as usize] = true;
+        j += 1;
+    }
+    t
+}
+
 const fn byte_classes() -> [u8; 256] {
+    let tchar = alnum_and(b"!#$%&'*+-.^_`|~");
     let mut t = [0u8; 256];
     let mut i = 0;
     while i < 256 {
         let b = i as u8;
-        if b.is_ascii_alphanumeric() {
+        if tchar[i] {
             t[i] = TCHAR;
         }
         if (b < 0x20 && b != b'\t') || b == 0x7f {
             t[i] = CTL;
         }
         i += 1;
-    }
-    let extra = b"!#$%&'*+-.^_`|~";
-    let mut j = 0;
-    while j < extra.len() {
-        t[extra[j] as usize] = TCHAR;
-        j += 1;
     }
     t
 }

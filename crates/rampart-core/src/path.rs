@@ -55,22 +55,7 @@ fn is_pchar(b: u8) -> bool {
 }
 
 /// [`is_pchar`] as a table: one load per byte of every request path.
-static PCHAR: [bool; 256] = {
-    let mut t = [false; 256];
-    let mut b = 0;
-    while b < 256 {
-        let c = b as u8;
-        t[b] = c.is_ascii_alphanumeric();
-        b += 1;
-    }
-    let extra = b"-._~!$&'()*+,;=:@";
-    let mut i = 0;
-    while i < extra.len() {
-        t[extra[i] as usize] = true;
-        i += 1;
-    }
-    t
-};
+static PCHAR: [bool; 256] = crate::h1scan::alnum_and(b"-._~!$&'()*+,;=:@");
 
 /// A `%2F` kept inside a segment (only with `encoded_slash: keep`).
 const KEPT_SLASH: u16 = 0x100;

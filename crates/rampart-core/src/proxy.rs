@@ -466,11 +466,12 @@ impl Done {
                 })
                 .clone()
         };
-        match self.route_idx.and_then(|i| snap.routes.get(i)) {
-            Some(r) => match r.status_counters.get(self.status, count) {
-                Some(c) => c.inc(),
-                None => count().inc(),
-            },
+        let cached = self
+            .route_idx
+            .and_then(|i| snap.routes.get(i))
+            .and_then(|r| r.status_counters.get(self.status, count));
+        match cached {
+            Some(c) => c.inc(),
             None => count().inc(),
         };
         let log = &self.shared.log;
